@@ -1,0 +1,35 @@
+//! Rendering a role's plan as a machine config: Ignition (Flatcar, Fedora CoreOS) or legacy
+//! cloud-config (CoreOS Container Linux era hosts).
+
+pub mod cloud_config;
+mod data_url;
+pub mod ignition;
+
+pub use data_url::encode as data_url;
+
+use crate::role::RolePlan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Ignition spec 3.3.0 JSON.
+    Ignition,
+    /// `#cloud-config` YAML for coreos-cloudinit.
+    CloudConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot serialise the {format} config: {message}")]
+    Serialise {
+        format: &'static str,
+        message: String,
+    },
+}
+
+/// Renders `plan` in `format`. The same plan always gives the same bytes.
+pub fn render(plan: &RolePlan, format: Format) -> Result<Vec<u8>, RenderError> {
+    match format {
+        Format::Ignition => ignition::render(plan),
+        Format::CloudConfig => cloud_config::render(plan),
+    }
+}

@@ -1,0 +1,41 @@
+//! Where a value came from, so that errors can point at the file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A position in a source file. Line and column are 1-based; 0 means unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Origin {
+    pub fn new(file: impl Into<PathBuf>, line: u64, column: u64) -> Self {
+        Origin {
+            file: file.into(),
+            line,
+            column,
+        }
+    }
+
+    /// The whole file, when no finer position is known.
+    pub fn file(file: &Path) -> Self {
+        Origin::new(file, 0, 0)
+    }
+
+    pub(crate) fn from_location(file: &Path, location: serde_saphyr::Location) -> Self {
+        Origin::new(file, location.line(), location.column())
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}", self.file.display()),
+            (line, 0) => write!(f, "{}:{line}", self.file.display()),
+            (line, column) => write!(f, "{}:{line}:{column}", self.file.display()),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Folding an `extends` chain into one profile: maps merge key by key, lists append,
+//! scalars override. Values keep the file and position they were written at.
+
+use std::fs;
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+
+use super::load::Layer;
+use super::schema::{FileDoc, OutputsDoc, UnitEntryDoc};
+use super::{
+    AmiBootMode, AmiOutput, FileSpec, ImdsSupport, Instances, IpxeOutput, IpxePreset, Located,
+    Outputs, Profile, ProfileError, Release, UnitSpec, User,
+};
+use crate::origin::Origin;
+
+pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError> {
+    let mut profile = Profile {
+        role: role.to_string(),
+        description: None,
+        release: Release::default(),
+        users: Vec::new(),
+        files: Vec::new(),
+        units: Vec::new(),
+        kernel_args: Vec::new(),
+        images: Vec::new(),
+        outputs: Outputs::default(),
+        metadata: Default::default(),
+        sources: Vec::new(),
+    };
+    let mut outputs = OutputsDoc::default();
+    for layer in chain {
+        let at = |spanned_location| Origin::from_location(&layer.path, spanned_location);
+        let doc = &layer.doc;
+        profile.sources.push(layer.path.clone());
+        if let Some(description) = &doc.description {
+            profile.description = Some(description.clone());
+        }
+        if let Some(release) = &doc.release {
+            let r = &mut profile.release;
+            r.channel = release.channel.unwrap_or(r.channel);
+            r.board = release.board.unwrap_or(r.board);
+            if let Some(version) = &release.version {
+                r.version = version.value.clone();
+            }
+            if let Some(url) = &release.url {
+                r.url = Some(url.value.clone());
+            }
+        }
+        for user in doc.users.iter().flatten() {
+            profile.users.push(User {
+                name: user.name.value.clone(),
+                groups: user.groups.clone(),
+                ssh_authorized_keys: user
+                    .ssh_authorized_keys
+                    .iter()
+                    .map(|k| k.value.clone())
+                    .collect(),
+                origin: at(user.name.referenced),
+            });
+            for key in &user.ssh_authorized_keys {
+                crate::ssh::check_public_key(&key.value).map_err(|e| {
+                    ProfileError::invalid(at(key.referenced), format!("ssh_authorized_keys: {e}"))
+                })?;
+            }
+        }
+        for file in doc.files.iter().flatten() {
+            profile.files.push(file_spec(file, &layer.path)?);
+        }
+        for unit in doc.units.iter().flatten() {
+            profile.units.push(unit_spec(unit, &layer.path)?);
+        }
+        for arg in doc.kernel_args.iter().flatten() {
+            profile.kernel_args.push(Located {
+                value: arg.value.clone(),
+                origin: at(arg.referenced),
+            });
+        }
+        for image in doc.images.iter().flatten() {
+            profile.images.push(Located {
+                value: image.value.clone(),
+                origin: at(image.referenced),
+            });
+        }
+        for (key, value) in doc.metadata.iter().flatten() {
+            profile.metadata.insert(
+                key.clone(),
+                Located {
+                    value: value.value.to_string(),
+                    origin: at(value.referenced),
+                },
+            );
+        }
+        if let Some(doc_outputs) = &doc.outputs {
+            merge_outputs(&mut outputs, doc_outputs);
+        }
+    }
+    profile.outputs = resolve_outputs(outputs);
+    Ok(profile)
+}
+
+fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileError> {
+    let origin = Origin::from_location(profile_path, file.path.referenced);
+    let mode = match &file.mode {
+        None => 0o644,
+        Some(mode) => parse_mode(&mode.value).ok_or_else(|| {
+            ProfileError::invalid(
+                Origin::from_location(profile_path, mode.referenced),
+                format!(
+                    "files: mode `{}` is not an octal permission such as \"0644\"",
+                    mode.value
+                ),
+            )
+        })?,
+    };
+    let contents = match (&file.contents, &file.source) {
+        (Some(text), None) => text.clone().into_bytes(),
+        (None, Some(source)) => {
+            let folder = profile_path.parent().unwrap_or(Path::new("."));
+            let path = folder.join(&source.value);
+            fs::read(&path).map_err(|e| {
+                ProfileError::invalid(
+                    Origin::from_location(profile_path, source.referenced),
+                    format!("files: source {}: {e}", path.display()),
+                )
+            })?
+        }
+        (Some(_), Some(_)) => {
+            return Err(ProfileError::invalid(
+                origin,
+                format!(
+                    "files: `{}` has both `contents` and `source`; give one",
+                    file.path.value
+                ),
+            ));
+        }
+        (None, None) => Vec::new(),
+    };
+    Ok(FileSpec {
+        path: file.path.value.clone(),
+        mode,
+        user: file.user.clone(),
+        group: file.group.clone(),
+        contents,
+        origin,
+    })
+}
+
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+fn unit_spec(
+    entry: &Spanned<UnitEntryDoc>,
+    profile_path: &Path,
+) -> Result<Located<UnitSpec>, ProfileError> {
+    let origin = Origin::from_location(profile_path, entry.referenced);
+    let spec = match &entry.value {
+        UnitEntryDoc::Name(name) => UnitSpec {
+            name: name.clone(),
+            contents: None,
+            enabled: None,
+            instances: Instances::Unspecified,
+        },
+        UnitEntryDoc::Full(unit) => {
+            let instances = match (&unit.instances, unit.instance_from) {
+                (Some(_), Some(_)) => {
+                    return Err(ProfileError::invalid(
+                        origin,
+                        format!(
+                            "units: `{}` has both `instances` and `instance_from`; give one",
+                            unit.name
+                        ),
+                    ));
+                }
+                (Some(list), None) => Instances::Fixed(list.clone()),
+                (None, Some(source)) => Instances::FromNode(source),
+                (None, None) => Instances::Unspecified,
+            };
+            UnitSpec {
+                name: unit.name.clone(),
+                contents: unit.contents.clone(),
+                enabled: unit.enabled,
+                instances,
+            }
+        }
+    };
+    crate::unit::check_name(&spec.name)
+        .map_err(|e| ProfileError::invalid(origin.clone(), format!("units: {e}")))?;
+    Ok(Located {
+        value: spec,
+        origin,
+    })
+}
+
+fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
+    if from.raw.is_some() {
+        into.raw = from.raw.clone();
+    }
+    if let Some(ami) = &from.ami {
+        let base = into.ami.get_or_insert_with(Default::default);
+        macro_rules! take {
+            ($($field:ident),*) => { $( if ami.$field.is_some() { base.$field = ami.$field.clone(); } )* };
+        }
+        take!(regions, boot_mode, imds_v2, tpm, public, volume_type);
+    }
+    if let Some(ipxe) = &from.ipxe {
+        let base = into.ipxe.get_or_insert_with(Default::default);
+        macro_rules! take {
+            ($($field:ident),*) => { $( if ipxe.$field.is_some() { base.$field = ipxe.$field.clone(); } )* };
+        }
+        take!(preset, console, base_url, autologin);
+    }
+}
+
+fn resolve_outputs(doc: OutputsDoc) -> Outputs {
+    Outputs {
+        raw: doc.raw.is_some(),
+        ami: doc.ami.map(|ami| AmiOutput {
+            regions: ami.regions.unwrap_or_default(),
+            boot_mode: ami.boot_mode.unwrap_or(AmiBootMode::UefiPreferred),
+            imds_v2: ami.imds_v2.unwrap_or(ImdsSupport::Required),
+            tpm: ami.tpm.unwrap_or(false),
+            public: ami.public.unwrap_or(false),
+            volume_type: ami.volume_type.unwrap_or_else(|| "gp3".into()),
+        }),
+        ipxe: doc.ipxe.map(|ipxe| IpxeOutput {
+            preset: ipxe.preset.unwrap_or(IpxePreset::Metal),
+            console: ipxe.console,
+            base_url: ipxe.base_url,
+            autologin: ipxe.autologin.unwrap_or(false),
+        }),
+    }
+}

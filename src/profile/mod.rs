@@ -1,0 +1,132 @@
+//! Role profiles: YAML files that say what each role's machines get.
+//!
+//! A folder holds one profile per file (`master.yaml` is the profile `master`). A profile may
+//! `extends:` another; the chain is merged from the root down with three rules: maps merge key
+//! by key, lists append, scalars override. Profiles marked `abstract: true` (such as `base`)
+//! are building blocks, not roles.
+
+mod error;
+mod load;
+mod merge;
+pub mod schema;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::ProfileError;
+pub use load::ProfileSet;
+pub use schema::{AmiBootMode, Board, Channel, ImageDoc, ImdsSupport, InstanceSource, IpxePreset};
+
+use crate::origin::Origin;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// A role's profile after merging its `extends` chain and checking it.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub role: String,
+    pub description: Option<String>,
+    pub release: Release,
+    pub users: Vec<User>,
+    pub files: Vec<FileSpec>,
+    pub units: Vec<Located<UnitSpec>>,
+    pub kernel_args: Vec<Located<String>>,
+    pub images: Vec<Located<ImageDoc>>,
+    pub outputs: Outputs,
+    pub metadata: BTreeMap<String, Located<String>>,
+    /// The profile files merged into this one, root first.
+    pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    pub channel: Channel,
+    /// `current` or a concrete version such as `4593.1.0`.
+    pub version: String,
+    pub board: Board,
+    pub url: Option<String>,
+}
+
+impl Default for Release {
+    fn default() -> Self {
+        Release {
+            channel: Channel::Stable,
+            version: "current".into(),
+            board: Board::Amd64,
+            url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSpec {
+    /// Absolute path on the machine.
+    pub path: String,
+    pub mode: u32,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub contents: Vec<u8>,
+    pub origin: Origin,
+}
+
+/// What a profile says about one unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSpec {
+    pub name: String,
+    /// Inline unit file; `None` means "from the units folder".
+    pub contents: Option<String>,
+    pub enabled: Option<bool>,
+    pub instances: Instances,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instances {
+    /// Not said: a template then has no instance and the role check fails.
+    Unspecified,
+    Fixed(Vec<String>),
+    FromNode(InstanceSource),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outputs {
+    pub raw: bool,
+    pub ami: Option<AmiOutput>,
+    pub ipxe: Option<IpxeOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmiOutput {
+    pub regions: Vec<String>,
+    pub boot_mode: AmiBootMode,
+    pub imds_v2: ImdsSupport,
+    pub tpm: bool,
+    pub public: bool,
+    pub volume_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpxeOutput {
+    pub preset: IpxePreset,
+    pub console: Option<String>,
+    pub base_url: Option<String>,
+    pub autologin: bool,
+}
+
+/// Loads the profile of `role` from `dir`: shorthand for `ProfileSet::open(dir)?.load(role)`.
+pub fn load_role(dir: &Path, role: &str) -> Result<Profile, ProfileError> {
+    ProfileSet::open(dir)?.load(role)
+}

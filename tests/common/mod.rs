@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kato() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("kato-image").expect("binary is built");
+    cmd.current_dir(repo());
+    cmd
+}
+
+/// A copy of the repository's profiles and units in a temporary folder, to break on purpose.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for folder in ["profiles", "units"] {
+            let to = dir.path().join(folder);
+            std::fs::create_dir(&to).unwrap();
+            for entry in std::fs::read_dir(repo().join(folder)).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+        Scratch { dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn write(&self, relative: &str, text: &str) -> &Self {
+        std::fs::write(self.path(relative), text).unwrap();
+        self
+    }
+
+    /// `kato-image ARGS --profiles <scratch>/profiles`, run inside the scratch folder.
+    pub fn kato(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = kato();
+        cmd.current_dir(self.dir.path()).args(args);
+        cmd
+    }
+}
+
+/// Runs an external judge; a missing judge fails the test (`.ci/run` installs them all).
+pub fn judge(program: &str, args: &[&str], input: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(path) = input {
+        cmd.arg(path);
+    }
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run `{program}` ({e}); .ci/run installs it, or install it yourself")
+    })
+}
+
+/// The Python with PyYAML that `.ci/run` prepares, or the system's.
+pub fn python() -> String {
+    std::env::var("KATO_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
