@@ -3,10 +3,16 @@
 //! The library does the work and returns typed errors; the `kato-image` binary parses
 //! arguments, reports, and chooses exit codes.
 
+pub mod cache;
 pub mod config;
+pub mod fsutil;
+pub mod io;
 pub mod origin;
 pub mod profile;
+pub mod progress;
 pub mod project;
+pub mod release;
 pub mod role;
 pub mod ssh;
 pub mod unit;
+pub mod verify;

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod signing;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

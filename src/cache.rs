@@ -1,0 +1,226 @@
+//! The local cache: verified artifacts stored by their SHA-512, and small records that say
+//! which release file each one is. Everything is written under a temporary name and renamed
+//! into place, so an interrupted run leaves nothing a later run would trust.
+//!
+//! ```text
+//! CACHE/blobs/sha512/<hex>                                 verified bytes
+//! CACHE/releases/<channel>/<board>/<version>/<file>.json   what <file> is (digest, signer)
+//! CACHE/releases/<channel>/<board>/current.json            the last version `current` named
+//! CACHE/partial/<key>.part, <key>.json, <key>.lock         downloads in progress (never trusted)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::verify::SignatureInfo;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cache {}: {source}", path.display())]
+pub struct CacheError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+fn error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the cache knows about one release file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub file: String,
+    /// Where it came from (credentials and query removed).
+    pub url: String,
+    pub sha512: String,
+    pub size: u64,
+    /// `None` when fetched with `--insecure-skip-signature`: such records satisfy only
+    /// other insecure fetches.
+    pub signature: Option<SignatureInfo>,
+    pub digests_asc_verified: bool,
+}
+
+/// Release coordinates inside the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseKey {
+    pub channel: String,
+    pub board: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CurrentRecord {
+    version: String,
+}
+
+/// A download in progress: its bytes, what URL and validator they belong to, and a lock so
+/// two runs do not write the same file.
+pub struct Partial {
+    pub data: PathBuf,
+    pub meta: PathBuf,
+    _lock: File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialMeta {
+    pub url: String,
+    pub validator: Option<String>,
+}
+
+impl Cache {
+    /// `$XDG_CACHE_HOME/kato-image`, else `~/.cache/kato-image`.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("kato-image")
+    }
+
+    pub fn open(root: &Path) -> Result<Self, CacheError> {
+        for sub in ["blobs/sha512", "releases", "partial"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(error(&dir))?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, sha512: &str) -> PathBuf {
+        self.root.join("blobs/sha512").join(sha512)
+    }
+
+    fn release_dir(&self, key: &ReleaseKey) -> PathBuf {
+        self.root
+            .join("releases")
+            .join(&key.channel)
+            .join(&key.board)
+            .join(&key.version)
+    }
+
+    /// The record of `file`, if its blob is present with the recorded size.
+    pub fn lookup(&self, key: &ReleaseKey, file: &str) -> Option<ArtifactRecord> {
+        let path = self.release_dir(key).join(format!("{file}.json"));
+        let record: ArtifactRecord = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let size = fs::metadata(self.blob_path(&record.sha512)).ok()?.len();
+        (record.file == file && size == record.size && is_hex_digest(&record.sha512))
+            .then_some(record)
+    }
+
+    /// Moves a verified file into the blob store and records it.
+    pub fn insert(
+        &self,
+        key: &ReleaseKey,
+        verified: &Path,
+        record: &ArtifactRecord,
+    ) -> Result<PathBuf, CacheError> {
+        let blob = self.blob_path(&record.sha512);
+        fsutil::commit(verified, &blob).map_err(error(&blob))?;
+        let dir = self.release_dir(key);
+        fs::create_dir_all(&dir).map_err(error(&dir))?;
+        let path = dir.join(format!("{}.json", record.file));
+        let json = serde_json::to_vec_pretty(record).expect("records serialise");
+        fsutil::write_atomic(&path, &json).map_err(error(&path))?;
+        Ok(blob)
+    }
+
+    pub fn current(&self, channel: &str, board: &str) -> Option<String> {
+        let path = self
+            .root
+            .join("releases")
+            .join(channel)
+            .join(board)
+            .join("current.json");
+        let record: CurrentRecord = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        Some(record.version)
+    }
+
+    pub fn set_current(&self, channel: &str, board: &str, version: &str) -> Result<(), CacheError> {
+        let dir = self.root.join("releases").join(channel).join(board);
+        fs::create_dir_all(&dir).map_err(error(&dir))?;
+        let path = dir.join("current.json");
+        let json = serde_json::to_vec(&CurrentRecord {
+            version: version.to_string(),
+        })
+        .expect("serialises");
+        fsutil::write_atomic(&path, &json).map_err(error(&path))
+    }
+
+    /// The partial download for `url`, locked for this process (waits for another run
+    /// fetching the same file).
+    pub fn partial(&self, url: &str) -> Result<Partial, CacheError> {
+        use sha2::Digest;
+        let key = hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
+        let dir = self.root.join("partial");
+        let lock_path = dir.join(format!("{key}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(error(&lock_path))?;
+        lock.lock().map_err(error(&lock_path))?;
+        Ok(Partial {
+            data: dir.join(format!("{key}.part")),
+            meta: dir.join(format!("{key}.json")),
+            _lock: lock,
+        })
+    }
+}
+
+impl Partial {
+    /// Bytes already downloaded for `url` and the validator they came with; anything left by
+    /// a different URL or without a record is thrown away.
+    pub fn resume_state(&self, url: &str) -> (u64, Option<String>) {
+        let meta: Option<PartialMeta> = fs::read(&self.meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match (meta, fs::metadata(&self.data)) {
+            (Some(meta), Ok(data)) if meta.url == url => (data.len(), meta.validator),
+            _ => {
+                self.discard();
+                (0, None)
+            }
+        }
+    }
+
+    pub fn record(&self, meta: &PartialMeta) -> io::Result<()> {
+        fsutil::write_atomic(&self.meta, &serde_json::to_vec(meta).expect("serialises"))
+    }
+
+    pub fn discard(&self) {
+        let _ = fs::remove_file(&self.data);
+        let _ = fs::remove_file(&self.meta);
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn is_hex_digest(text: &str) -> bool {
+    text.len() == 128 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -1,0 +1,221 @@
+//! `kato-image fetch`: release flags (shared with `build`), and the report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kato_image::cache::Cache;
+use kato_image::profile::{Board, Channel};
+use kato_image::release::transport::TransportOptions;
+use kato_image::release::{self, ArtifactKind, FetchOptions, FetchedRelease, ReleaseSpec};
+use kato_image::verify::{Keyring, format_time};
+
+use super::progress::{Reporter, bytes};
+
+/// Which release, where from, and how much to trust it. Flags win over the profile's
+/// `release:` section, which wins over the defaults.
+#[derive(Args, Debug, Clone)]
+pub struct ReleaseArgs {
+    #[arg(long, value_enum)]
+    pub channel: Option<ChannelArg>,
+    /// `current` (resolved through version.txt) or a version such as 4593.1.0.
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long, value_enum)]
+    pub board: Option<BoardArg>,
+    /// Where releases live, with {channel}, {board} and {version}
+    /// [default: https://{channel}.release.flatcar-linux.net/{board}/{version}/].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub release_url: Option<String>,
+    /// Take the release settings from this role's profile (flags still win).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Folder of role profiles, for --role.
+    #[arg(long, value_name = "DIR", default_value = "profiles")]
+    pub profiles: PathBuf,
+    /// Cache folder [default: $XDG_CACHE_HOME/kato-image].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Make no network request: use only what the cache holds.
+    #[arg(long)]
+    pub offline: bool,
+    /// Trust these OpenPGP public keys instead of the embedded Flatcar key.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Vec<PathBuf>,
+    /// Do not check signatures (DIGESTS are still checked). Recorded in every output.
+    #[arg(long)]
+    pub insecure_skip_signature: bool,
+    /// Further attempts after a transient network failure.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// First wait between attempts in milliseconds; doubles each time, up to 30 s.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub retry_delay_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ChannelArg {
+    Stable,
+    Beta,
+    Alpha,
+    Lts,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BoardArg {
+    #[value(name = "amd64-usr")]
+    Amd64,
+    #[value(name = "arm64-usr")]
+    Arm64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ArtifactArg {
+    /// The generic disk image.
+    Image,
+    /// The EC2 disk image.
+    Ami,
+    /// The PXE kernel and initramfs.
+    Pxe,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[arg(long, value_enum, default_value_t = ArtifactArg::Image)]
+    pub artifact: ArtifactArg,
+    /// Print a JSON summary on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ReleaseArgs {
+    pub fn spec(&self) -> anyhow::Result<ReleaseSpec> {
+        let from_profile = match &self.role {
+            Some(role) => kato_image::profile::load_role(&self.profiles, role)?.release,
+            None => kato_image::profile::Release::default(),
+        };
+        Ok(ReleaseSpec {
+            channel: self
+                .channel
+                .map(|c| match c {
+                    ChannelArg::Stable => Channel::Stable,
+                    ChannelArg::Beta => Channel::Beta,
+                    ChannelArg::Alpha => Channel::Alpha,
+                    ChannelArg::Lts => Channel::Lts,
+                })
+                .unwrap_or(from_profile.channel),
+            version: self.version.clone().unwrap_or(from_profile.version),
+            board: self
+                .board
+                .map(|b| match b {
+                    BoardArg::Amd64 => Board::Amd64,
+                    BoardArg::Arm64 => Board::Arm64,
+                })
+                .unwrap_or(from_profile.board),
+            url_template: self
+                .release_url
+                .clone()
+                .or(from_profile.url)
+                .unwrap_or_else(|| release::DEFAULT_URL_TEMPLATE.to_string()),
+        })
+    }
+
+    pub fn options(&self) -> anyhow::Result<FetchOptions> {
+        let keyring = if self.keyring.is_empty() {
+            Keyring::flatcar()
+        } else {
+            let mut data = Vec::new();
+            for path in &self.keyring {
+                data.extend(
+                    std::fs::read(path).with_context(|| format!("--keyring {}", path.display()))?,
+                );
+                data.push(b'\n');
+            }
+            let names: Vec<String> = self
+                .keyring
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            Keyring::parse(&data, &names.join(", "))?
+        };
+        let cache_dir = self.cache.clone().unwrap_or_else(Cache::default_dir);
+        Ok(FetchOptions {
+            cache: Cache::open(&cache_dir)?,
+            keyring,
+            insecure_skip_signature: self.insecure_skip_signature,
+            offline: self.offline,
+            retries: self.retries,
+            retry_delay: Duration::from_millis(self.retry_delay_ms),
+            transport: TransportOptions::default(),
+        })
+    }
+}
+
+pub const INSECURE_WARNING: &str = "WARNING: --insecure-skip-signature: OpenPGP signatures are NOT checked; \
+anyone who can change the mirror or the connection can change what you boot";
+
+pub fn run(args: FetchArgs) -> anyhow::Result<()> {
+    let spec = args.release.spec()?;
+    let options = args.release.options()?;
+    if options.insecure_skip_signature {
+        eprintln!("{INSECURE_WARNING}");
+    }
+    let kind = match args.artifact {
+        ArtifactArg::Image => ArtifactKind::Image,
+        ArtifactArg::Ami => ArtifactKind::Ami,
+        ArtifactArg::Pxe => ArtifactKind::Pxe,
+    };
+    let reporter = Reporter::for_stderr(args.quiet || args.json);
+    let fetched = release::fetch(&spec, kind, &options, &reporter)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fetched)?);
+    } else {
+        print_text(&fetched);
+    }
+    if options.insecure_skip_signature {
+        eprintln!("{INSECURE_WARNING}");
+    }
+    Ok(())
+}
+
+fn print_text(fetched: &FetchedRelease) {
+    let requested = if fetched.requested_version == fetched.version {
+        String::new()
+    } else {
+        format!(" ({})", fetched.requested_version)
+    };
+    println!(
+        "Flatcar {} {} {}{requested}",
+        fetched.channel, fetched.board, fetched.version
+    );
+    for artifact in &fetched.artifacts {
+        println!("{}", artifact.path.display());
+        println!("  file:      {} ({})", artifact.file, bytes(artifact.size));
+        println!("  sha512:    {}", artifact.sha512);
+        match &artifact.signature {
+            Some(s) => println!(
+                "  signed:    by {} (key {}) at {}{}",
+                s.signer_fingerprint,
+                s.primary_fingerprint,
+                format_time(s.created),
+                if artifact.digests_asc_verified {
+                    "; DIGESTS.asc verified"
+                } else {
+                    ""
+                }
+            ),
+            None => println!("  signed:    NOT CHECKED (--insecure-skip-signature)"),
+        }
+        println!(
+            "  source:    {}{}",
+            artifact.url,
+            if artifact.from_cache { " (cached)" } else { "" }
+        );
+    }
+}

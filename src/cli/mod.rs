@@ -1,0 +1,168 @@
+//! The command line: arguments, dispatch to the library, reports and exit codes.
+
+mod fetch;
+mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use kato_image::config::Format;
+use kato_image::project::Project;
+
+#[derive(Parser)]
+#[command(
+    name = "kato-image",
+    version,
+    about = "Build per-role boot artifacts for CoreOS-family fleets from signed Flatcar images",
+    long_about = "kato-image turns the official, signed Flatcar Container Linux image into per-role \
+                  artifacts (raw disk image, AMI, iPXE payload) that boot already configured for \
+                  their role. Roles are described by profiles (profiles/*.yaml) and the systemd \
+                  units they run (units/*), selected by each unit's [X-Fleet] section.",
+    after_help = "Examples:\n  kato-image render --role master\n  kato-image render --role worker --format cloud-config\n  kato-image validate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+pub struct ProjectArgs {
+    /// Folder of role profiles (base.yaml, master.yaml, ...).
+    #[arg(long, value_name = "DIR", default_value = "profiles")]
+    pub profiles: PathBuf,
+    /// Folder of unit files [default: `units` beside the profiles folder].
+    #[arg(long, value_name = "DIR")]
+    pub units: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the machine config a role's machines boot with.
+    #[command(
+        after_help = "Examples:\n  kato-image render --role master > master.ign\n  kato-image render --role edge --format cloud-config"
+    )]
+    Render {
+        /// The role to render (a profile that is not abstract).
+        #[arg(long)]
+        role: String,
+        #[arg(long, value_enum, default_value_t = FormatArg::Ignition)]
+        format: FormatArg,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Check every role (or one) without printing its config.
+    #[command(
+        after_help = "Examples:\n  kato-image validate\n  kato-image validate --role worker --profiles ./profiles"
+    )]
+    Validate {
+        /// Check only this role.
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Download and verify a Flatcar release into the cache; print the artifacts.
+    #[command(
+        after_help = "Examples:\n  kato-image fetch\n  kato-image fetch --channel beta --version 4593.1.0 --artifact pxe --json\n  kato-image fetch --release-url 'http://127.0.0.1:8080/flatcar/{channel}/{board}/{version}/' --offline"
+    )]
+    Fetch(fetch::FetchArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  kato-image completions bash > /etc/bash_completion.d/kato-image"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  kato-image man > kato-image.1 && man ./kato-image.1")]
+    Man,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// Ignition spec 3.3.0 JSON (Flatcar, Fedora CoreOS).
+    Ignition,
+    /// #cloud-config for coreos-cloudinit (CoreOS Container Linux era).
+    CloudConfig,
+}
+
+impl From<FormatArg> for Format {
+    fn from(value: FormatArg) -> Self {
+        match value {
+            FormatArg::Ignition => Format::Ignition,
+            FormatArg::CloudConfig => Format::CloudConfig,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kato-image: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn open(project: &ProjectArgs) -> anyhow::Result<Project> {
+    Ok(Project::open(&project.profiles, project.units.as_deref())?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Render {
+            role,
+            format,
+            project,
+        } => {
+            let bytes = open(&project)?.render(&role, format.into())?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write to standard output")?;
+        }
+        Command::Validate { role, project } => {
+            let project = open(&project)?;
+            let roles = match role {
+                Some(role) => vec![role],
+                None => project.roles()?,
+            };
+            if roles.is_empty() {
+                anyhow::bail!("{}: no roles to check", project.profiles.dir().display());
+            }
+            for role in roles {
+                let plan = project.plan(&role)?;
+                for format in [Format::Ignition, Format::CloudConfig] {
+                    kato_image::config::render(&plan, format)?;
+                }
+                let units: Vec<&str> = plan.enabled_units().collect();
+                println!(
+                    "{role}: ok ({} files; starts {})",
+                    plan.files.len(),
+                    units.join(", ")
+                );
+            }
+        }
+        Command::Fetch(args) => fetch::run(args)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "kato-image",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+        }
+    }
+    Ok(())
+}

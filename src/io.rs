@@ -1,0 +1,64 @@
+//! Small streaming adapters.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// A `Read` over chunks sent from another thread; the end of the stream is the sender
+/// going away. Lets a consumer that wants a reader (a signature check) run on its own core
+/// while the producer (a download) also feeds other consumers.
+pub struct ChunkReader {
+    chunks: Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+/// Bounded, so a slow consumer holds back the producer instead of buffering the file.
+pub fn chunk_channel(depth: usize) -> (SyncSender<Vec<u8>>, ChunkReader) {
+    let (sender, chunks) = sync_channel(depth);
+    (
+        sender,
+        ChunkReader {
+            chunks,
+            current: Vec::new(),
+            position: 0,
+        },
+    )
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.position = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_every_byte_in_order() {
+        let (sender, mut reader) = chunk_channel(2);
+        let producer = std::thread::spawn(move || {
+            for i in 0..100u8 {
+                sender.send(vec![i; i as usize]).unwrap();
+            }
+        });
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        producer.join().unwrap();
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| vec![i; i as usize]).collect();
+        assert_eq!(all, expected);
+    }
+}

@@ -1,0 +1,510 @@
+//! Fetching a release: resolve the version, then for each file get its signature and digests,
+//! refuse an untrusted signer before downloading, stream the file to disk while hashing it
+//! (SHA-512 here, the signature's hash on the other core), and only then cache it.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha512};
+
+use super::digests::{self, DigestsError};
+use super::transport::{Transport, TransportError, TransportOptions, redact};
+use super::{ArtifactKind, ReleaseSpec, board_name, channel_name, is_version, parse_version_txt};
+use crate::cache::{ArtifactRecord, Cache, CacheError, PartialMeta, ReleaseKey, hex};
+use crate::progress::Progress;
+use crate::verify::{Keyring, SignatureInfo, Signer, VerifyError, parse_detached};
+
+const CHUNK: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("release URL template {template:?}: {why}")]
+    Template { template: String, why: String },
+    #[error("version {0:?} is neither `current` nor a version like 4593.1.0")]
+    Version(String),
+    #[error("{url}: no FLATCAR_VERSION= line with a version in it")]
+    VersionTxt { url: String },
+    #[error("{what} was not found: {source}")]
+    Missing {
+        what: String,
+        source: TransportError,
+    },
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
+    #[error("{0}")]
+    Digests(#[from] DigestsError),
+    #[error(
+        "{file}: SHA-512 {actual} does not match {expected} from {source_name}; the download was deleted"
+    )]
+    DigestMismatch {
+        file: String,
+        actual: String,
+        expected: String,
+        source_name: String,
+    },
+    #[error("{file}: {source_name} says SHA-512 {signed}, but {file}.DIGESTS says {unsigned}")]
+    DigestsDisagree {
+        file: String,
+        source_name: String,
+        signed: String,
+        unsigned: String,
+    },
+    #[error("--offline: {0}")]
+    Offline(String),
+    #[error("{0}")]
+    Cache(#[from] CacheError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct FetchOptions {
+    pub cache: Cache,
+    pub keyring: Keyring,
+    pub insecure_skip_signature: bool,
+    pub offline: bool,
+    /// Further attempts after a transient failure.
+    pub retries: u32,
+    /// The first wait between attempts; it doubles each time, up to 30 s.
+    pub retry_delay: Duration,
+    pub transport: TransportOptions,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FetchedArtifact {
+    pub file: String,
+    pub url: String,
+    pub path: PathBuf,
+    pub sha512: String,
+    pub size: u64,
+    pub signature: Option<SignatureInfo>,
+    pub digests_asc_verified: bool,
+    pub from_cache: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FetchedRelease {
+    pub channel: String,
+    pub board: String,
+    /// What was asked for (`current` or a version).
+    pub requested_version: String,
+    /// The concrete version fetched.
+    pub version: String,
+    pub base_url: String,
+    pub artifact: ArtifactKind,
+    pub artifacts: Vec<FetchedArtifact>,
+    pub insecure_skip_signature: bool,
+}
+
+pub fn fetch(
+    spec: &ReleaseSpec,
+    kind: ArtifactKind,
+    options: &FetchOptions,
+    progress: &dyn Progress,
+) -> Result<FetchedRelease, ReleaseError> {
+    let mut session = Session {
+        options,
+        progress,
+        transport: None,
+    };
+    let channel = channel_name(spec.channel);
+    let board = board_name(spec.board);
+    let version = session.resolve_version(spec)?;
+    let base_url = spec.base_url(&version)?;
+    let key = ReleaseKey {
+        channel: channel.into(),
+        board: board.into(),
+        version: version.clone(),
+    };
+    let mut artifacts = Vec::new();
+    for file in kind.files() {
+        artifacts.push(session.artifact(&key, &base_url, file)?);
+    }
+    Ok(FetchedRelease {
+        channel: channel.into(),
+        board: board.into(),
+        requested_version: spec.version.clone(),
+        version,
+        base_url: redact(&base_url),
+        artifact: kind,
+        artifacts,
+        insecure_skip_signature: options.insecure_skip_signature,
+    })
+}
+
+struct Session<'a> {
+    options: &'a FetchOptions,
+    progress: &'a dyn Progress,
+    transport: Option<Transport>,
+}
+
+/// Why one download attempt ended early.
+enum Attempt {
+    Retry(TransportError),
+    Fail(ReleaseError),
+}
+
+impl From<ReleaseError> for Attempt {
+    fn from(e: ReleaseError) -> Self {
+        Attempt::Fail(e)
+    }
+}
+
+impl Session<'_> {
+    fn transport(&mut self) -> Result<&Transport, ReleaseError> {
+        if self.transport.is_none() {
+            self.transport = Some(Transport::new(&self.options.transport)?);
+        }
+        Ok(self.transport.as_ref().expect("just set"))
+    }
+
+    fn resolve_version(&mut self, spec: &ReleaseSpec) -> Result<String, ReleaseError> {
+        if spec.version != "current" {
+            return if is_version(&spec.version) {
+                Ok(spec.version.clone())
+            } else {
+                Err(ReleaseError::Version(spec.version.clone()))
+            };
+        }
+        let (channel, board) = (channel_name(spec.channel), board_name(spec.board));
+        if self.options.offline {
+            return self.options.cache.current(channel, board).ok_or_else(|| {
+                ReleaseError::Offline(format!(
+                    "which version `current` is for {channel}/{board} is not in the cache {} (fetch it once online, or give --version)",
+                    self.options.cache.root().display()
+                ))
+            });
+        }
+        let url = format!("{}version.txt", spec.base_url("current")?);
+        let text = self.get_small(&url, "the release's version.txt")?;
+        let version = parse_version_txt(&String::from_utf8_lossy(&text))
+            .ok_or_else(|| ReleaseError::VersionTxt { url: redact(&url) })?;
+        self.options.cache.set_current(channel, board, &version)?;
+        Ok(version)
+    }
+
+    /// A small file, retried on transient failures; `what` names it when it is missing.
+    fn get_small(&mut self, url: &str, what: &str) -> Result<Vec<u8>, ReleaseError> {
+        self.retrying(url, |session| {
+            session.transport()?.get_small(url).map_err(|e| match e {
+                e if e.is_transient() => Attempt::Retry(e),
+                TransportError::NotFound { .. } => Attempt::Fail(ReleaseError::Missing {
+                    what: what.into(),
+                    source: e,
+                }),
+                e => Attempt::Fail(e.into()),
+            })
+        })
+    }
+
+    fn retrying<T>(
+        &mut self,
+        url: &str,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, Attempt>,
+    ) -> Result<T, ReleaseError> {
+        let mut failures = 0;
+        loop {
+            match attempt(self) {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(e)) if failures >= self.options.retries => {
+                    return Err(ReleaseError::Transport(e));
+                }
+                Err(Attempt::Retry(e)) => {
+                    let delay = self
+                        .options
+                        .retry_delay
+                        .saturating_mul(1 << failures.min(16))
+                        .min(Duration::from_secs(30));
+                    failures += 1;
+                    self.progress.note(&format!(
+                        "{}: {e}; retry {failures} of {} in {:.1}s",
+                        redact(url),
+                        self.options.retries,
+                        delay.as_secs_f64()
+                    ));
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+
+    fn artifact(
+        &mut self,
+        key: &ReleaseKey,
+        base_url: &str,
+        file: &str,
+    ) -> Result<FetchedArtifact, ReleaseError> {
+        let options = self.options;
+        let skip = options.insecure_skip_signature;
+        let trusted = options.keyring.fingerprints();
+        if let Some(record) = options.cache.lookup(key, file) {
+            let acceptable = match &record.signature {
+                Some(signature) => trusted.contains(&signature.primary_fingerprint),
+                None => skip,
+            };
+            if acceptable {
+                return Ok(FetchedArtifact {
+                    path: options.cache.blob_path(&record.sha512),
+                    file: record.file,
+                    url: record.url,
+                    sha512: record.sha512,
+                    size: record.size,
+                    signature: record.signature,
+                    digests_asc_verified: record.digests_asc_verified,
+                    from_cache: true,
+                });
+            }
+        }
+        if options.offline {
+            return Err(ReleaseError::Offline(format!(
+                "{file} of {}/{}/{} is not in the cache {}",
+                key.channel,
+                key.board,
+                key.version,
+                options.cache.root().display()
+            )));
+        }
+
+        let url = format!("{base_url}{file}");
+        let digests_text = self.get_small(&format!("{url}.DIGESTS"), &format!("{file}.DIGESTS"))?;
+        let digests_name = format!("{file}.DIGESTS");
+        let mut expected =
+            digests::sha512_for(&String::from_utf8_lossy(&digests_text), file, &digests_name)?;
+        let mut expected_from = digests_name;
+        let mut digests_asc_verified = false;
+        let signature = if skip {
+            None
+        } else {
+            match self.get_small(&format!("{url}.DIGESTS.asc"), "DIGESTS.asc") {
+                Ok(armored) => {
+                    let name = format!("{file}.DIGESTS.asc");
+                    let (text, _) = options.keyring.verify_cleartext(&armored, &name)?;
+                    let signed = digests::sha512_for(&text, file, &name)?;
+                    if signed != expected {
+                        return Err(ReleaseError::DigestsDisagree {
+                            file: file.into(),
+                            source_name: name,
+                            signed,
+                            unsigned: expected,
+                        });
+                    }
+                    digests_asc_verified = true;
+                    expected_from = name;
+                    expected = signed;
+                }
+                // Optional: the detached signature below is what must exist.
+                Err(ReleaseError::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let sig_name = format!("{file}.sig");
+            let bytes =
+                self.get_small(&format!("{url}.sig"), &format!("the signature {sig_name}"))?;
+            Some(parse_detached(&bytes, &sig_name)?)
+        };
+        // The signer is judged before the download: an untrusted key costs no transfer.
+        let signer = match &signature {
+            Some(signature) => Some(options.keyring.signer(signature, file)?),
+            None => None,
+        };
+
+        let partial = options.cache.partial(&url)?;
+        let outcome = self.retrying(&url, |session| {
+            session.download_once(
+                &url,
+                file,
+                &partial,
+                signature.as_ref().zip(signer.as_ref()),
+            )
+        });
+        let (sha512, size) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                // Trust failures throw the bytes away; network failures keep them to resume.
+                if matches!(e, ReleaseError::Verify(_)) {
+                    partial.discard();
+                }
+                return Err(e);
+            }
+        };
+        if sha512 != expected {
+            partial.discard();
+            return Err(ReleaseError::DigestMismatch {
+                file: file.into(),
+                actual: sha512,
+                expected,
+                source_name: expected_from,
+            });
+        }
+        let record = ArtifactRecord {
+            file: file.into(),
+            url: redact(&url),
+            sha512,
+            size,
+            signature: signer.map(|s| s.info),
+            digests_asc_verified,
+        };
+        let path = options.cache.insert(key, &partial.data, &record)?;
+        partial.discard();
+        Ok(FetchedArtifact {
+            file: record.file,
+            url: record.url,
+            path,
+            sha512: record.sha512,
+            size: record.size,
+            signature: record.signature,
+            digests_asc_verified,
+            from_cache: false,
+        })
+    }
+
+    /// One attempt: resume what `partial` holds if the server still has the same file, write
+    /// the rest, and hash everything. Returns the SHA-512 and size once the signature checks.
+    fn download_once(
+        &mut self,
+        url: &str,
+        file: &str,
+        partial: &crate::cache::Partial,
+        signed: Option<(&pgp::packet::Signature, &Signer<'_>)>,
+    ) -> Result<(String, u64), Attempt> {
+        let io = |source| {
+            Attempt::Fail(ReleaseError::Io {
+                path: partial.data.clone(),
+                source,
+            })
+        };
+        let (have, validator) = partial.resume_state(url);
+        let body = self
+            .transport()?
+            .open(url, have, validator.as_deref())
+            .map_err(|e| match e {
+                e if e.is_transient() => Attempt::Retry(e),
+                TransportError::NotFound { .. } => Attempt::Fail(ReleaseError::Missing {
+                    what: file.into(),
+                    source: e,
+                }),
+                e => Attempt::Fail(e.into()),
+            })?;
+        if have > 0 && body.start == 0 {
+            self.progress.note(&format!(
+                "{file}: the server sent the whole file (changed, or no ranges); starting over"
+            ));
+        } else if body.start > 0 {
+            self.progress
+                .note(&format!("{file}: resuming at byte {}", body.start));
+        }
+        partial
+            .record(&PartialMeta {
+                url: url.to_string(),
+                validator: body.validator.clone(),
+            })
+            .map_err(io)?;
+        let mut out = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&partial.data)
+            .map_err(io)?;
+        out.set_len(body.start).map_err(io)?;
+        self.progress.start(file, body.total);
+        let progress = self.progress;
+        let result = std::thread::scope(|scope| {
+            let (sender, reader) = crate::io::chunk_channel(16);
+            let checker = signed.map(|(signature, signer)| {
+                scope.spawn(move || signer.check(signature, reader, file))
+            });
+            let mut sender = checker.as_ref().map(|_| sender);
+            let mut sha = Sha512::new();
+            let feed =
+                |chunk: &[u8],
+                 sha: &mut Sha512,
+                 sender: &Option<std::sync::mpsc::SyncSender<Vec<u8>>>| {
+                    sha.update(chunk);
+                    if let Some(s) = sender {
+                        // A send fails only if the checker stopped early; its result says why.
+                        if s.send(chunk.to_vec()).is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                };
+            let mut buffer = vec![0u8; CHUNK];
+            // Bytes from an earlier attempt are hashed again from disk.
+            out.seek(SeekFrom::Start(0)).map_err(io)?;
+            let mut prefix = (&mut out).take(body.start);
+            loop {
+                let n = prefix.read(&mut buffer).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                if !feed(&buffer[..n], &mut sha, &sender) {
+                    break;
+                }
+            }
+            progress.advance(body.start);
+            out.seek(SeekFrom::Start(body.start)).map_err(io)?;
+            let mut reader = body.reader;
+            let mut size = body.start;
+            let mut interrupted = None;
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        out.write_all(&buffer[..n]).map_err(io)?;
+                        size += n as u64;
+                        progress.advance(n as u64);
+                        if !feed(&buffer[..n], &mut sha, &sender) {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        interrupted = Some(e);
+                        break;
+                    }
+                }
+            }
+            out.flush().map_err(io)?;
+            drop(sender.take());
+            let checked = checker.map(|c| c.join().expect("signature check thread does not panic"));
+            if let Some(e) = interrupted {
+                return Err(Attempt::Retry(TransportError::Io {
+                    url: redact(url),
+                    source: e,
+                }));
+            }
+            if body.total.is_some_and(|total| size < total) {
+                return Err(Attempt::Retry(TransportError::Network {
+                    url: redact(url),
+                    message: format!(
+                        "connection closed after {size} of {} bytes",
+                        body.total.unwrap_or(0)
+                    ),
+                }));
+            }
+            if let Some(checked) = checked {
+                checked.map_err(|e| Attempt::Fail(e.into()))?;
+            }
+            Ok((hex(&sha.finalize()), size))
+        });
+        self.progress.finish();
+        result
+    }
+}
+
+impl From<TransportError> for Attempt {
+    fn from(e: TransportError) -> Self {
+        if e.is_transient() {
+            Attempt::Retry(e)
+        } else {
+            Attempt::Fail(e.into())
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Getting bytes from a release location: HTTP(S) with timeouts, ranges and validators, or a
+//! local `file://` mirror. Retrying is the caller's job; this says which failures are worth it.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Small files (version.txt, DIGESTS, signatures) are refused past this size.
+const SMALL_LIMIT: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{url}: not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("{url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: u16,
+        transient: bool,
+    },
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
+    #[error("{url}: larger than {limit} bytes, which this small file cannot be")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: {source}")]
+    Io { url: String, source: io::Error },
+    #[error("{url}: unsupported URL (use http://, https:// or file://)")]
+    Scheme { url: String },
+}
+
+impl TransportError {
+    /// Whether trying again may help: network trouble, timeouts, 5xx and 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransportError::Network { .. } => true,
+            TransportError::Status { transient, .. } => *transient,
+            TransportError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::Other
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A response body being read.
+pub struct Body {
+    pub reader: Box<dyn Read + Send>,
+    /// The offset the body starts at: the requested one, or 0 when the whole file is sent.
+    pub start: u64,
+    /// The whole file's length, when known.
+    pub total: Option<u64>,
+    /// ETag or Last-Modified, to resume only the same file later.
+    pub validator: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    pub connect_timeout: Duration,
+    /// How long a read may wait for the next bytes.
+    pub read_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Transport {
+    client: reqwest::blocking::Client,
+}
+
+impl Transport {
+    pub fn new(options: &TransportOptions) -> Result<Self, TransportError> {
+        // ring, not aws-lc: a pure-Rust build. Another part of the process may have installed
+        // a provider already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("kato-image/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.read_timeout)
+            .build()
+            .map_err(|e| TransportError::Network {
+                url: String::new(),
+                message: format!("cannot set up the HTTP client: {e}"),
+            })?;
+        Ok(Transport { client })
+    }
+
+    /// Fetches a small file whole.
+    pub fn get_small(&self, url: &str) -> Result<Vec<u8>, TransportError> {
+        let body = self.open(url, 0, None)?;
+        if body.total.is_some_and(|t| t > SMALL_LIMIT) {
+            return Err(TransportError::TooLarge {
+                url: redact(url),
+                limit: SMALL_LIMIT,
+            });
+        }
+        let mut bytes = Vec::new();
+        body.reader
+            .take(SMALL_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| TransportError::Io {
+                url: redact(url),
+                source,
+            })?;
+        if bytes.len() as u64 > SMALL_LIMIT {
+            return Err(TransportError::TooLarge {
+                url: redact(url),
+                limit: SMALL_LIMIT,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens `url` from byte `offset`. With a `validator` from an earlier response, the server
+    /// sends the rest only if the file is unchanged (`If-Range`), else the whole file.
+    pub fn open(
+        &self,
+        url: &str,
+        offset: u64,
+        validator: Option<&str>,
+    ) -> Result<Body, TransportError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            return open_file(url, PathBuf::from(path), offset);
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(TransportError::Scheme { url: redact(url) });
+        }
+        let mut request = self.client.get(url);
+        if offset > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            if let Some(validator) = validator {
+                request = request.header(reqwest::header::IF_RANGE, validator);
+            }
+        }
+        let response = request.send().map_err(|e| TransportError::Network {
+            url: redact(url),
+            message: describe(&e),
+        })?;
+        let status = response.status().as_u16();
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let validator = header(reqwest::header::ETAG)
+            .filter(|etag| !etag.starts_with("W/"))
+            .or_else(|| header(reqwest::header::LAST_MODIFIED));
+        let length = response.content_length();
+        match status {
+            200 => Ok(Body {
+                start: 0,
+                total: length,
+                validator,
+                reader: Box::new(response),
+            }),
+            206 => {
+                let range = header(reqwest::header::CONTENT_RANGE).unwrap_or_default();
+                let (start, total) =
+                    parse_content_range(&range).ok_or_else(|| TransportError::Network {
+                        url: redact(url),
+                        message: format!("206 with an unusable Content-Range {range:?}"),
+                    })?;
+                if start != offset {
+                    return Err(TransportError::Network {
+                        url: redact(url),
+                        message: format!("asked for bytes from {offset}, got from {start}"),
+                    });
+                }
+                Ok(Body {
+                    start,
+                    total,
+                    validator,
+                    reader: Box::new(response),
+                })
+            }
+            404 | 410 => Err(TransportError::NotFound { url: redact(url) }),
+            416 => Err(TransportError::Status {
+                url: redact(url),
+                status,
+                transient: true,
+            }),
+            _ => Err(TransportError::Status {
+                url: redact(url),
+                status,
+                transient: status == 408 || status == 429 || status >= 500,
+            }),
+        }
+    }
+}
+
+fn open_file(url: &str, path: PathBuf, offset: u64) -> Result<Body, TransportError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => TransportError::NotFound {
+            url: url.to_string(),
+        },
+        _ => TransportError::Io {
+            url: url.to_string(),
+            source,
+        },
+    })?;
+    let io_error = |source| TransportError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let total = file.metadata().map_err(io_error)?.len();
+    let start = offset.min(total);
+    file.seek(SeekFrom::Start(start)).map_err(io_error)?;
+    Ok(Body {
+        reader: Box::new(file),
+        start,
+        total: Some(total),
+        validator: None,
+    })
+}
+
+/// `bytes 100-199/1000` gives (100, Some(1000)).
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// The error and its causes on one line (reqwest nests the interesting part).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    // reqwest puts the URL in its messages; ours already names it, redacted.
+    text
+}
+
+/// A URL fit for logs and errors: no user or password, no query (signed URLs carry tokens).
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = match path.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => path.to_string(),
+    };
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_and_queries() {
+        assert_eq!(
+            redact("https://user:secret@mirror.example/x/y.bin?X-Amz-Signature=abc"),
+            "https://mirror.example/x/y.bin?…"
+        );
+        assert_eq!(redact("http://127.0.0.1:8080/a"), "http://127.0.0.1:8080/a");
+        assert_eq!(redact("file:///srv/m/a"), "file:///srv/m/a");
+    }
+
+    #[test]
+    fn parses_content_range() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+}
