@@ -43,6 +43,76 @@ impl Read for ChunkReader {
     }
 }
 
+/// SHA-512 on its own thread, fed whole buffers that come back for reuse, so a download can
+/// receive and write on one core while the other hashes, without allocating per chunk.
+pub struct Sha512Pipe {
+    to_hasher: Option<SyncSender<Vec<u8>>>,
+    free: Receiver<Vec<u8>>,
+    spare: usize,
+    chunk: usize,
+    worker: Option<std::thread::JoinHandle<sha2::Sha512>>,
+}
+
+impl Sha512Pipe {
+    /// `depth` buffers of `chunk` bytes circulate.
+    pub fn spawn(chunk: usize, depth: usize) -> Self {
+        use sha2::Digest;
+        let (to_hasher, incoming) = sync_channel::<Vec<u8>>(depth);
+        let (give_back, free) = sync_channel::<Vec<u8>>(depth + 1);
+        let worker = std::thread::spawn(move || {
+            let mut sha = sha2::Sha512::new();
+            for buffer in incoming {
+                sha.update(&buffer);
+                let _ = give_back.try_send(buffer);
+            }
+            sha
+        });
+        Sha512Pipe {
+            to_hasher: Some(to_hasher),
+            free,
+            spare: depth + 1,
+            chunk,
+            worker: Some(worker),
+        }
+    }
+
+    /// An empty buffer of the chunk size to fill: a returned one, or a new one while fewer
+    /// than the pipe's depth exist.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        let mut buffer = match self.free.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) if self.spare > 0 => {
+                self.spare -= 1;
+                Vec::with_capacity(self.chunk)
+            }
+            Err(_) => self
+                .free
+                .recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.chunk)),
+        };
+        buffer.clear();
+        buffer.resize(self.chunk, 0);
+        buffer
+    }
+
+    /// Hashes `buffer` (already truncated to its filled length) after what came before.
+    pub fn submit(&mut self, buffer: Vec<u8>) {
+        if let Some(sender) = &self.to_hasher {
+            let _ = sender.send(buffer);
+        }
+    }
+
+    /// Waits for the hasher and returns its state over everything submitted.
+    pub fn finish(mut self) -> sha2::Sha512 {
+        drop(self.to_hasher.take());
+        self.worker
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("the hasher does not panic")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +130,19 @@ mod tests {
         producer.join().unwrap();
         let expected: Vec<u8> = (0..100u8).flat_map(|i| vec![i; i as usize]).collect();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn sha512_pipe_matches_a_direct_hash() {
+        use sha2::Digest;
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut pipe = Sha512Pipe::spawn(4096, 3);
+        for piece in data.chunks(3000) {
+            let mut buffer = pipe.buffer();
+            buffer[..piece.len()].copy_from_slice(piece);
+            buffer.truncate(piece.len());
+            pipe.submit(buffer);
+        }
+        assert_eq!(pipe.finish().finalize(), sha2::Sha512::digest(&data));
     }
 }

@@ -13,7 +13,7 @@ use std::io::Read;
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::packet::{RevocationCode, Signature, SignatureType};
-use pgp::types::{KeyDetails, Tag, Timestamp};
+use pgp::types::{KeyDetails, Tag, Timestamp, VerifyingKey};
 
 /// The Flatcar image signing key (Flatcar Buildbot, primary F88CFEDE...B34A).
 pub const FLATCAR_KEY: &str = include_str!("../keys/flatcar-image-signing-key.asc");
@@ -213,6 +213,58 @@ pub struct Signer<'a> {
 }
 
 impl Signer<'_> {
+    /// Whether a SHA-512 state over the data can finish this check (a v4 binary signature
+    /// hashed with SHA-512, as Flatcar's are), so one pass serves the DIGESTS and the
+    /// signature.
+    pub fn shares_sha512(signature: &Signature) -> bool {
+        signature.config().is_some_and(|config| {
+            config.hash_alg == pgp::crypto::hash::HashAlgorithm::Sha512
+                && config.typ == SignatureType::Binary
+                && matches!(
+                    config.version_specific,
+                    pgp::packet::SignatureVersionSpecific::V4
+                )
+        })
+    }
+
+    /// Finishes the check from a SHA-512 state that has hashed exactly the signed data.
+    /// Only for signatures where `shares_sha512` holds.
+    pub fn check_sha512_state(
+        &self,
+        signature: &Signature,
+        data_state: sha2::Sha512,
+        name: &str,
+    ) -> Result<(), VerifyError> {
+        use sha2::digest::DynDigest;
+        let malformed = |why: String| VerifyError::Malformed(name.into(), why);
+        let config = signature
+            .config()
+            .filter(|_| Self::shares_sha512(signature))
+            .ok_or_else(|| malformed("not a v4 binary SHA-512 signature".into()))?;
+        let mut hasher: Box<dyn DynDigest + Send> = Box::new(data_state);
+        let length = config
+            .hash_signature_data(&mut hasher)
+            .map_err(|e| malformed(e.to_string()))?;
+        hasher.update(
+            &config
+                .trailer(length)
+                .map_err(|e| malformed(e.to_string()))?,
+        );
+        let hash = hasher.finalize();
+        let bad = || VerifyError::Bad(name.into(), self.info.signer_fingerprint.clone());
+        if signature.signed_hash_value() != Some([hash[0], hash[1]]) {
+            return Err(bad());
+        }
+        let bytes = signature
+            .signature()
+            .ok_or_else(|| malformed("no signature value".into()))?;
+        let verified = match self.key {
+            SignerKey::Primary(key) => key.primary_key.verify(config.hash_alg, &hash, bytes),
+            SignerKey::Subkey(subkey) => subkey.key.verify(config.hash_alg, &hash, bytes),
+        };
+        verified.map_err(|_| bad())
+    }
+
     /// Hashes everything `data` yields and checks the signature over it.
     pub fn check(
         &self,

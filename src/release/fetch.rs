@@ -7,16 +7,19 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sha2::{Digest, Sha512};
+use sha2::Digest;
 
 use super::digests::{self, DigestsError};
 use super::transport::{Transport, TransportError, TransportOptions, redact};
 use super::{ArtifactKind, ReleaseSpec, board_name, channel_name, is_version, parse_version_txt};
 use crate::cache::{ArtifactRecord, Cache, CacheError, PartialMeta, ReleaseKey, hex};
+use crate::io::Sha512Pipe;
 use crate::progress::Progress;
 use crate::verify::{Keyring, SignatureInfo, Signer, VerifyError, parse_detached};
 
 const CHUNK: usize = 256 << 10;
+/// How much written data may wait before its writeback is started.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -416,55 +419,55 @@ impl Session<'_> {
         self.progress.start(file, body.total);
         let progress = self.progress;
         let result = std::thread::scope(|scope| {
-            let (sender, reader) = crate::io::chunk_channel(16);
-            let checker = signed.map(|(signature, signer)| {
+            // SHA-512 runs on its own core. When the signature is SHA-512 too (Flatcar's are)
+            // that one pass serves both checks; otherwise rPGP hashes a copy on a third thread.
+            let mut pipe = Sha512Pipe::spawn(CHUNK, 8);
+            let shared = signed.is_some_and(|(signature, _)| Signer::shares_sha512(signature));
+            let (copies, reader) = crate::io::chunk_channel(8);
+            let separate = signed.filter(|_| !shared).map(|(signature, signer)| {
                 scope.spawn(move || signer.check(signature, reader, file))
             });
-            let mut sender = checker.as_ref().map(|_| sender);
-            let mut sha = Sha512::new();
-            let feed =
-                |chunk: &[u8],
-                 sha: &mut Sha512,
-                 sender: &Option<std::sync::mpsc::SyncSender<Vec<u8>>>| {
-                    sha.update(chunk);
-                    if let Some(s) = sender {
-                        // A send fails only if the checker stopped early; its result says why.
-                        if s.send(chunk.to_vec()).is_err() {
-                            return false;
-                        }
-                    }
-                    true
-                };
-            let mut buffer = vec![0u8; CHUNK];
+            let copies = separate.as_ref().map(|_| copies);
+            let send = |buffer: Vec<u8>, pipe: &mut Sha512Pipe| {
+                if let Some(copies) = &copies {
+                    // Fails only if the checker stopped early; its result says why.
+                    let _ = copies.send(buffer.clone());
+                }
+                pipe.submit(buffer);
+            };
             // Bytes from an earlier attempt are hashed again from disk.
             out.seek(SeekFrom::Start(0)).map_err(io)?;
             let mut prefix = (&mut out).take(body.start);
             loop {
-                let n = prefix.read(&mut buffer).map_err(io)?;
+                let mut buffer = pipe.buffer();
+                let n = read_full(&mut prefix, &mut buffer).map_err(io)?;
                 if n == 0 {
                     break;
                 }
-                if !feed(&buffer[..n], &mut sha, &sender) {
-                    break;
-                }
+                buffer.truncate(n);
+                send(buffer, &mut pipe);
             }
             progress.advance(body.start);
             out.seek(SeekFrom::Start(body.start)).map_err(io)?;
             let mut reader = body.reader;
             let mut size = body.start;
+            let mut flushed = body.start;
             let mut interrupted = None;
             loop {
-                match reader.read(&mut buffer) {
+                let mut buffer = pipe.buffer();
+                match read_full(&mut reader, &mut buffer) {
                     Ok(0) => break,
                     Ok(n) => {
-                        out.write_all(&buffer[..n]).map_err(io)?;
+                        buffer.truncate(n);
+                        out.write_all(&buffer).map_err(io)?;
                         size += n as u64;
-                        progress.advance(n as u64);
-                        if !feed(&buffer[..n], &mut sha, &sender) {
-                            break;
+                        if size - flushed >= WRITEBACK_STEP {
+                            crate::fsutil::start_writeback(&out, flushed, size - flushed);
+                            flushed = size;
                         }
+                        progress.advance(n as u64);
+                        send(buffer, &mut pipe);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         interrupted = Some(e);
                         break;
@@ -472,31 +475,50 @@ impl Session<'_> {
                 }
             }
             out.flush().map_err(io)?;
-            drop(sender.take());
-            let checked = checker.map(|c| c.join().expect("signature check thread does not panic"));
+            drop(copies);
+            let state = pipe.finish();
+            let checked =
+                separate.map(|c| c.join().expect("signature check thread does not panic"));
             if let Some(e) = interrupted {
                 return Err(Attempt::Retry(TransportError::Io {
                     url: redact(url),
                     source: e,
                 }));
             }
-            if body.total.is_some_and(|total| size < total) {
+            if let Some(total) = body.total.filter(|total| size < *total) {
                 return Err(Attempt::Retry(TransportError::Network {
                     url: redact(url),
-                    message: format!(
-                        "connection closed after {size} of {} bytes",
-                        body.total.unwrap_or(0)
-                    ),
+                    message: format!("connection closed after {size} of {total} bytes"),
                 }));
             }
-            if let Some(checked) = checked {
-                checked.map_err(|e| Attempt::Fail(e.into()))?;
+            match (checked, signed) {
+                (Some(checked), _) => checked.map_err(|e| Attempt::Fail(e.into()))?,
+                (None, Some((signature, signer))) => signer
+                    .check_sha512_state(signature, state.clone(), file)
+                    .map_err(|e| Attempt::Fail(e.into()))?,
+                (None, None) => {}
             }
-            Ok((hex(&sha.finalize()), size))
+            Ok((hex(&state.finalize()), size))
         });
         self.progress.finish();
         result
     }
+}
+
+/// Reads until `buffer` is full or the stream ends, so hashing sees whole chunks.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Keep what arrived; a broken stream fails again (or ends short) on the next call.
+            Err(_) if filled > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 impl From<TransportError> for Attempt {
