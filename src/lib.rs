@@ -5,7 +5,10 @@
 
 pub mod cache;
 pub mod config;
+pub mod disk;
+pub mod fs;
 pub mod fsutil;
+pub mod inspect;
 pub mod io;
 pub mod origin;
 pub mod profile;

@@ -1,6 +1,7 @@
 //! The command line: arguments, dispatch to the library, reports and exit codes.
 
 mod fetch;
+mod inspect;
 mod progress;
 
 use std::io::Write;
@@ -69,6 +70,11 @@ enum Command {
         after_help = "Examples:\n  kato-image fetch\n  kato-image fetch --channel beta --version 4593.1.0 --artifact pxe --json\n  kato-image fetch --release-url 'http://127.0.0.1:8080/flatcar/{channel}/{board}/{version}/' --offline"
     )]
     Fetch(fetch::FetchArgs),
+    /// Show a disk image's partitions, filesystems and Flatcar boot flags.
+    #[command(
+        after_help = "Examples:\n  kato-image inspect flatcar_production_image.bin.bz2\n  kato-image inspect out/master.raw --json"
+    )]
+    Inspect(inspect::InspectArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  kato-image completions bash > /etc/bash_completion.d/kato-image"
@@ -104,10 +110,23 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("kato-image: error: {error:#}");
+            eprintln!("kato-image: error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and those causes its message does not already include, on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text.replace('\n', " ")
 }
 
 pub fn open(project: &ProjectArgs) -> anyhow::Result<Project> {
@@ -150,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Fetch(args) => fetch::run(args)?,
+        Command::Inspect(args) => inspect::run(args)?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

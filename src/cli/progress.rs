@@ -101,8 +101,8 @@ impl Progress for Reporter {
                     last: Instant::now(),
                 };
                 match total {
-                    Some(total) => eprintln!("{name}: fetching {}", bytes(total)),
-                    None => eprintln!("{name}: fetching"),
+                    Some(total) => eprintln!("{name}: {}", bytes(total)),
+                    None => eprintln!("{name}"),
                 }
             }
             Reporter::Quiet => {}

@@ -1,0 +1,287 @@
+//! Streaming decompression, chosen by magic bytes (never by file name), into a sparse file.
+//! Decoding runs on its own thread; the writer turns zero runs into holes on the other.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use super::sparse::SparseWriter;
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Bzip2,
+    Gzip,
+    Zstd,
+    Xz,
+}
+
+impl Compression {
+    /// From the first bytes of a file.
+    pub fn detect(head: &[u8]) -> Compression {
+        match head {
+            [b'B', b'Z', b'h', b'1'..=b'9', ..] => Compression::Bzip2,
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
+            _ => Compression::None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Bzip2 => "bzip2",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecompressError {
+    #[error("{file}: {format} data is corrupt near compressed byte {offset}: {message}")]
+    Corrupt {
+        file: String,
+        format: &'static str,
+        offset: u64,
+        message: String,
+    },
+    #[error("{file}: {source}")]
+    Io { file: String, source: io::Error },
+}
+
+/// Reads the first bytes of `path` to tell its compression.
+pub fn detect_file(path: &Path) -> io::Result<Compression> {
+    let mut head = [0u8; 8];
+    let mut file = File::open(path)?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(Compression::detect(&head[..filled]))
+}
+
+/// Counts bytes read, so a decoder error can say where in the compressed stream it was.
+struct Counting<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Sends what is written to another thread in chunks.
+struct ChunkWriter {
+    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buffer: Vec<u8>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let take = (CHUNK - self.buffer.len()).min(buf.len());
+        self.buffer.extend_from_slice(&buf[..take]);
+        if self.buffer.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+            self.sender
+                .send(full)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Decompresses `source` (whatever its compression, or none) into a new sparse file at
+/// `destination`. Returns the raw length.
+pub fn decompress_to_sparse(
+    source: &Path,
+    destination: &Path,
+    progress: &dyn Progress,
+) -> Result<u64, DecompressError> {
+    let name = source.display().to_string();
+    let io_error = |source: io::Error| DecompressError::Io {
+        file: name.clone(),
+        source,
+    };
+    let compression = detect_file(source).map_err(io_error)?;
+    let input = File::open(source).map_err(io_error)?;
+    let compressed_len = input.metadata().map_err(io_error)?.len();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counting = Counting {
+        inner: input,
+        count: count.clone(),
+    };
+    let output = File::create(destination).map_err(|source| DecompressError::Io {
+        file: destination.display().to_string(),
+        source,
+    })?;
+    progress.start(
+        &format!(
+            "decompressing {}",
+            source
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("image")
+        ),
+        Some(compressed_len),
+    );
+
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let decoder = std::thread::spawn(move || -> io::Result<()> {
+        let mut writer = ChunkWriter {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, counting);
+        match compression {
+            Compression::None => io::copy(&mut reader, &mut writer).map(|_| ())?,
+            Compression::Bzip2 => {
+                io::copy(&mut bzip2::read::MultiBzDecoder::new(reader), &mut writer).map(|_| ())?
+            }
+            Compression::Gzip => {
+                io::copy(&mut flate2::read::MultiGzDecoder::new(reader), &mut writer).map(|_| ())?
+            }
+            Compression::Zstd => {
+                let mut decoder = ruzstd::decoding::StreamingDecoder::new(reader)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                io::copy(&mut decoder, &mut writer).map(|_| ())?
+            }
+            Compression::Xz => lzma_rs::xz_decompress(&mut reader, &mut writer)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?,
+        }
+        writer.flush()
+    });
+    let mut sparse = SparseWriter::new(output);
+    let mut reported = 0u64;
+    let mut write_error = None;
+    for chunk in receiver.iter() {
+        if let Err(e) = sparse.write_all(&chunk) {
+            write_error = Some(e);
+            break;
+        }
+        let now = count.load(std::sync::atomic::Ordering::Relaxed);
+        progress.advance(now - reported);
+        reported = now;
+    }
+    drop(receiver);
+    let decoded = decoder.join().expect("the decoder thread does not panic");
+    progress.finish();
+    if let Some(e) = write_error {
+        return Err(DecompressError::Io {
+            file: destination.display().to_string(),
+            source: e,
+        });
+    }
+    decoded.map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData
+        | io::ErrorKind::InvalidInput
+        | io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::Other
+            if compression != Compression::None =>
+        {
+            DecompressError::Corrupt {
+                file: name.clone(),
+                format: compression.name(),
+                offset: count.load(std::sync::atomic::Ordering::Relaxed),
+                message: e.to_string(),
+            }
+        }
+        _ => io_error(e),
+    })?;
+    let length = sparse.len();
+    sparse
+        .finish()
+        .and_then(|f| f.sync_all())
+        .map_err(|source| DecompressError::Io {
+            file: destination.display().to_string(),
+            source,
+        })?;
+    Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_magic() {
+        assert_eq!(Compression::detect(b"BZh91AY&SY"), Compression::Bzip2);
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Compression::Xz);
+        assert_eq!(Compression::detect(b"BZh0"), Compression::None);
+        assert_eq!(Compression::detect(b""), Compression::None);
+    }
+
+    #[test]
+    fn every_format_round_trips_through_the_system_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        let mut data = vec![0u8; 3 << 20];
+        for (i, byte) in data.iter_mut().enumerate().skip(1 << 20).take(5000) {
+            *byte = (i % 253) as u8;
+        }
+        std::fs::write(&raw, &data).unwrap();
+        for (tool, args) in [
+            ("bzip2", &["-kc"][..]),
+            ("gzip", &["-c"]),
+            ("zstd", &["-qc"]),
+            ("xz", &["-c"]),
+        ] {
+            let Ok(out) = std::process::Command::new(tool)
+                .args(args)
+                .arg(&raw)
+                .output()
+            else {
+                panic!("{tool} is needed for this test");
+            };
+            let compressed = dir.path().join(format!("c.{tool}"));
+            std::fs::write(&compressed, out.stdout).unwrap();
+            let decoded = dir.path().join(format!("d.{tool}"));
+            let len =
+                decompress_to_sparse(&compressed, &decoded, &crate::progress::Silent).unwrap();
+            assert_eq!(len, data.len() as u64, "{tool}");
+            assert_eq!(std::fs::read(&decoded).unwrap(), data, "{tool}");
+        }
+    }
+
+    #[test]
+    fn corrupt_bzip2_names_the_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("image.bin.bz2");
+        let mut bytes = b"BZh91AY&SY".to_vec();
+        bytes.extend(std::iter::repeat_n(0x55u8, 5000));
+        std::fs::write(&bad, bytes).unwrap();
+        let error = decompress_to_sparse(&bad, &dir.path().join("out"), &crate::progress::Silent)
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("image.bin.bz2: bzip2 data is corrupt near compressed byte"),
+            "{text}"
+        );
+    }
+}

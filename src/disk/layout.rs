@@ -1,0 +1,102 @@
+//! Layout changes: a new partition before ROOT, made by moving ROOT's bytes further out and
+//! growing the disk. ROOT stays last, so Flatcar's first boot can still grow it to the disk.
+
+use std::fs::File;
+
+use super::gpt::{GptError, Partition, PartitionTable, SECTOR};
+use super::guid::Guid;
+use super::sparse;
+
+/// Partitions start on 2 MiB boundaries, as in Flatcar's own layout.
+pub const ALIGN: u64 = 2 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{0}")]
+    Gpt(#[from] GptError),
+    #[error("slot {0} is already used by {1}")]
+    SlotTaken(u32, String),
+    #[error("ROOT is not the last partition ({0} ends after it)")]
+    RootNotLast(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to add.
+#[derive(Debug, Clone)]
+pub struct NewPartition {
+    pub slot: u32,
+    pub name: String,
+    pub type_guid: Guid,
+    pub unique_guid: Guid,
+    /// Rounded up to `ALIGN`.
+    pub size: u64,
+}
+
+/// Inserts `new` where ROOT starts and moves ROOT (its data extents only; holes stay holes)
+/// `new.size` further out. Returns the new partition.
+pub fn insert_before_root(
+    disk: &mut File,
+    table: &mut PartitionTable,
+    new: &NewPartition,
+) -> Result<Partition, LayoutError> {
+    let root = table.by_name("ROOT")?;
+    let partitions = table.partitions();
+    if let Some(taken) = partitions.iter().find(|p| p.slot == new.slot) {
+        return Err(LayoutError::SlotTaken(new.slot, taken.name.clone()));
+    }
+    if let Some(after) = partitions.iter().find(|p| p.first_lba > root.last_lba) {
+        return Err(LayoutError::RootNotLast(after.name.clone()));
+    }
+    let shift = new.size.div_ceil(ALIGN) * ALIGN;
+    let old_len = disk.metadata()?.len();
+    let new_len = old_len + shift;
+    disk.set_len(new_len)?;
+
+    // Back to front, so no source bytes are overwritten before they are copied; holes in
+    // the source become holes in the destination.
+    let (start, end) = (root.start(), root.end());
+    let extents = sparse::data_extents(disk, start, end)?;
+    sparse::punch_hole(disk, end, shift)?;
+    let mut cursor = end;
+    for &(offset, length) in extents.iter().rev() {
+        let data_end = offset + length;
+        if data_end < cursor {
+            sparse::punch_hole(disk, data_end + shift, cursor - data_end)?;
+        }
+        let mut done = length;
+        while done > 0 {
+            let step = done.min(shift).min(64 << 20);
+            let from = offset + done - step;
+            let source = disk.try_clone()?;
+            sparse::copy_range(&source, from, disk, from + shift, step)?;
+            done -= step;
+        }
+        cursor = offset;
+    }
+    if cursor > start {
+        sparse::punch_hole(disk, start + shift, cursor - start)?;
+    }
+    // The new partition starts empty.
+    sparse::punch_hole(disk, start, shift)?;
+
+    table.grow_to(new_len);
+    let moved_root = Partition {
+        first_lba: root.first_lba + shift / SECTOR,
+        last_lba: root.last_lba + shift / SECTOR,
+        ..root.clone()
+    };
+    let added = Partition {
+        slot: new.slot,
+        name: new.name.clone(),
+        type_guid: new.type_guid,
+        unique_guid: new.unique_guid,
+        attributes: 0,
+        first_lba: root.first_lba,
+        last_lba: root.first_lba + shift / SECTOR - 1,
+    };
+    table.set(&moved_root)?;
+    table.set(&added)?;
+    table.write(disk)?;
+    Ok(added)
+}

@@ -1,0 +1,113 @@
+//! Flatcar-shaped disk fixtures (scripts/flatcar-fixture) and `sgdisk`, the judge of GPTs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The scaled-down fixture, made once per test binary. Tests copy it before changing it.
+pub fn fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("kato-disk-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let path = dir.join("flatcar.raw");
+        let out = Command::new(super::repo().join("scripts/flatcar-fixture"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "flatcar-fixture: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    })
+}
+
+/// A private copy of the fixture (sparse).
+pub fn fixture_copy(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixture())
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SgdiskPartition {
+    pub slot: u32,
+    pub first: u64,
+    pub last: u64,
+    pub name: String,
+    pub type_guid: String,
+    pub unique_guid: String,
+    pub attributes: String,
+}
+
+fn sgdisk(args: &[&str], image: &Path) -> String {
+    let out = Command::new("sgdisk")
+        .args(args)
+        .arg(image)
+        .output()
+        .expect("sgdisk (gdisk)");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `sgdisk -v`: whether it finds no problems, and what it said.
+pub fn sgdisk_verify(image: &Path) -> (bool, String) {
+    let text = sgdisk(&["-v"], image);
+    (text.contains("No problems found"), text)
+}
+
+/// The disk GUID and partitions as sgdisk reads them.
+pub fn sgdisk_table(image: &Path) -> (String, Vec<SgdiskPartition>) {
+    let text = sgdisk(&["-p"], image);
+    let disk_guid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Disk identifier (GUID): "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut partitions = Vec::new();
+    let mut rows = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Number"))
+        .skip(1);
+    for row in rows.by_ref() {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        if fields.len() < 7 {
+            continue;
+        }
+        let slot: u32 = fields[0].parse().unwrap();
+        let info = sgdisk(&["-i", &slot.to_string()], image);
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| {
+                    v.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_matches('\'')
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        partitions.push(SgdiskPartition {
+            slot,
+            first: fields[1].parse().unwrap(),
+            last: fields[2].parse().unwrap(),
+            name: fields[6..].join(" "),
+            type_guid: field("Partition GUID code: "),
+            unique_guid: field("Partition unique GUID: "),
+            attributes: field("Attribute flags: "),
+        });
+    }
+    (disk_guid, partitions)
+}
