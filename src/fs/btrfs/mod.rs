@@ -1,0 +1,10 @@
+//! btrfs in pure Rust: a writer that makes a new filesystem from a file tree, and a reader
+//! for filesystems written by anyone (mkfs, the kernel, or us). The kernel, GRUB and
+//! `btrfs check` are the judges; `docs/btrfs-format.md` is the format reference.
+
+pub mod crc;
+pub mod format;
+pub mod pack;
+pub mod writer;
+
+pub use writer::{WriteError, WriteOptions, WriteSummary, write};
