@@ -8,3 +8,7 @@ pub mod pack;
 pub mod writer;
 
 pub use writer::{WriteError, WriteOptions, WriteSummary, write};
+pub mod lzo;
+pub mod reader;
+
+pub use reader::{Filesystem, ReadError};

@@ -1,0 +1,479 @@
+//! Reading a btrfs filesystem: the superblock and its chunk map, checksummed tree blocks,
+//! and the default subvolume's files (inline, regular, holes, prealloc; zlib, zstd, lzo).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use super::crc;
+use super::format::*;
+use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not btrfs: no \"_BHRfS_M\" magic at byte 65600")]
+    NotBtrfs,
+    #[error("btrfs superblock: {0}")]
+    Superblock(String),
+    #[error("btrfs uses {0}, which this reader does not support")]
+    Unsupported(String),
+    #[error("btrfs tree block at logical {logical:#x}: {why}")]
+    Corrupt { logical: u64, why: String },
+    #[error("btrfs logical address {0:#x} is in no chunk")]
+    Unmapped(u64),
+    #[error("btrfs inode {inode}: {why}")]
+    Inode { inode: u64, why: String },
+    #[error("reading btrfs: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the superblock says, as far as reading needs.
+#[derive(Debug, Clone)]
+pub struct Superblock {
+    pub fsid: [u8; 16],
+    pub metadata_uuid: [u8; 16],
+    pub generation: u64,
+    pub root: u64,
+    pub chunk_root: u64,
+    pub total_bytes: u64,
+    pub sectorsize: u32,
+    pub nodesize: u32,
+    pub incompat: u64,
+    pub label: String,
+}
+
+pub struct Filesystem<R> {
+    device: R,
+    pub superblock: Superblock,
+    chunks: Vec<Chunk>,
+}
+
+impl Superblock {
+    /// Parses and checks one superblock copy.
+    pub fn parse(b: &[u8]) -> Result<Superblock, ReadError> {
+        if b.len() < SUPER_SIZE || &b[0x40..0x48] != MAGIC {
+            return Err(ReadError::NotBtrfs);
+        }
+        let csum_type = le16(b, 0xc4);
+        if csum_type != 0 {
+            return Err(ReadError::Unsupported(format!(
+                "checksum type {csum_type} (only crc32c)"
+            )));
+        }
+        let stored = le32(b, 0);
+        let computed = crc::checksum(&b[0x20..SUPER_SIZE]);
+        if stored != computed {
+            return Err(ReadError::Superblock(format!(
+                "checksum is {stored:#010x}, the block gives {computed:#010x}"
+            )));
+        }
+        let incompat = le64(b, 0xbc);
+        let unknown = incompat & !INCOMPAT_READABLE;
+        if unknown != 0 {
+            return Err(ReadError::Unsupported(format!(
+                "incompat features {unknown:#x}"
+            )));
+        }
+        let nodesize = le32(b, 0x94);
+        let sectorsize = le32(b, 0x90);
+        if !nodesize.is_power_of_two()
+            || !(4096..=65536).contains(&nodesize)
+            || !sectorsize.is_power_of_two()
+        {
+            return Err(ReadError::Superblock(format!(
+                "node size {nodesize} / sector size {sectorsize} are invalid"
+            )));
+        }
+        let mut fsid = [0u8; 16];
+        fsid.copy_from_slice(&b[0x20..0x30]);
+        let mut metadata_uuid = fsid;
+        if incompat & INCOMPAT_METADATA_UUID != 0 {
+            metadata_uuid.copy_from_slice(&b[0x23b..0x24b]);
+        }
+        let label_bytes = &b[0x12b..0x12b + 256];
+        let end = label_bytes.iter().position(|&c| c == 0).unwrap_or(256);
+        Ok(Superblock {
+            fsid,
+            metadata_uuid,
+            generation: le64(b, 0x48),
+            root: le64(b, 0x50),
+            chunk_root: le64(b, 0x58),
+            total_bytes: le64(b, 0x70),
+            sectorsize,
+            nodesize,
+            incompat,
+            label: String::from_utf8_lossy(&label_bytes[..end]).into_owned(),
+        })
+    }
+}
+
+/// Items and their data, as one tree holds them.
+pub type Items = Vec<(Key, Vec<u8>)>;
+
+impl<R: Read + Seek> Filesystem<R> {
+    pub fn open(mut device: R) -> Result<Self, ReadError> {
+        let mut block = vec![0u8; SUPER_SIZE];
+        device.seek(SeekFrom::Start(SUPER_OFFSET))?;
+        device
+            .read_exact(&mut block)
+            .map_err(|_| ReadError::NotBtrfs)?;
+        let superblock = Superblock::parse(&block)?;
+        let mut chunks = Vec::new();
+        let array_len = (le32(&block, 0xa0) as usize).min(2048);
+        let array = &block[0x32b..0x32b + array_len];
+        let mut at = 0;
+        while at + 17 + 48 <= array.len() {
+            let key = Key::decode(&array[at..]);
+            if key.kind != CHUNK_ITEM {
+                return Err(ReadError::Superblock(format!(
+                    "sys_chunk_array holds a key of type {}",
+                    key.kind
+                )));
+            }
+            let chunk = decode_chunk(key.offset, &array[at + 17..])
+                .ok_or_else(|| ReadError::Superblock("sys_chunk_array is truncated".into()))?;
+            at += 17 + 48 + 32 * chunk.stripes.len();
+            chunks.push(chunk);
+        }
+        let mut fs = Filesystem {
+            device,
+            superblock,
+            chunks,
+        };
+        let chunk_root = fs.superblock.chunk_root;
+        for (key, data) in fs.items(chunk_root)? {
+            if key.kind == CHUNK_ITEM {
+                let chunk = decode_chunk(key.offset, &data).ok_or(ReadError::Corrupt {
+                    logical: chunk_root,
+                    why: "a chunk item is truncated".into(),
+                })?;
+                if !fs.chunks.iter().any(|c| c.logical == chunk.logical) {
+                    fs.chunks.push(chunk);
+                }
+            }
+        }
+        for chunk in &fs.chunks {
+            // RAID0/10/5/6 stripe data across devices; single-device images never do.
+            if chunk.kind & (0x8 | 0x40 | 0x80 | 0x100) != 0 {
+                return Err(ReadError::Unsupported(format!(
+                    "striped chunk profile {:#x}",
+                    chunk.kind
+                )));
+            }
+        }
+        Ok(fs)
+    }
+
+    fn physical(&self, logical: u64, len: u64) -> Result<u64, ReadError> {
+        let chunk = self
+            .chunks
+            .iter()
+            .find(|c| logical >= c.logical && logical + len <= c.logical + c.length)
+            .ok_or(ReadError::Unmapped(logical))?;
+        Ok(chunk.stripes[0] + (logical - chunk.logical))
+    }
+
+    /// Reads `len` bytes at a logical address.
+    pub fn read_logical(&mut self, logical: u64, len: usize) -> Result<Vec<u8>, ReadError> {
+        let physical = self.physical(logical, len as u64)?;
+        let mut buf = vec![0u8; len];
+        self.device.seek(SeekFrom::Start(physical))?;
+        self.device.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_block(&mut self, logical: u64) -> Result<Vec<u8>, ReadError> {
+        let nodesize = self.superblock.nodesize as usize;
+        let block = self.read_logical(logical, nodesize)?;
+        let corrupt = |why: String| ReadError::Corrupt { logical, why };
+        let stored = le32(&block, 0);
+        let computed = crc::checksum(&block[0x20..]);
+        if stored != computed {
+            return Err(corrupt(format!(
+                "checksum is {stored:#010x}, the block gives {computed:#010x}"
+            )));
+        }
+        if le64(&block, 0x30) != logical {
+            return Err(corrupt(format!(
+                "it says it is at {:#x}",
+                le64(&block, 0x30)
+            )));
+        }
+        if block[0x20..0x30] != self.superblock.metadata_uuid {
+            return Err(corrupt(
+                "it belongs to another filesystem (fsid differs)".into(),
+            ));
+        }
+        Ok(block)
+    }
+
+    /// Every item of the tree rooted at `root`, in key order.
+    pub fn items(&mut self, root: u64) -> Result<Items, ReadError> {
+        let mut out = Vec::new();
+        self.collect(root, 8, &mut out)?;
+        Ok(out)
+    }
+
+    fn collect(&mut self, logical: u64, max_level: u8, out: &mut Items) -> Result<(), ReadError> {
+        let block = self.read_block(logical)?;
+        let corrupt = |why: &str| ReadError::Corrupt {
+            logical,
+            why: why.into(),
+        };
+        let count = le32(&block, 0x60) as usize;
+        let level = block[0x64];
+        if level > max_level {
+            return Err(corrupt("its level is not below its parent's"));
+        }
+        if level == 0 {
+            if HEADER_SIZE + count * ITEM_SIZE > block.len() {
+                return Err(corrupt("more items than fit"));
+            }
+            for i in 0..count {
+                let at = HEADER_SIZE + i * ITEM_SIZE;
+                let key = Key::decode(&block[at..]);
+                let offset = le32(&block, at + 17) as usize;
+                let size = le32(&block, at + 21) as usize;
+                let data = block
+                    .get(HEADER_SIZE + offset..HEADER_SIZE + offset + size)
+                    .ok_or_else(|| corrupt("an item's data is outside the block"))?;
+                out.push((key, data.to_vec()));
+            }
+        } else {
+            if HEADER_SIZE + count * KEY_PTR_SIZE > block.len() || count == 0 {
+                return Err(corrupt("bad pointer count"));
+            }
+            for i in 0..count {
+                let at = HEADER_SIZE + i * KEY_PTR_SIZE;
+                self.collect(le64(&block, at + 17), level - 1, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The root block of tree `id` (from its ROOT_ITEM in the root tree).
+    pub fn tree_root(&mut self, id: u64) -> Result<u64, ReadError> {
+        let root = self.superblock.root;
+        self.items(root)?
+            .into_iter()
+            .find(|(k, _)| k.objectid == id && k.kind == ROOT_ITEM)
+            .map(|(_, data)| le64(&data, 176))
+            .ok_or(ReadError::Corrupt {
+                logical: root,
+                why: format!("no root item for tree {id}"),
+            })
+    }
+
+    /// Every file, folder and symlink of the default subvolume, with contents in memory.
+    pub fn read_tree(&mut self) -> Result<FileTree, ReadError> {
+        let fs_root = self.tree_root(FS_TREE)?;
+        let items = self.items(fs_root)?;
+        let mut inodes: BTreeMap<u64, InodeItems> = BTreeMap::new();
+        for (key, data) in items {
+            let inode = inodes.entry(key.objectid).or_default();
+            match key.kind {
+                INODE_ITEM => inode.item = Some(InodeItem::decode(&data)),
+                DIR_INDEX => {
+                    let entries = decode_dir_items(&data).ok_or(ReadError::Inode {
+                        inode: key.objectid,
+                        why: "bad dir index".into(),
+                    })?;
+                    inode.children.extend(
+                        entries
+                            .into_iter()
+                            .map(|e| (e.name, e.location.objectid, e.location.kind)),
+                    );
+                }
+                XATTR_ITEM => {
+                    let entries = decode_dir_items(&data).ok_or(ReadError::Inode {
+                        inode: key.objectid,
+                        why: "bad xattr".into(),
+                    })?;
+                    inode
+                        .xattrs
+                        .extend(entries.into_iter().map(|e| (e.name, e.data)));
+                }
+                EXTENT_DATA => inode.extents.push((key.offset, data)),
+                _ => {}
+            }
+        }
+        let root = self.entry(&mut inodes, FIRST_INODE, 0)?;
+        Ok(FileTree { root })
+    }
+
+    fn entry(
+        &mut self,
+        inodes: &mut BTreeMap<u64, InodeItems>,
+        ino: u64,
+        depth: usize,
+    ) -> Result<Entry, ReadError> {
+        let bad = |why: &str| ReadError::Inode {
+            inode: ino,
+            why: why.into(),
+        };
+        if depth > 4096 {
+            return Err(bad("folders nested too deep (a loop?)"));
+        }
+        let inode = inodes.remove(&ino).ok_or_else(|| bad("no inode item"))?;
+        let item = inode.item.ok_or_else(|| bad("no inode item"))?;
+        let meta = Meta {
+            mode: item.mode & 0o7777,
+            uid: item.uid,
+            gid: item.gid,
+            atime: item.atime,
+            ctime: item.ctime,
+            mtime: item.mtime,
+            otime: item.otime,
+            xattrs: inode.xattrs,
+        };
+        let kind = match item.mode & 0o170000 {
+            0o040000 => {
+                let mut children = BTreeMap::new();
+                for (name, child, kind) in inode.children {
+                    if kind == ROOT_ITEM {
+                        continue; // another subvolume: not part of this tree
+                    }
+                    let entry = self.entry(inodes, child, depth + 1)?;
+                    children.insert(name, entry);
+                }
+                Kind::Dir(children)
+            }
+            0o100000 => {
+                let mut data = Vec::new();
+                self.write_file(ino, item.size, &inode.extents, &mut data)?;
+                Kind::File(Contents::Bytes(data))
+            }
+            0o120000 => {
+                let mut data = Vec::new();
+                self.write_file(ino, item.size, &inode.extents, &mut data)?;
+                Kind::Symlink(data)
+            }
+            _ => {
+                return Err(bad(
+                    "a device, FIFO or socket, which kato-image does not handle",
+                ));
+            }
+        };
+        Ok(Entry { meta, kind })
+    }
+
+    /// Streams a file's `size` bytes from its extent items to `out`; gaps are zeros.
+    fn write_file(
+        &mut self,
+        ino: u64,
+        size: u64,
+        extents: &[(u64, Vec<u8>)],
+        out: &mut impl Write,
+    ) -> Result<(), ReadError> {
+        let bad = |why: String| ReadError::Inode { inode: ino, why };
+        let mut written = 0u64;
+        let zeros = |out: &mut dyn Write, n: u64| -> io::Result<()> {
+            io::copy(&mut io::repeat(0).take(n), out).map(|_| ())
+        };
+        for (offset, item) in extents {
+            if *offset >= size {
+                break;
+            }
+            if *offset < written {
+                return Err(bad(format!("extents overlap at {offset}")));
+            }
+            if item.len() < 21 {
+                return Err(bad("a file extent item is truncated".into()));
+            }
+            zeros(out, offset - written)?;
+            written = *offset;
+            let ram_bytes = le64(item, 8);
+            let compression = item[16];
+            if item[17] != 0 || item[18..20] != [0, 0] {
+                return Err(ReadError::Unsupported(format!(
+                    "encrypted or encoded extents (inode {ino})"
+                )));
+            }
+            let piece = match item[20] {
+                EXTENT_INLINE => {
+                    decompress(compression, &item[21..], ram_bytes as usize).map_err(bad)?
+                }
+                EXTENT_REGULAR | EXTENT_PREALLOC if item.len() >= 53 => {
+                    let (disk_bytenr, disk_len, extent_offset, num_bytes) = (
+                        le64(item, 21),
+                        le64(item, 29),
+                        le64(item, 37),
+                        le64(item, 45),
+                    );
+                    if disk_bytenr == 0 || item[20] == EXTENT_PREALLOC {
+                        zeros(out, num_bytes.min(size - written))?;
+                        written += num_bytes.min(size - written);
+                        continue;
+                    }
+                    if compression == COMPRESS_NONE {
+                        let want = num_bytes.min(size - written);
+                        self.copy_logical(disk_bytenr + extent_offset, want, out)?;
+                        written += want;
+                        continue;
+                    }
+                    let raw = self.read_logical(disk_bytenr, disk_len as usize)?;
+                    let all = decompress(compression, &raw, ram_bytes as usize).map_err(bad)?;
+                    let start = (extent_offset as usize).min(all.len());
+                    let end = (extent_offset + num_bytes).min(all.len() as u64) as usize;
+                    all[start..end].to_vec()
+                }
+                other => return Err(bad(format!("unknown extent type {other}"))),
+            };
+            let take = (piece.len() as u64).min(size - written);
+            out.write_all(&piece[..take as usize])?;
+            written += take;
+        }
+        zeros(out, size - written)?;
+        Ok(())
+    }
+
+    fn copy_logical(
+        &mut self,
+        logical: u64,
+        len: u64,
+        out: &mut impl Write,
+    ) -> Result<(), ReadError> {
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(1 << 20);
+            let buf = self.read_logical(logical + done, step as usize)?;
+            out.write_all(&buf)?;
+            done += step;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct InodeItems {
+    item: Option<InodeItem>,
+    children: Vec<(Vec<u8>, u64, u8)>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    extents: Vec<(u64, Vec<u8>)>,
+}
+
+/// Decodes one extent's data (`limit` is the decoded length).
+fn decompress(compression: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(limit);
+    match compression {
+        COMPRESS_NONE => out.extend_from_slice(&data[..limit.min(data.len())]),
+        COMPRESS_ZLIB => {
+            flate2::read::ZlibDecoder::new(data)
+                .take(limit as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("zlib: {e}"))?;
+        }
+        COMPRESS_ZSTD => {
+            let mut decoder =
+                ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| format!("zstd: {e}"))?;
+            (&mut decoder)
+                .take(limit as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("zstd: {e}"))?;
+        }
+        COMPRESS_LZO => {
+            out = super::lzo::decompress_extent(data, limit).map_err(|e| e.to_string())?
+        }
+        other => return Err(format!("unknown compression {other}")),
+    }
+    Ok(out)
+}
