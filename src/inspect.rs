@@ -21,6 +21,21 @@ pub struct DiskReport {
     pub partitions: Vec<PartitionReport>,
     /// `flatcar/first_boot` or `coreos/first_boot` on the EFI system partition.
     pub first_boot_flag: Option<String>,
+    /// What the OEM partition's btrfs holds (where Flatcar finds a baked config).
+    pub oem_files: Option<Vec<OemFile>>,
+    /// Why the OEM files could not be listed, if they could not.
+    pub oem_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OemFile {
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: &'static str,
+    pub mode: String,
+    pub size: u64,
+    /// SHA-256 of a file's contents.
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,7 +135,27 @@ pub fn inspect(
             name: p.name,
         });
     }
+    let (oem_files, oem_error) = match partitions.iter().find(|p| p.name == "OEM") {
+        Some(oem)
+            if oem
+                .filesystem
+                .as_ref()
+                .is_some_and(|f| f.kind == fs::FsKind::Btrfs) =>
+        {
+            match fs::btrfs::read_partition(&file, oem.offset, oem.size) {
+                Ok((tree, _, _)) => (Some(oem_listing(&tree)), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        Some(_) => (
+            None,
+            Some("the OEM partition holds no btrfs filesystem".into()),
+        ),
+        None => (None, None),
+    };
     Ok(DiskReport {
+        oem_files,
+        oem_error,
         file: path.to_path_buf(),
         compression,
         size,
@@ -181,4 +216,30 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn oem_listing(tree: &fs::tree::FileTree) -> Vec<OemFile> {
+    use sha2::Digest;
+    tree.walk()
+        .into_iter()
+        .map(|(path, entry)| {
+            let (kind, size, sha256) = match &entry.kind {
+                fs::tree::Kind::File(fs::tree::Contents::Bytes(data)) => (
+                    "file",
+                    data.len() as u64,
+                    Some(crate::cache::hex(&sha2::Sha256::digest(data))),
+                ),
+                fs::tree::Kind::File(contents) => ("file", contents.len(), None),
+                fs::tree::Kind::Dir(_) => ("dir", 0, None),
+                fs::tree::Kind::Symlink(target) => ("symlink", target.len() as u64, None),
+            };
+            OemFile {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                kind,
+                mode: format!("{:04o}", entry.meta.mode),
+                size,
+                sha256,
+            }
+        })
+        .collect()
 }

@@ -561,3 +561,17 @@ fn guid_text_matches_sgdisk() {
         );
     }
 }
+
+#[test]
+fn inspect_lists_the_oem_files() {
+    let json = inspect_json(fixture(), &[]);
+    let files = json["oem_files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["grub.cfg", "oem-release"]);
+    use sha2::Digest;
+    let grub = b"# Flatcar OEM settings\nset oem_id=\"qemu\"\n";
+    assert_eq!(
+        files[0]["sha256"],
+        kato_image::cache::hex(&sha2::Sha256::digest(grub))
+    );
+}

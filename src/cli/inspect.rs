@@ -81,4 +81,15 @@ fn print_text(report: &DiskReport) {
             );
         }
     }
+    match (&report.oem_files, &report.oem_error) {
+        (Some(files), _) => {
+            println!();
+            println!("OEM files:");
+            for f in files {
+                println!("  {:<8} {} {:>10}  {}", f.kind, f.mode, f.size, f.path);
+            }
+        }
+        (None, Some(error)) => println!("\nOEM files: cannot list ({error})"),
+        (None, None) => {}
+    }
 }

@@ -12,3 +12,6 @@ pub mod lzo;
 pub mod reader;
 
 pub use reader::{Filesystem, ReadError};
+pub mod edit;
+
+pub use edit::{EditError, edit_partition, read_partition};

@@ -1,10 +1,11 @@
 //! Writing a new single-device btrfs filesystem from a file tree.
 //!
 //! Layout (logical addresses equal physical ones, every profile SINGLE): the first MiB is
-//! left alone, a 4 MiB SYSTEM chunk holds the chunk tree, then a DATA chunk sized to the
-//! files, then a METADATA chunk for every other tree. Nothing is allocated in the 64 KiB
-//! at a superblock mirror. Every tree block carries generation 1, so the generation links
-//! the kernel checks (root items, node pointers, superblock) agree by construction.
+//! left alone, a 1 MiB SYSTEM chunk holds the chunk tree, then a DATA chunk sized to the
+//! files, then a METADATA chunk sized to the other trees; the rest stays unallocated for
+//! the kernel. Nothing is allocated in the 64 KiB at a superblock mirror. Every tree block
+//! carries generation 1, so the generation links the kernel checks (root items, node
+//! pointers, superblock) agree by construction.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,7 +20,8 @@ pub const NODESIZE: usize = 16384;
 pub const SECTOR: u64 = 4096;
 const MIB: u64 = 1 << 20;
 const SYSTEM_START: u64 = MIB;
-const SYSTEM_LEN: u64 = 4 * MIB;
+/// One MiB holds a chunk tree for thousands of chunks; the kernel adds chunks as it needs.
+const SYSTEM_LEN: u64 = MIB;
 const DATA_START: u64 = SYSTEM_START + SYSTEM_LEN;
 /// Files up to this size are stored inside the tree, as the kernel does by default.
 pub const MAX_INLINE: u64 = 2048;
@@ -197,26 +199,39 @@ pub fn write<W: Write + Seek>(
             }
             let mut offset = 0;
             while offset < len {
-                let piece = (len - offset).min(MAX_EXTENT);
+                // An extent ends where a superblock mirror starts and the next one starts
+                // after the mirror's 64 KiB, so no space but that is lost.
+                cursor = avoid_mirrors(cursor, SECTOR);
+                let before_mirror = SUPER_MIRRORS
+                    .iter()
+                    .find(|&&m| m > cursor)
+                    .map_or(u64::MAX, |m| m - cursor);
+                let piece = (len - offset).min(MAX_EXTENT).min(before_mirror);
                 let disk_len = round_up(piece, SECTOR);
-                let logical = avoid_mirrors(cursor, disk_len);
                 extents.push(DataExtent {
-                    logical,
+                    logical: cursor,
                     disk_len,
                     ino: node.ino,
                     file_offset: offset,
                     len: piece,
                 });
-                cursor = logical + disk_len;
+                cursor += disk_len;
                 offset += piece;
             }
         }
     }
-    let data_len = round_up((cursor - DATA_START).max(8 * MIB), MIB);
+    // Empty space in the data chunk is room for the kernel's own writes: keep 8 MiB of
+    // chunk when the partition has room for it.
+    let data_needed = round_up(cursor - DATA_START, MIB);
+    let data_len = if DATA_START + 8 * MIB + 4 * MIB <= size {
+        data_needed.max(8 * MIB)
+    } else {
+        data_needed.max(MIB)
+    };
     let meta_start = DATA_START + data_len;
-    if meta_start + 8 * MIB > size {
+    if meta_start + MIB > size {
         return Err(WriteError::TooSmall {
-            needed: meta_start + 8 * MIB,
+            needed: meta_start + MIB,
             size,
         });
     }
@@ -429,10 +444,7 @@ pub fn write<W: Write + Seek>(
     let known_blocks = fs_tree.block_count() + csum_tree.block_count() + 8;
     let extent_items = known_blocks + extents.len() + 3;
     let estimate = known_blocks + extent_items * 60 / (NODESIZE - HEADER_SIZE) + 4;
-    let meta_len = round_up(
-        ((estimate as u64 * NODESIZE as u64) * 5 / 4 + MIB).max(8 * MIB),
-        MIB,
-    );
+    let meta_len = round_up((estimate as u64 * NODESIZE as u64) * 5 / 4 + MIB, MIB);
     if meta_start + meta_len > size {
         return Err(WriteError::TooSmall {
             needed: meta_start + meta_len,
