@@ -186,3 +186,54 @@ impl FileTree {
         out
     }
 }
+
+impl FileTree {
+    /// A host folder as a tree: file contents are read when written, modes, owners and
+    /// times come from the host. (Host xattrs are not imported.)
+    pub fn from_host(dir: &std::path::Path) -> std::io::Result<FileTree> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        fn meta_of(m: &std::fs::Metadata) -> Meta {
+            let time = |sec: i64, nsec: i64| Timespec {
+                sec,
+                nsec: nsec as u32,
+            };
+            Meta {
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                atime: time(m.atime(), m.atime_nsec()),
+                ctime: time(m.ctime(), m.ctime_nsec()),
+                mtime: time(m.mtime(), m.mtime_nsec()),
+                otime: time(m.mtime(), m.mtime_nsec()),
+                xattrs: BTreeMap::new(),
+            }
+        }
+        fn load(path: &std::path::Path) -> std::io::Result<Entry> {
+            let m = std::fs::symlink_metadata(path)?;
+            let meta = meta_of(&m);
+            let kind = if m.file_type().is_symlink() {
+                Kind::Symlink(std::fs::read_link(path)?.as_os_str().as_bytes().to_vec())
+            } else if m.is_dir() {
+                let mut children = BTreeMap::new();
+                for entry in std::fs::read_dir(path)? {
+                    let entry = entry?;
+                    children.insert(entry.file_name().as_bytes().to_vec(), load(&entry.path())?);
+                }
+                Kind::Dir(children)
+            } else if m.is_file() {
+                Kind::File(Contents::Host {
+                    path: path.to_path_buf(),
+                    len: m.len(),
+                })
+            } else {
+                return Err(std::io::Error::other(format!(
+                    "{}: not a file, folder or symlink",
+                    path.display()
+                )));
+            };
+            Ok(Entry { meta, kind })
+        }
+        Ok(FileTree { root: load(dir)? })
+    }
+}

@@ -263,8 +263,67 @@ impl<R: Read + Seek> Filesystem<R> {
             })
     }
 
-    /// Every file, folder and symlink of the default subvolume, with contents in memory.
-    pub fn read_tree(&mut self) -> Result<FileTree, ReadError> {
+    /// Writes every file, folder and symlink of the default subvolume under `dir` (which
+    /// must exist), streaming file contents; like `btrfs restore`, without metadata.
+    pub fn extract(&mut self, dir: &std::path::Path) -> Result<(), ReadError> {
+        let mut inodes = self.inode_items()?;
+        self.extract_dir(&mut inodes, FIRST_INODE, dir, 0)
+    }
+
+    fn extract_dir(
+        &mut self,
+        inodes: &mut BTreeMap<u64, InodeItems>,
+        ino: u64,
+        dir: &std::path::Path,
+        depth: usize,
+    ) -> Result<(), ReadError> {
+        use std::os::unix::ffi::OsStrExt;
+        if depth > 4096 {
+            return Err(ReadError::Inode {
+                inode: ino,
+                why: "folders nested too deep (a loop?)".into(),
+            });
+        }
+        let children = inodes
+            .get(&ino)
+            .map(|i| i.children.clone())
+            .unwrap_or_default();
+        for (name, child, kind) in children {
+            if kind == ROOT_ITEM || name.contains(&b'/') || name == b"." || name == b".." {
+                continue;
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+            let inode = inodes.remove(&child).ok_or(ReadError::Inode {
+                inode: child,
+                why: "no inode item".into(),
+            })?;
+            let item = inode.item.ok_or(ReadError::Inode {
+                inode: child,
+                why: "no inode item".into(),
+            })?;
+            match item.mode & 0o170000 {
+                0o040000 => {
+                    std::fs::create_dir_all(&path)?;
+                    inodes.insert(child, inode);
+                    self.extract_dir(inodes, child, &path, depth + 1)?;
+                }
+                0o120000 => {
+                    let mut target = Vec::new();
+                    self.write_file(child, item.size, &inode.extents, &mut target)?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path)?;
+                }
+                _ => {
+                    let mut out =
+                        io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+                    self.write_file(child, item.size, &inode.extents, &mut out)?;
+                    out.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn inode_items(&mut self) -> Result<BTreeMap<u64, InodeItems>, ReadError> {
         let fs_root = self.tree_root(FS_TREE)?;
         let items = self.items(fs_root)?;
         let mut inodes: BTreeMap<u64, InodeItems> = BTreeMap::new();
@@ -296,6 +355,12 @@ impl<R: Read + Seek> Filesystem<R> {
                 _ => {}
             }
         }
+        Ok(inodes)
+    }
+
+    /// Every file, folder and symlink of the default subvolume, with contents in memory.
+    pub fn read_tree(&mut self) -> Result<FileTree, ReadError> {
+        let mut inodes = self.inode_items()?;
         let root = self.entry(&mut inodes, FIRST_INODE, 0)?;
         Ok(FileTree { root })
     }
@@ -443,7 +508,7 @@ impl<R: Read + Seek> Filesystem<R> {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct InodeItems {
     item: Option<InodeItem>,
     children: Vec<(Vec<u8>, u64, u8)>,
