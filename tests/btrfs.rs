@@ -313,3 +313,83 @@ fn a_damaged_tree_block_names_its_address() {
     );
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[test]
+fn a_damaged_primary_superblock_falls_back_to_the_mirror() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fs");
+    let tree = sample_tree();
+    make_image(&tree, &image, 128 << 20, "OEM");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    file.seek(SeekFrom::Start(0x10000 + 0x300)).unwrap();
+    file.write_all(b"damage").unwrap();
+    drop(file);
+    assert_same_tree(&read_back(&image), &tree);
+
+    // Below 64 MiB there is no mirror: the damage is reported.
+    let small = dir.path().join("small");
+    make_image(&tree, &small, 48 << 20, "OEM");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&small)
+        .unwrap();
+    file.seek(SeekFrom::Start(0x10000 + 0x300)).unwrap();
+    file.write_all(b"damage").unwrap();
+    drop(file);
+    let error = Filesystem::open(std::fs::File::open(&small).unwrap())
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("btrfs superblock: checksum is"),
+        "{error}"
+    );
+}
+
+#[test]
+fn reads_the_default_subvolume() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("subvol.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    assert!(
+        Command::new("mkfs.btrfs")
+            .args(["-q", "-f"])
+            .arg(&image)
+            .status()
+            .unwrap()
+            .success()
+    );
+    with_kernel_mount(&image, "rw", |mount| {
+        std::fs::write(mount.join("top-level-only"), b"not in the default").unwrap();
+        assert!(
+            Command::new("btrfs")
+                .args(["-q", "subvolume", "create"])
+                .arg(mount.join("sv"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(mount.join("sv/inside"), b"in the default subvolume").unwrap();
+        assert!(
+            Command::new("btrfs")
+                .args(["subvolume", "set-default"])
+                .arg(mount.join("sv"))
+                .status()
+                .unwrap()
+                .success()
+        );
+    });
+    let tree = read_back(&image);
+    let names: Vec<String> = tree
+        .walk()
+        .into_iter()
+        .map(|(p, _)| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(names, ["inside"]);
+}

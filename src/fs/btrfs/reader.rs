@@ -111,12 +111,32 @@ pub type Items = Vec<(Key, Vec<u8>)>;
 
 impl<R: Read + Seek> Filesystem<R> {
     pub fn open(mut device: R) -> Result<Self, ReadError> {
+        // The primary copy, or the first intact mirror when the primary is damaged.
         let mut block = vec![0u8; SUPER_SIZE];
         device.seek(SeekFrom::Start(SUPER_OFFSET))?;
         device
             .read_exact(&mut block)
             .map_err(|_| ReadError::NotBtrfs)?;
-        let superblock = Superblock::parse(&block)?;
+        let superblock = match Superblock::parse(&block) {
+            Ok(superblock) => superblock,
+            Err(primary @ ReadError::Superblock(_)) => {
+                let mut found = None;
+                for mirror in SUPER_MIRRORS {
+                    let mut copy = vec![0u8; SUPER_SIZE];
+                    if device.seek(SeekFrom::Start(mirror)).is_ok()
+                        && device.read_exact(&mut copy).is_ok()
+                    {
+                        if let Ok(parsed) = Superblock::parse(&copy) {
+                            block = copy;
+                            found = Some(parsed);
+                            break;
+                        }
+                    }
+                }
+                found.ok_or(primary)?
+            }
+            Err(other) => return Err(other),
+        };
         let mut chunks = Vec::new();
         let array_len = (le32(&block, 0xa0) as usize).min(2048);
         let array = &block[0x32b..0x32b + array_len];
@@ -323,8 +343,24 @@ impl<R: Read + Seek> Filesystem<R> {
         Ok(())
     }
 
+    /// The default subvolume: what the root tree's `default` entry names (tree 5 when the
+    /// entry is absent, as the kernel assumes).
+    pub fn default_subvolume(&mut self) -> Result<u64, ReadError> {
+        let root = self.superblock.root;
+        let key = Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default"));
+        let items = self.items(root)?;
+        let id = items
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, data)| decode_dir_items(data))
+            .and_then(|entries| entries.into_iter().find(|e| e.name == b"default"))
+            .map_or(FS_TREE, |e| e.location.objectid);
+        Ok(id)
+    }
+
     fn inode_items(&mut self) -> Result<BTreeMap<u64, InodeItems>, ReadError> {
-        let fs_root = self.tree_root(FS_TREE)?;
+        let subvolume = self.default_subvolume()?;
+        let fs_root = self.tree_root(subvolume)?;
         let items = self.items(fs_root)?;
         let mut inodes: BTreeMap<u64, InodeItems> = BTreeMap::new();
         for (key, data) in items {
