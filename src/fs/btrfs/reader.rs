@@ -125,12 +125,11 @@ impl<R: Read + Seek> Filesystem<R> {
                     let mut copy = vec![0u8; SUPER_SIZE];
                     if device.seek(SeekFrom::Start(mirror)).is_ok()
                         && device.read_exact(&mut copy).is_ok()
+                        && let Ok(parsed) = Superblock::parse(&copy)
                     {
-                        if let Ok(parsed) = Superblock::parse(&copy) {
-                            block = copy;
-                            found = Some(parsed);
-                            break;
-                        }
+                        block = copy;
+                        found = Some(parsed);
+                        break;
                     }
                 }
                 found.ok_or(primary)?
