@@ -312,20 +312,11 @@ fn new_partition_before_root_keeps_root_last_and_intact() {
     }
     // e2fsck reads the moved ROOT filesystem as clean.
     let root_copy = dir.path().join("root.ext4");
-    let script = format!(
-        "dd if='{}' of='{}' bs=1M iflag=skip_bytes,count_bytes skip={} count={} conv=sparse status=none",
-        path.display(),
-        root_copy.display(),
+    common::disk::extract(
+        &path,
         root.first * 512,
-        (root.last + 1 - root.first) * 512
-    );
-    assert!(
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
+        (root.last + 1 - root.first) * 512,
+        &root_copy,
     );
     let fsck = Command::new("e2fsck")
         .args(["-f", "-n"])

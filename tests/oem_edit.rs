@@ -78,21 +78,7 @@ fn baking_a_config_keeps_every_other_file_and_partition() {
     // btrfs check on the partition, and GRUB reading through the disk's partition table
     // (grub-fstest calls the image loop0; gpt6 is the slot GRUB finds OEM in).
     let part = dir.path().join("oem.btrfs");
-    let script = format!(
-        "dd if='{}' of='{}' bs=1M iflag=skip_bytes,count_bytes skip={} count={} conv=sparse status=none",
-        image.display(),
-        part.display(),
-        oem.start(),
-        oem.len()
-    );
-    assert!(
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::disk::extract(&image, oem.start(), oem.len(), &part);
     let (ok, report) = common::btrfs::check(&part);
     assert!(ok, "btrfs check: {report}");
     let out = Command::new("grub-fstest")

@@ -111,3 +111,21 @@ pub fn sgdisk_table(image: &Path) -> (String, Vec<SgdiskPartition>) {
     }
     (disk_guid, partitions)
 }
+
+/// Copies `[offset, offset + len)` of `image` to a new sparse file, with dd.
+pub fn extract(image: &Path, offset: u64, len: u64, out: &Path) {
+    let script = format!(
+        "dd if='{}' of='{}' bs=1M iflag=skip_bytes,count_bytes skip={offset} count={len} conv=sparse status=none",
+        image.display(),
+        out.display()
+    );
+    assert!(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap()
+            .success(),
+        "dd failed"
+    );
+}

@@ -415,24 +415,7 @@ pub fn write<W: Write + Seek>(
     };
     let mut fs_tree = pack(FS_TREE, fs_items)?;
     let mut csum_tree = pack(CSUM_TREE, csum_items)?;
-    let reloc_items = vec![
-        (
-            Key::new(FIRST_INODE, INODE_ITEM, 0),
-            InodeItem {
-                generation: GENERATION,
-                transid: GENERATION,
-                nlink: 1,
-                mode: 0o40755,
-                ..Default::default()
-            }
-            .encode(),
-        ),
-        (
-            Key::new(FIRST_INODE, INODE_REF, FIRST_INODE),
-            inode_ref(0, b".."),
-        ),
-    ];
-    let mut reloc_tree = pack(DATA_RELOC_TREE, reloc_items)?;
+    let mut reloc_tree = pack(DATA_RELOC_TREE, empty_dir_items(FIRST_INODE).to_vec())?;
     let uuid_key = Key::new(
         u64::from_le_bytes(fs_uuid[..8].try_into().expect("8")),
         UUID_KEY_SUBVOL,
@@ -542,21 +525,8 @@ pub fn write<W: Write + Seek>(
                     Key::new(FS_TREE, ROOT_ITEM, 0),
                     item(info(&fs_tree), FIRST_INODE, fs_uuid, options.time),
                 ),
-                (
-                    Key::new(ROOT_TREE_DIR, INODE_ITEM, 0),
-                    InodeItem {
-                        generation: GENERATION,
-                        transid: GENERATION,
-                        nlink: 1,
-                        mode: 0o40755,
-                        ..Default::default()
-                    }
-                    .encode(),
-                ),
-                (
-                    Key::new(ROOT_TREE_DIR, INODE_REF, ROOT_TREE_DIR),
-                    inode_ref(0, b".."),
-                ),
+                empty_dir_items(ROOT_TREE_DIR)[0].clone(),
+                empty_dir_items(ROOT_TREE_DIR)[1].clone(),
                 (
                     Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default")),
                     dir_item(
@@ -798,6 +768,22 @@ pub fn write<W: Write + Seek>(
         path: "(filesystem)".into(),
         why: "extent tree size did not settle".into(),
     })
+}
+
+/// An empty directory that is its own parent: the data relocation tree's root folder and
+/// the root tree's folder 6 (which holds the `default` subvolume entry).
+fn empty_dir_items(ino: u64) -> [(Key, Vec<u8>); 2] {
+    let inode = InodeItem {
+        generation: GENERATION,
+        transid: GENERATION,
+        nlink: 1,
+        mode: 0o40755,
+        ..Default::default()
+    };
+    [
+        (Key::new(ino, INODE_ITEM, 0), inode.encode()),
+        (Key::new(ino, INODE_REF, ino), inode_ref(0, b"..")),
+    ]
 }
 
 struct Roots {
