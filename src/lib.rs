@@ -3,6 +3,7 @@
 //! The library does the work and returns typed errors; the `kato-image` binary parses
 //! arguments, reports, and chooses exit codes.
 
+pub mod build;
 pub mod cache;
 pub mod config;
 pub mod disk;

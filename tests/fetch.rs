@@ -2,120 +2,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use common::http::{Fault, Server};
+use common::http::Fault;
+use common::mirror::{IMAGE, Mirror, VERSION, digests, sha512_hex};
 use common::signing::{fixtures, pseudo_random};
-use sha2::{Digest, Sha512};
-
-const IMAGE: &str = "flatcar_production_image.bin.bz2";
-const VERSION: &str = "1.2.3";
-
-struct Mirror {
-    root: tempfile::TempDir,
-    cache: tempfile::TempDir,
-    server: Server,
-}
-
-fn sha512_hex(data: &[u8]) -> String {
-    kato_image::cache::hex(&Sha512::digest(data))
-}
-
-fn digests(file: &str, data: &[u8]) -> String {
-    format!(
-        "# MD5 HASH\n{}  {file}\n# SHA1 HASH\n{}  {file}\n# SHA512 HASH\n{}  {file}\n",
-        "0".repeat(32),
-        "0".repeat(40),
-        sha512_hex(data)
-    )
-}
-
-impl Mirror {
-    fn new() -> Mirror {
-        let root = tempfile::tempdir().unwrap();
-        for version in ["current", VERSION] {
-            let dir = root.path().join("stable/amd64-usr").join(version);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(
-                dir.join("version.txt"),
-                format!("FLATCAR_BUILD=1\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=3\nFLATCAR_VERSION={VERSION}\n"),
-            )
-            .unwrap();
-        }
-        let server = Server::start(root.path());
-        Mirror {
-            root,
-            cache: tempfile::tempdir().unwrap(),
-            server,
-        }
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.root.path().join("stable/amd64-usr").join(VERSION)
-    }
-
-    fn url_path(file: &str) -> String {
-        format!("/stable/amd64-usr/{VERSION}/{file}")
-    }
-
-    /// Publishes `data` as `file` with `signature`, DIGESTS of `digested` and, if asked, a
-    /// clear-signed DIGESTS.asc.
-    fn publish(&self, file: &str, data: &[u8], signature: &[u8], digested: &[u8], asc: bool) {
-        let dir = self.dir();
-        std::fs::write(dir.join(file), data).unwrap();
-        std::fs::write(dir.join(format!("{file}.sig")), signature).unwrap();
-        let text = digests(file, digested);
-        std::fs::write(dir.join(format!("{file}.DIGESTS")), &text).unwrap();
-        if asc {
-            std::fs::write(
-                dir.join(format!("{file}.DIGESTS.asc")),
-                fixtures().clearsign(&text),
-            )
-            .unwrap();
-        }
-    }
-
-    fn publish_artifact(&self, signature: &str) -> Vec<u8> {
-        let data = std::fs::read(&fixtures().artifact).unwrap();
-        self.publish(IMAGE, &data, &fixtures().signature(signature), &data, true);
-        data
-    }
-
-    fn fetch(&self, extra: &[&str]) -> Output {
-        let template = format!("{}{{channel}}/{{board}}/{{version}}/", self.server.url());
-        let mut cmd = common::kato();
-        cmd.args([
-            "fetch",
-            "--json",
-            "--release-url",
-            &template,
-            "--retry-delay-ms",
-            "20",
-        ])
-        .arg("--cache")
-        .arg(self.cache.path())
-        .arg("--keyring")
-        .arg(&fixtures().keyring)
-        .args(extra);
-        cmd.output().unwrap()
-    }
-
-    fn blobs(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.cache.path().join("blobs/sha512")) {
-            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn artifact_requests(&self) -> Vec<common::http::Request> {
-        self.server
-            .requests()
-            .into_iter()
-            .filter(|r| r.path == Mirror::url_path(IMAGE))
-            .collect()
-    }
-}
 
 fn ok_json(out: &Output) -> serde_json::Value {
     assert!(

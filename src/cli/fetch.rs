@@ -28,12 +28,6 @@ pub struct ReleaseArgs {
     /// [default: https://{channel}.release.flatcar-linux.net/{board}/{version}/].
     #[arg(long, value_name = "TEMPLATE")]
     pub release_url: Option<String>,
-    /// Take the release settings from this role's profile (flags still win).
-    #[arg(long)]
-    pub role: Option<String>,
-    /// Folder of role profiles, for --role.
-    #[arg(long, value_name = "DIR", default_value = "profiles")]
-    pub profiles: PathBuf,
     /// Cache folder [default: $XDG_CACHE_HOME/kato-image].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -84,6 +78,12 @@ pub enum ArtifactArg {
 pub struct FetchArgs {
     #[command(flatten)]
     pub release: ReleaseArgs,
+    /// Take the release settings from this role's profile (flags still win).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Folder of role profiles, for --role.
+    #[arg(long, value_name = "DIR", default_value = "profiles")]
+    pub profiles: PathBuf,
     #[arg(long, value_enum, default_value_t = ArtifactArg::Image)]
     pub artifact: ArtifactArg,
     /// Print a JSON summary on stdout instead of text.
@@ -95,12 +95,9 @@ pub struct FetchArgs {
 }
 
 impl ReleaseArgs {
-    pub fn spec(&self) -> anyhow::Result<ReleaseSpec> {
-        let from_profile = match &self.role {
-            Some(role) => kato_image::profile::load_role(&self.profiles, role)?.release,
-            None => kato_image::profile::Release::default(),
-        };
-        Ok(ReleaseSpec {
+    /// The release to use: these flags over `from_profile`.
+    pub fn spec(&self, from_profile: kato_image::profile::Release) -> ReleaseSpec {
+        ReleaseSpec {
             channel: self
                 .channel
                 .map(|c| match c {
@@ -123,7 +120,7 @@ impl ReleaseArgs {
                 .clone()
                 .or(from_profile.url)
                 .unwrap_or_else(|| release::DEFAULT_URL_TEMPLATE.to_string()),
-        })
+        }
     }
 
     pub fn options(&self) -> anyhow::Result<FetchOptions> {
@@ -161,7 +158,11 @@ pub const INSECURE_WARNING: &str = "WARNING: --insecure-skip-signature: OpenPGP 
 anyone who can change the mirror or the connection can change what you boot";
 
 pub fn run(args: FetchArgs) -> anyhow::Result<()> {
-    let spec = args.release.spec()?;
+    let from_profile = match &args.role {
+        Some(role) => kato_image::profile::load_role(&args.profiles, role)?.release,
+        None => kato_image::profile::Release::default(),
+    };
+    let spec = args.release.spec(from_profile);
     let options = args.release.options()?;
     if options.insecure_skip_signature {
         eprintln!("{INSECURE_WARNING}");

@@ -1,5 +1,6 @@
 //! The command line: arguments, dispatch to the library, reports and exit codes.
 
+mod build;
 mod fetch;
 mod inspect;
 mod progress;
@@ -29,7 +30,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct ProjectArgs {
     /// Folder of role profiles (base.yaml, master.yaml, ...).
     #[arg(long, value_name = "DIR", default_value = "profiles")]
@@ -65,6 +66,11 @@ enum Command {
         #[command(flatten)]
         project: ProjectArgs,
     },
+    /// Build role images: fetch and verify the vendor image, bake each role's config in.
+    #[command(
+        after_help = "Examples:\n  kato-image build --role master\n  kato-image build --role all --out out --json\n  kato-image build --role worker,edge --channel beta --release-url 'http://mirror/{channel}/{board}/{version}/'"
+    )]
+    Build(build::BuildArgs),
     /// Download and verify a Flatcar release into the cache; print the artifacts.
     #[command(
         after_help = "Examples:\n  kato-image fetch\n  kato-image fetch --channel beta --version 4593.1.0 --artifact pxe --json\n  kato-image fetch --release-url 'http://127.0.0.1:8080/flatcar/{channel}/{board}/{version}/' --offline"
@@ -168,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Build(args) => build::run(args)?,
         Command::Fetch(args) => fetch::run(args)?,
         Command::Inspect(args) => inspect::run(args)?,
         Command::Completions { shell } => {

@@ -97,37 +97,42 @@ pub fn partition_digests(
     file: &File,
     table: &PartitionTable,
 ) -> Result<BTreeMap<u32, String>, io::Error> {
-    let mut digests = BTreeMap::new();
+    table
+        .partitions()
+        .into_iter()
+        .map(|p| Ok((p.slot, sha256_range(file, p.start(), p.end())?)))
+        .collect()
+}
+
+/// SHA-256 of the bytes `[start, end)` of a (sparse) file; holes are hashed as zeros
+/// without being read.
+pub fn sha256_range(file: &File, start: u64, end: u64) -> Result<String, io::Error> {
     let zeros = vec![0u8; 1 << 20];
     let mut buffer = vec![0u8; 1 << 20];
     let mut reader = file.try_clone()?;
-    for partition in table.partitions() {
-        let mut sha = Sha256::new();
-        let (start, end) = (partition.start(), partition.end());
-        let mut at = start;
-        let feed_zeros = |sha: &mut Sha256, mut n: u64| {
-            while n > 0 {
-                let step = n.min(zeros.len() as u64) as usize;
-                sha.update(&zeros[..step]);
-                n -= step as u64;
-            }
-        };
-        for (offset, length) in sparse::data_extents(file, start, end)? {
-            feed_zeros(&mut sha, offset - at);
-            reader.seek(SeekFrom::Start(offset))?;
-            let mut left = length;
-            while left > 0 {
-                let step = left.min(buffer.len() as u64) as usize;
-                reader.read_exact(&mut buffer[..step])?;
-                sha.update(&buffer[..step]);
-                left -= step as u64;
-            }
-            at = offset + length;
+    let mut sha = Sha256::new();
+    let feed_zeros = |sha: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let step = n.min(zeros.len() as u64) as usize;
+            sha.update(&zeros[..step]);
+            n -= step as u64;
         }
-        feed_zeros(&mut sha, end - at);
-        digests.insert(partition.slot, hex(&sha.finalize()));
+    };
+    let mut at = start;
+    for (offset, length) in sparse::data_extents(file, start, end)? {
+        feed_zeros(&mut sha, offset - at);
+        reader.seek(SeekFrom::Start(offset))?;
+        let mut left = length;
+        while left > 0 {
+            let step = left.min(buffer.len() as u64) as usize;
+            reader.read_exact(&mut buffer[..step])?;
+            sha.update(&buffer[..step]);
+            left -= step as u64;
+        }
+        at = offset + length;
     }
-    Ok(digests)
+    feed_zeros(&mut sha, end - at);
+    Ok(hex(&sha.finalize()))
 }
 
 /// A role's image being made from a cached base: a copy under a temporary name beside the
@@ -160,7 +165,11 @@ impl WorkingCopy {
             }
         }
         let temp = crate::fsutil::temp_path(output);
-        let (file, method) = sparse::copy_sparse(&source, &temp).map_err(DiskError::io(output))?;
+        let (file, method) = sparse::copy_sparse(&source, &temp).map_err(|e| {
+            // Nothing half-written stays behind (a full disk, for one).
+            let _ = std::fs::remove_file(&temp);
+            DiskError::io(output)(e)
+        })?;
         Ok(WorkingCopy {
             file,
             table,

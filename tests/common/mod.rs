@@ -4,6 +4,7 @@
 pub mod btrfs;
 pub mod disk;
 pub mod http;
+pub mod mirror;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

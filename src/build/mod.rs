@@ -1,0 +1,325 @@
+//! `build`: a signed vendor image in, one image per role out. The base is fetched, verified
+//! and decompressed once; each role costs a copy of the data extents, a new OEM filesystem
+//! holding its config, and hashing. Every partition but OEM stays byte-identical, and the
+//! manifest proves it.
+
+pub mod manifest;
+pub mod oem;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::hex;
+use crate::config::{self, Format};
+use crate::disk::{self, DiskError, Window, WorkingCopy};
+use crate::fs::btrfs::{EditError, WriteError, edit_partition};
+use crate::fs::tree::Timespec;
+use crate::fs::{self as filesystems, FsKind};
+use crate::profile::Profile;
+use crate::progress::Progress;
+use crate::project::{Project, ProjectError};
+use crate::release::{
+    self, ArtifactKind, FetchOptions, FetchedArtifact, FetchedRelease, ReleaseError, ReleaseSpec,
+};
+use manifest::{Base, Config, FileDigest, Manifest, Output, PartitionDigest, Tool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(
+        "{file}: the OEM partition holds {found}, not btrfs: Flatcar 2983 and later keep the baked config on a btrfs OEM, and GRUB under UEFI reads only FAT and btrfs"
+    )]
+    OemNotBtrfs { file: String, found: String },
+    #[error(
+        "role {role}: the OEM partition is {size} bytes but its files and the config need {needed}"
+    )]
+    OemTooSmall {
+        role: String,
+        needed: u64,
+        size: u64,
+    },
+    #[error("role {role}: {source}")]
+    Edit { role: String, source: EditError },
+    #[error("{}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct BuildRequest<'a> {
+    pub project: &'a Project,
+    pub roles: &'a [String],
+    /// The release a role is built from, given its profile (command-line flags applied).
+    pub release_for: &'a dyn Fn(&Profile) -> ReleaseSpec,
+    pub fetch: &'a FetchOptions,
+    pub out_dir: &'a Path,
+    /// Time for the files the build writes; else the vendor signature's time.
+    pub source_date_epoch: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleBuild {
+    pub role: String,
+    pub image: PathBuf,
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// A fetched, decompressed base and its partitions' digests.
+struct PreparedBase {
+    release: FetchedRelease,
+    raw: PathBuf,
+    digests: BTreeMap<u32, String>,
+}
+
+pub fn build(
+    request: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<Vec<RoleBuild>, BuildError> {
+    let out_error = |source| BuildError::Output {
+        path: request.out_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(request.out_dir).map_err(out_error)?;
+    // Every role is planned before anything is fetched: a bad profile costs no download.
+    let mut plans = Vec::new();
+    for role in request.roles {
+        let profile = request.project.profile(role)?;
+        let plan =
+            crate::role::plan(&profile, &request.project.units).map_err(ProjectError::from)?;
+        let config = config::render(&plan, Format::Ignition).map_err(ProjectError::from)?;
+        let kind = if profile.outputs.ami.is_some() {
+            ArtifactKind::Ami
+        } else {
+            ArtifactKind::Image
+        };
+        let spec = (request.release_for)(&profile);
+        plans.push((profile, plan, config, kind, spec));
+    }
+    let mut bases: Vec<((ReleaseSpec, ArtifactKind), PreparedBase)> = Vec::new();
+    let mut builds = Vec::new();
+    for (profile, plan, config, kind, spec) in plans {
+        let key = (spec.clone(), kind);
+        if !bases.iter().any(|(k, _)| *k == key) {
+            let base = prepare_base(&spec, kind, request.fetch, progress)?;
+            bases.push((key.clone(), base));
+        }
+        let base = &bases
+            .iter()
+            .find(|(k, _)| *k == key)
+            .expect("prepared above")
+            .1;
+        progress.note(&format!("building role {}", profile.role));
+        builds.push(build_role(
+            request,
+            &profile,
+            &plan.kernel_args,
+            &config,
+            base,
+        )?);
+    }
+    Ok(builds)
+}
+
+fn prepare_base(
+    spec: &ReleaseSpec,
+    kind: ArtifactKind,
+    fetch: &FetchOptions,
+    progress: &dyn Progress,
+) -> Result<PreparedBase, BuildError> {
+    let release = release::fetch(spec, kind, fetch, progress)?;
+    let artifact = &release.artifacts[0];
+    let raw = disk::cached_raw(&fetch.cache, &artifact.path, &artifact.sha512, progress)?;
+    // The base's partition digests, computed once per artifact.
+    let digests_path = raw.with_extension("partitions.json");
+    let digests = match std::fs::read(&digests_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(digests) => digests,
+        None => {
+            let (file, table) = disk::open_table(&raw, false)?;
+            let digests = disk::partition_digests(&file, &table).map_err(DiskError::io(&raw))?;
+            let json = serde_json::to_vec(&digests).expect("digests serialise");
+            crate::fsutil::write_atomic(&digests_path, &json)
+                .map_err(DiskError::io(&digests_path))?;
+            digests
+        }
+    };
+    Ok(PreparedBase {
+        release,
+        raw,
+        digests,
+    })
+}
+
+fn build_role(
+    request: &BuildRequest,
+    profile: &Profile,
+    kernel_args: &[String],
+    config: &[u8],
+    base: &PreparedBase,
+) -> Result<RoleBuild, BuildError> {
+    let role = &profile.role;
+    let artifact: &FetchedArtifact = &base.release.artifacts[0];
+    let timestamp = request
+        .source_date_epoch
+        .or_else(|| artifact.signature.as_ref().map(|s| s.created as i64))
+        .unwrap_or(0);
+    let time = Timespec {
+        sec: timestamp,
+        nsec: 0,
+    };
+    let image = request.out_dir.join(format!("{role}.raw"));
+    let mut copy = WorkingCopy::create(&base.raw, &image, &["OEM"])?;
+    let oem = copy.table.by_name("OEM").map_err(|source| DiskError::Gpt {
+        file: base.raw.display().to_string(),
+        source,
+    })?;
+    let found = filesystems::detect(&mut Window::new(&copy.file, oem.start(), oem.len()))
+        .map_err(DiskError::io(&base.raw))?;
+    if found.as_ref().map(|f| f.kind) != Some(FsKind::Btrfs) {
+        return Err(BuildError::OemNotBtrfs {
+            file: artifact.file.clone(),
+            found: found.map_or_else(
+                || "no filesystem kato-image knows".into(),
+                |f| f.kind.name().to_string(),
+            ),
+        });
+    }
+    edit_partition(&mut copy.file, oem.start(), oem.len(), time, |tree| {
+        oem::bake(tree, config, role, kernel_args, time)
+    })
+    .map_err(|source| match source {
+        EditError::Write(WriteError::TooSmall { needed, size }) => BuildError::OemTooSmall {
+            role: role.clone(),
+            needed,
+            size,
+        },
+        source => BuildError::Edit {
+            role: role.clone(),
+            source,
+        },
+    })?;
+
+    let io = DiskError::io(copy.temp_path());
+    let after = disk::partition_digests(&copy.file, &copy.table).map_err(io)?;
+    let partitions: Vec<PartitionDigest> = copy
+        .table
+        .partitions()
+        .into_iter()
+        .map(|p| {
+            let before = base.digests.get(&p.slot).cloned().unwrap_or_default();
+            let now = after.get(&p.slot).cloned().unwrap_or_default();
+            PartitionDigest {
+                slot: p.slot,
+                changed: before != now,
+                name: p.name,
+                sha256_before: before,
+                sha256_after: now,
+            }
+        })
+        .collect();
+    let size = copy
+        .file
+        .metadata()
+        .map_err(DiskError::io(copy.temp_path()))?
+        .len();
+    let image_sha256 =
+        disk::sha256_range(&copy.file, 0, size).map_err(DiskError::io(copy.temp_path()))?;
+    let image = copy.commit()?;
+
+    let profiles_dir = request.project.profiles.dir();
+    let profiles = profile
+        .sources
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).map_err(|source| BuildError::Output {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path
+                .strip_prefix(profiles_dir)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            Ok(FileDigest {
+                path: name,
+                sha256: hex(&Sha256::digest(&bytes)),
+            })
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let config_sha256 = hex(&Sha256::digest(config));
+    let release = &base.release;
+    let base_record = Base {
+        channel: release.channel.clone(),
+        board: release.board.clone(),
+        version: release.version.clone(),
+        file: artifact.file.clone(),
+        url: artifact.url.clone(),
+        sha512: artifact.sha512.clone(),
+        size: artifact.size,
+        signature: artifact.signature.clone(),
+        digests_asc_verified: artifact.digests_asc_verified,
+        insecure_skip_signature: release.insecure_skip_signature,
+    };
+    let tool = Tool {
+        name: "kato-image",
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let build_id = {
+        let inputs = serde_json::json!({
+            "tool": tool.version, "role": role, "base_sha512": artifact.sha512,
+            "profiles": profiles, "config_sha256": config_sha256,
+            "kernel_args": kernel_args, "timestamp": timestamp,
+        });
+        hex(&Sha256::digest(inputs.to_string().as_bytes()))[..32].to_string()
+    };
+    let manifest = Manifest {
+        tool,
+        build_id,
+        role: role.clone(),
+        base: base_record,
+        profiles,
+        config: Config {
+            format: "ignition",
+            spec: config::ignition::SPEC_VERSION,
+            path: oem::CONFIG_PATH,
+            sha256: config_sha256,
+        },
+        kernel_args: kernel_args.to_vec(),
+        timestamp,
+        changed_partitions: partitions
+            .iter()
+            .filter(|p| p.changed)
+            .map(|p| p.name.clone())
+            .collect(),
+        partitions,
+        output: Output {
+            file: format!("{role}.raw"),
+            size,
+            sha256: image_sha256,
+        },
+    };
+    let manifest_path = request.out_dir.join(format!("{role}.manifest.json"));
+    let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+    json.push(b'\n');
+    crate::fsutil::write_atomic(&manifest_path, &json).map_err(|source| BuildError::Output {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    Ok(RoleBuild {
+        role: role.clone(),
+        image,
+        manifest_path,
+        manifest,
+    })
+}

@@ -1,0 +1,372 @@
+//! `kato-image build` from a signed, bzip2'd Flatcar-shaped release on a loopback mirror,
+//! judged by sgdisk, sha256sum, btrfs check and GRUB's own btrfs driver.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::disk::{extract, fixture, sgdisk_verify};
+use common::mirror::{IMAGE, Mirror, sha512_hex};
+use common::signing::fixtures;
+
+/// A mirror publishing the bzip2'd fixture.
+fn mirror_with(image: &Path) -> Mirror {
+    let mirror = Mirror::new();
+    let compressed = mirror.cache.path().join("image.bin.bz2");
+    let out = Command::new("bzip2").arg("-c").arg(image).output().unwrap();
+    std::fs::write(&compressed, out.stdout).unwrap();
+    mirror.publish_image(&compressed);
+    std::fs::remove_file(&compressed).unwrap();
+    mirror
+}
+
+fn build(mirror: &Mirror, out: &Path, extra: &[&str]) -> Output {
+    common::kato()
+        .args([
+            "build",
+            "--json",
+            "--release-url",
+            &mirror.template(),
+            "--retry-delay-ms",
+            "20",
+        ])
+        .arg("--cache")
+        .arg(mirror.cache.path())
+        .arg("--keyring")
+        .arg(&fixtures().keyring)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "build should fail");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn render(role: &str) -> Vec<u8> {
+    common::kato()
+        .args(["render", "--role", role])
+        .output()
+        .unwrap()
+        .stdout
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    kato_image::cache::hex(&sha2::Sha256::digest(data))
+}
+
+fn grub_cat(image: &Path, path: &str) -> Vec<u8> {
+    let out = Command::new("grub-fstest")
+        .arg(image)
+        .arg("cat")
+        .arg(format!("(loop0,gpt6){path}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grub-fstest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn manifest(out: &Path, role: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join(format!("{role}.manifest.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn master_image_carries_its_config_and_nothing_else_changes() {
+    let mirror = mirror_with(fixture());
+    let out = tempfile::tempdir().unwrap();
+    let summary = ok(&build(&mirror, out.path(), &["--role", "master"]));
+    assert_eq!(summary[0]["role"], "master");
+    let image = out.path().join("master.raw");
+    let m = manifest(out.path(), "master");
+
+    // The vendor artifact, as fetched and verified.
+    let published = std::fs::read(mirror.dir().join(IMAGE)).unwrap();
+    assert_eq!(m["base"]["sha512"], sha512_hex(&published));
+    assert_eq!(m["base"]["version"], "1.2.3");
+    assert_eq!(
+        m["base"]["signature"]["primary_fingerprint"],
+        fixtures().primary
+    );
+    assert_eq!(m["profiles"][0]["path"], "base.yaml");
+    assert_eq!(m["profiles"][1]["path"], "master.yaml");
+
+    // Only OEM changed; every other partition hashes as before.
+    assert_eq!(m["changed_partitions"], serde_json::json!(["OEM"]));
+    for p in m["partitions"].as_array().unwrap() {
+        assert_eq!(p["changed"], p["name"] == "OEM", "{p}");
+    }
+    // The image digest, by an independent judge.
+    let sum = Command::new("sha256sum").arg(&image).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap(),
+        m["output"]["sha256"]
+    );
+    assert!(sgdisk_verify(&image).0);
+
+    // GRUB reads the config and the kernel arguments through the GPT, old lines kept.
+    let config = render("master");
+    assert_eq!(grub_cat(&image, "/config.ign"), config);
+    assert_eq!(m["config"]["sha256"], sha256_hex(&config));
+    let grub = String::from_utf8(grub_cat(&image, "/grub.cfg")).unwrap();
+    assert!(grub.contains("set oem_id=\"qemu\""), "{grub}");
+    assert!(
+        grub.contains("set linux_append=\"$linux_append flatcar.autologin=tty1\""),
+        "{grub}"
+    );
+
+    // The OEM filesystem passes btrfs check.
+    let (file, table) = kato_image::disk::open_table(&image, false).unwrap();
+    let oem = table.by_name("OEM").unwrap();
+    drop(file);
+    let part = out.path().join("oem.btrfs");
+    extract(&image, oem.start(), oem.len(), &part);
+    let (ok, report) = common::btrfs::check(&part);
+    assert!(ok, "{report}");
+
+    // inspect shows the baked config.
+    let json: serde_json::Value = serde_json::from_slice(
+        &common::kato()
+            .arg("inspect")
+            .arg(&image)
+            .arg("--json")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let files = json["oem_files"].as_array().unwrap();
+    let baked = files.iter().find(|f| f["path"] == "config.ign").unwrap();
+    assert_eq!(baked["sha256"], m["config"]["sha256"]);
+}
+
+#[test]
+fn two_builds_of_the_same_inputs_are_byte_identical() {
+    let mirror = mirror_with(fixture());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ok(&build(&mirror, a.path(), &["--role", "edge"]));
+    ok(&build(&mirror, b.path(), &["--role", "edge"]));
+    let status = Command::new("cmp")
+        .arg(a.path().join("edge.raw"))
+        .arg(b.path().join("edge.raw"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "images differ");
+    assert_eq!(
+        std::fs::read(a.path().join("edge.manifest.json")).unwrap(),
+        std::fs::read(b.path().join("edge.manifest.json")).unwrap()
+    );
+    let m = manifest(a.path(), "edge");
+    assert_eq!(
+        m["kernel_args"],
+        serde_json::json!(["flatcar.autologin=tty1", "net.ifnames=0"])
+    );
+    assert_eq!(m["timestamp"], 1_700_000_000);
+}
+
+#[test]
+fn all_roles_share_one_download_and_one_decompression() {
+    let mirror = mirror_with(fixture());
+    let out = tempfile::tempdir().unwrap();
+    let summary = ok(&build(&mirror, out.path(), &["--role", "all"]));
+    let roles: Vec<&str> = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["edge", "master", "worker"]);
+    assert_eq!(
+        mirror.artifact_requests().len(),
+        1,
+        "the image was downloaded once"
+    );
+    let raws: Vec<PathBuf> = std::fs::read_dir(mirror.cache.path().join("raw"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "raw"))
+        .collect();
+    assert_eq!(raws.len(), 1, "decompressed once");
+    let ids: std::collections::BTreeSet<String> = roles
+        .iter()
+        .map(|r| {
+            manifest(out.path(), r)["build_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "each role has its own build id");
+    for role in roles {
+        assert_eq!(
+            grub_cat(&out.path().join(format!("{role}.raw")), "/config.ign"),
+            render(role)
+        );
+    }
+}
+
+/// Nothing but the folder's previous contents is left in `out`.
+fn assert_nothing_written(out: &Path) {
+    let left: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn unknown_role_fails_before_any_download() {
+    let mirror = mirror_with(fixture());
+    let out = tempfile::tempdir().unwrap();
+    let error = failure(&build(&mirror, out.path(), &["--role", "master,database"]));
+    assert!(error.contains("unknown role `database`"), "{error}");
+    assert!(mirror.server.requests().is_empty());
+    assert_nothing_written(out.path());
+}
+
+#[test]
+fn an_oem_partition_that_is_not_btrfs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = common::disk::fixture_copy(dir.path(), "ext4-oem.raw");
+    let (_, table) = kato_image::disk::open_table(&image, false).unwrap();
+    let oem = table.by_name("OEM").unwrap();
+    let fs = dir.path().join("oem.ext4");
+    std::fs::File::create(&fs)
+        .unwrap()
+        .set_len(oem.len())
+        .unwrap();
+    assert!(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-L", "OEM"])
+            .arg(&fs)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let script = format!(
+        "dd if='{}' of='{}' bs=1M seek={} conv=notrunc status=none",
+        fs.display(),
+        image.display(),
+        oem.start() >> 20
+    );
+    assert!(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mirror = mirror_with(&image);
+    let out = tempfile::tempdir().unwrap();
+    let error = failure(&build(&mirror, out.path(), &["--role", "master"]));
+    assert!(
+        error.contains("the OEM partition holds ext4, not btrfs"),
+        "{error}"
+    );
+    assert_nothing_written(out.path());
+}
+
+#[test]
+fn a_config_too_big_for_the_oem_partition_says_how_much_is_needed() {
+    let mirror = mirror_with(fixture());
+    let project = common::Scratch::new();
+    let big = project.path("profiles/huge.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(200 << 20)
+        .unwrap();
+    project.write("profiles/master.yaml", "extends: base\nunits:\n  - name: zookeeper@.service\n    instance_from: hostname\nfiles:\n  - path: /opt/huge.bin\n    source: huge.bin\n");
+    let out = tempfile::tempdir().unwrap();
+    let error = failure(&build(
+        &mirror,
+        out.path(),
+        &[
+            "--role",
+            "master",
+            "--profiles",
+            project.path("profiles").to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        error.contains(
+            "role master: the OEM partition is 134217728 bytes but its files and the config need"
+        ),
+        "{error}"
+    );
+    assert_nothing_written(out.path());
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_written() {
+    let mirror = mirror_with(fixture());
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"x").unwrap();
+    let error = failure(&build(&mirror, &not_a_folder, &["--role", "master"]));
+    assert!(error.contains("file"), "{error}");
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_output_and_the_cache_intact() {
+    let mirror = mirror_with(fixture());
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    // A 2 MiB tmpfs cannot hold the image's data.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "the tests run as root and mount a small tmpfs"
+    );
+    let out = build(&mirror, &small, &["--role", "master"]);
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&small).status();
+    let error = failure(&out);
+    assert!(
+        error.contains("No space left on device") || error.contains("os error 28"),
+        "{error}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The cache still serves a normal build without downloading again.
+    mirror.server.clear_log();
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(&mirror, out.path(), &["--role", "master"]));
+    assert!(
+        mirror.artifact_requests().is_empty(),
+        "the cached base was reused"
+    );
+}
