@@ -210,8 +210,8 @@ fn build_role(
         },
     })?;
 
-    let io = DiskError::io(copy.temp_path());
-    let after = disk::partition_digests(&copy.file, &copy.table).map_err(io)?;
+    let (image_sha256, after) = disk::image_and_partition_digests(&copy.file, &copy.table)
+        .map_err(DiskError::io(copy.temp_path()))?;
     let partitions: Vec<PartitionDigest> = copy
         .table
         .partitions()
@@ -233,8 +233,6 @@ fn build_role(
         .metadata()
         .map_err(DiskError::io(copy.temp_path()))?
         .len();
-    let image_sha256 =
-        disk::sha256_range(&copy.file, 0, size).map_err(DiskError::io(copy.temp_path()))?;
     let image = copy.commit()?;
 
     let profiles_dir = request.project.profiles.dir();

@@ -104,6 +104,140 @@ pub fn partition_digests(
         .collect()
 }
 
+/// SHA-256 of the whole file and of each partition, in one read: the image's hash on one
+/// core, the partitions' on the other. Holes are hashed as zeros without being read.
+pub fn image_and_partition_digests(
+    file: &File,
+    table: &PartitionTable,
+) -> Result<(String, BTreeMap<u32, String>), io::Error> {
+    use std::sync::Arc;
+    use std::sync::mpsc::sync_channel;
+    enum Piece {
+        Data(Arc<Vec<u8>>),
+        Zeros(u64),
+    }
+    let len = file.metadata()?.len();
+    let mut partitions = table.partitions();
+    partitions.sort_by_key(|p| p.first_lba);
+    let (to_image, image_rx) = sync_channel::<Piece>(8);
+    let (to_parts, parts_rx) = sync_channel::<(u64, Piece)>(8);
+    let zeros = Arc::new(vec![0u8; 1 << 20]);
+    let feed_zeros = |sha: &mut Sha256, zeros: &[u8], mut n: u64| {
+        while n > 0 {
+            let step = n.min(zeros.len() as u64) as usize;
+            sha.update(&zeros[..step]);
+            n -= step as u64;
+        }
+    };
+    std::thread::scope(|scope| {
+        let image = scope.spawn({
+            let zeros = zeros.clone();
+            move || {
+                let mut sha = Sha256::new();
+                for piece in image_rx {
+                    match piece {
+                        Piece::Data(d) => sha.update(&d[..]),
+                        Piece::Zeros(n) => feed_zeros(&mut sha, &zeros, n),
+                    }
+                }
+                hex(&sha.finalize())
+            }
+        });
+        let parts = scope.spawn({
+            let zeros = zeros.clone();
+            let partitions = partitions.clone();
+            move || {
+                // Pieces arrive in file order with their offset; each byte goes to the
+                // partition that holds it.
+                let mut digests = BTreeMap::new();
+                let mut current: Option<(usize, Sha256)> = None;
+                let mut next = 0usize;
+                let finish = |current: &mut Option<(usize, Sha256)>,
+                              digests: &mut BTreeMap<u32, String>| {
+                    if let Some((i, sha)) = current.take() {
+                        digests.insert(partitions[i].slot, hex(&sha.finalize()));
+                    }
+                };
+                for (mut at, piece) in parts_rx {
+                    let (mut data, mut zero_len): (&[u8], u64) = match &piece {
+                        Piece::Data(d) => (&d[..], 0),
+                        Piece::Zeros(n) => (&[], *n),
+                    };
+                    let mut remaining = data.len() as u64 + zero_len;
+                    while remaining > 0 {
+                        if let Some((i, _)) = &current
+                            && at >= partitions[*i].end()
+                        {
+                            finish(&mut current, &mut digests);
+                        }
+                        if current.is_none()
+                            && next < partitions.len()
+                            && at >= partitions[next].start()
+                        {
+                            current = Some((next, Sha256::new()));
+                            next += 1;
+                        }
+                        let limit = match &current {
+                            Some((i, _)) => partitions[*i].end(),
+                            None => partitions.get(next).map_or(u64::MAX, |p| p.start()),
+                        };
+                        let step = remaining.min(limit - at);
+                        if let Some((_, sha)) = &mut current {
+                            if zero_len > 0 {
+                                feed_zeros(sha, &zeros, step);
+                            } else {
+                                sha.update(&data[..step as usize]);
+                            }
+                        }
+                        if zero_len > 0 {
+                            zero_len -= step;
+                        } else {
+                            data = &data[step as usize..];
+                        }
+                        at += step;
+                        remaining -= step;
+                    }
+                }
+                finish(&mut current, &mut digests);
+                digests
+            }
+        });
+        let mut reader = file.try_clone()?;
+        let mut at = 0u64;
+        let send = |at: u64, piece: Piece| {
+            let copy = match &piece {
+                Piece::Data(d) => Piece::Data(d.clone()),
+                Piece::Zeros(n) => Piece::Zeros(*n),
+            };
+            let _ = to_image.send(piece);
+            let _ = to_parts.send((at, copy));
+        };
+        for (offset, length) in sparse::data_extents(file, 0, len)? {
+            if offset > at {
+                send(at, Piece::Zeros(offset - at));
+            }
+            reader.seek(SeekFrom::Start(offset))?;
+            let mut done = 0;
+            while done < length {
+                let step = (length - done).min(1 << 20) as usize;
+                let mut buffer = vec![0u8; step];
+                reader.read_exact(&mut buffer)?;
+                send(offset + done, Piece::Data(Arc::new(buffer)));
+                done += step as u64;
+            }
+            at = offset + length;
+        }
+        if len > at {
+            send(at, Piece::Zeros(len - at));
+        }
+        drop(to_image);
+        drop(to_parts);
+        let image = image.join().expect("the image hasher does not panic");
+        let parts = parts.join().expect("the partition hasher does not panic");
+        Ok((image, parts))
+    })
+}
+
 /// SHA-256 of the bytes `[start, end)` of a (sparse) file; holes are hashed as zeros
 /// without being read.
 pub fn sha256_range(file: &File, start: u64, end: u64) -> Result<String, io::Error> {
