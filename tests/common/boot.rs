@@ -1,0 +1,89 @@
+//! The mini release (scripts/mini-release) and QEMU booting images under software emulation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The mini release, made once per test binary.
+pub fn mini_release() -> &'static Path {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("kato-mini-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let out = Command::new(super::repo().join("scripts/mini-release"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mini-release: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// What the mini release's initramfs printed.
+#[derive(Debug, Default)]
+pub struct Markers {
+    pub cmdline: String,
+    pub config_sha256: Option<String>,
+    pub no_config: bool,
+    pub units: Vec<String>,
+    pub done: bool,
+    pub errors: Vec<String>,
+}
+
+/// Boots `image` with OVMF under TCG (one VM at a time: the caller holds no other) and
+/// reads the KATO-MARKER lines from the serial console.
+pub fn boot(image: &Path) -> Markers {
+    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("timeout")
+        .args([
+            "180",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+            "-net",
+            "none",
+        ])
+        .args(["-bios", "/usr/share/ovmf/OVMF.fd", "-drive"])
+        .arg(format!("file={},format=raw,if=virtio", image.display()))
+        .output()
+        .expect("qemu-system-x86_64 (qemu-system-x86)");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let mut markers = Markers::default();
+    for line in console.lines() {
+        let Some(marker) = line.split("KATO-MARKER ").nth(1) else {
+            continue;
+        };
+        if let Some(v) = marker.strip_prefix("cmdline: ") {
+            markers.cmdline = v.to_string();
+        } else if let Some(v) = marker.strip_prefix("config-sha256: ") {
+            markers.config_sha256 = Some(v.to_string());
+        } else if marker == "config: none" {
+            markers.no_config = true;
+        } else if let Some(v) = marker.strip_prefix("unit: ") {
+            markers.units.push(v.to_string());
+        } else if marker == "done" {
+            markers.done = true;
+        } else if let Some(v) = marker.strip_prefix("error: ") {
+            markers.errors.push(v.to_string());
+        }
+    }
+    assert!(
+        markers.done,
+        "the guest did not finish; console:\n{console}"
+    );
+    markers
+}
