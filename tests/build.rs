@@ -370,3 +370,23 @@ fn a_full_disk_leaves_no_partial_output_and_the_cache_intact() {
         "the cached base was reused"
     );
 }
+
+#[test]
+fn a_base_without_an_oem_partition_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = common::disk::fixture_copy(dir.path(), "no-oem.raw");
+    assert!(
+        Command::new("sgdisk")
+            .args(["-d", "6"])
+            .arg(&image)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mirror = mirror_with(&image);
+    let out = tempfile::tempdir().unwrap();
+    let error = failure(&build(&mirror, out.path(), &["--role", "master"]));
+    assert!(error.contains("no partition named OEM"), "{error}");
+    assert_nothing_written(out.path());
+}
