@@ -7,6 +7,7 @@ pub mod build;
 pub mod cache;
 pub mod config;
 pub mod disk;
+pub mod emit;
 pub mod fs;
 pub mod fsutil;
 pub mod inspect;

@@ -11,7 +11,12 @@ pub struct Manifest {
     pub tool: Tool,
     pub build_id: String,
     pub role: String,
-    pub base: Base,
+    /// The disk image the raw output was made from (absent without a raw output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+    /// The PXE kernel and initramfs (with an iPXE output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pxe: Option<Vec<Base>>,
     pub profiles: Vec<FileDigest>,
     pub config: Config,
     pub kernel_args: Vec<String>,
@@ -20,7 +25,10 @@ pub struct Manifest {
     pub timestamp: i64,
     pub partitions: Vec<PartitionDigest>,
     pub changed_partitions: Vec<String>,
-    pub output: Output,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipxe: Option<crate::emit::ipxe::IpxeRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::hex;
 use crate::config::{self, Format};
 use crate::disk::{self, DiskError, Window, WorkingCopy};
+use crate::emit::ipxe;
 use crate::fs::btrfs::{EditError, WriteError, edit_partition};
 use crate::fs::tree::Timespec;
 use crate::fs::{self as filesystems, FsKind};
@@ -63,12 +64,16 @@ pub struct BuildRequest<'a> {
     pub out_dir: &'a Path,
     /// Time for the files the build writes; else the vendor signature's time.
     pub source_date_epoch: Option<i64>,
+    /// Emit `OUT/<role>.raw`.
+    pub raw: bool,
+    /// Emit `OUT/ipxe/` payloads.
+    pub ipxe: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct RoleBuild {
     pub role: String,
-    pub image: PathBuf,
+    pub image: Option<PathBuf>,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
 }
@@ -105,18 +110,20 @@ pub fn build(
         plans.push((profile, plan, config, kind, spec));
     }
     let mut bases: Vec<((ReleaseSpec, ArtifactKind), PreparedBase)> = Vec::new();
+    let mut pxes: Vec<(ReleaseSpec, FetchedRelease)> = Vec::new();
     let mut builds = Vec::new();
     for (profile, plan, config, kind, spec) in plans {
         let key = (spec.clone(), kind);
-        if !bases.iter().any(|(k, _)| *k == key) {
+        if request.raw && !bases.iter().any(|(k, _)| *k == key) {
             let base = prepare_base(&spec, kind, request.fetch, progress)?;
             bases.push((key.clone(), base));
         }
-        let base = &bases
-            .iter()
-            .find(|(k, _)| *k == key)
-            .expect("prepared above")
-            .1;
+        if request.ipxe && !pxes.iter().any(|(k, _)| *k == spec) {
+            let pxe = release::fetch(&spec, ArtifactKind::Pxe, request.fetch, progress)?;
+            pxes.push((spec.clone(), pxe));
+        }
+        let base = bases.iter().find(|(k, _)| *k == key).map(|(_, b)| b);
+        let pxe = pxes.iter().find(|(k, _)| *k == spec).map(|(_, p)| p);
         progress.note(&format!("building role {}", profile.role));
         builds.push(build_role(
             request,
@@ -124,6 +131,7 @@ pub fn build(
             &plan.kernel_args,
             &config,
             base,
+            pxe,
         )?);
     }
     Ok(builds)
@@ -161,23 +169,37 @@ fn prepare_base(
     })
 }
 
-fn build_role(
+fn artifact_record(release: &FetchedRelease, artifact: &FetchedArtifact) -> Base {
+    Base {
+        channel: release.channel.clone(),
+        board: release.board.clone(),
+        version: release.version.clone(),
+        file: artifact.file.clone(),
+        url: artifact.url.clone(),
+        sha512: artifact.sha512.clone(),
+        size: artifact.size,
+        signature: artifact.signature.clone(),
+        digests_asc_verified: artifact.digests_asc_verified,
+        insecure_skip_signature: release.insecure_skip_signature,
+    }
+}
+
+/// The raw image: a copy of the base with the OEM filesystem rewritten.
+struct RawOutput {
+    image: PathBuf,
+    partitions: Vec<PartitionDigest>,
+    output: Output,
+}
+
+fn build_raw(
     request: &BuildRequest,
-    profile: &Profile,
+    role: &str,
     kernel_args: &[String],
     config: &[u8],
     base: &PreparedBase,
-) -> Result<RoleBuild, BuildError> {
-    let role = &profile.role;
-    let artifact: &FetchedArtifact = &base.release.artifacts[0];
-    let timestamp = request
-        .source_date_epoch
-        .or_else(|| artifact.signature.as_ref().map(|s| s.created as i64))
-        .unwrap_or(0);
-    let time = Timespec {
-        sec: timestamp,
-        nsec: 0,
-    };
+    time: Timespec,
+) -> Result<RawOutput, BuildError> {
+    let artifact = &base.release.artifacts[0];
     let image = request.out_dir.join(format!("{role}.raw"));
     let mut copy = WorkingCopy::create(&base.raw, &image, &["OEM"])?;
     let oem = copy.table.by_name("OEM").map_err(|source| DiskError::Gpt {
@@ -200,16 +222,15 @@ fn build_role(
     })
     .map_err(|source| match source {
         EditError::Write(WriteError::TooSmall { needed, size }) => BuildError::OemTooSmall {
-            role: role.clone(),
+            role: role.to_string(),
             needed,
             size,
         },
         source => BuildError::Edit {
-            role: role.clone(),
+            role: role.to_string(),
             source,
         },
     })?;
-
     let (image_sha256, after) = disk::image_and_partition_digests(&copy.file, &copy.table)
         .map_err(DiskError::io(copy.temp_path()))?;
     let partitions: Vec<PartitionDigest> = copy
@@ -234,6 +255,76 @@ fn build_role(
         .map_err(DiskError::io(copy.temp_path()))?
         .len();
     let image = copy.commit()?;
+    Ok(RawOutput {
+        image,
+        partitions,
+        output: Output {
+            file: format!("{role}.raw"),
+            size,
+            sha256: image_sha256,
+        },
+    })
+}
+
+fn build_role(
+    request: &BuildRequest,
+    profile: &Profile,
+    kernel_args: &[String],
+    config: &[u8],
+    base: Option<&PreparedBase>,
+    pxe: Option<&FetchedRelease>,
+) -> Result<RoleBuild, BuildError> {
+    let role = &profile.role;
+    let signature_time = base
+        .and_then(|b| b.release.artifacts[0].signature.as_ref())
+        .or_else(|| pxe.and_then(|p| p.artifacts[0].signature.as_ref()))
+        .map(|s| s.created as i64);
+    let timestamp = request.source_date_epoch.or(signature_time).unwrap_or(0);
+    let time = Timespec {
+        sec: timestamp,
+        nsec: 0,
+    };
+    let raw = match base {
+        Some(base) => Some(build_raw(request, role, kernel_args, config, base, time)?),
+        None => None,
+    };
+    let ipxe = match pxe {
+        Some(pxe) => {
+            let settings = profile
+                .outputs
+                .ipxe
+                .clone()
+                .unwrap_or(crate::profile::IpxeOutput {
+                    preset: crate::profile::IpxePreset::Metal,
+                    console: None,
+                    base_url: None,
+                    autologin: false,
+                });
+            let (kernel, initramfs) = (&pxe.artifacts[0], &pxe.artifacts[1]);
+            let inputs = ipxe::PxeInputs {
+                kernel: (&kernel.file, &kernel.path, &kernel.sha512),
+                initramfs: (&initramfs.file, &initramfs.path, &initramfs.sha512),
+            };
+            let header = format!(
+                "kato-image role {role}, Flatcar {} {} {}",
+                pxe.channel, pxe.board, pxe.version
+            );
+            let payload = ipxe::RolePayload {
+                role,
+                config,
+                kernel_args,
+                mtime: timestamp.clamp(0, u32::MAX as i64) as u32,
+                header: &header,
+            };
+            let record = ipxe::emit(&request.out_dir.join("ipxe"), &payload, &settings, &inputs)
+                .map_err(|e| BuildError::Output {
+                    path: e.path,
+                    source: e.source,
+                })?;
+            Some(record)
+        }
+        None => None,
+    };
 
     let profiles_dir = request.project.profiles.dir();
     let profiles = profile
@@ -256,36 +347,37 @@ fn build_role(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     let config_sha256 = hex(&Sha256::digest(config));
-    let release = &base.release;
-    let base_record = Base {
-        channel: release.channel.clone(),
-        board: release.board.clone(),
-        version: release.version.clone(),
-        file: artifact.file.clone(),
-        url: artifact.url.clone(),
-        sha512: artifact.sha512.clone(),
-        size: artifact.size,
-        signature: artifact.signature.clone(),
-        digests_asc_verified: artifact.digests_asc_verified,
-        insecure_skip_signature: release.insecure_skip_signature,
-    };
+    let base_record = base.map(|b| artifact_record(&b.release, &b.release.artifacts[0]));
+    let pxe_records = pxe.map(|p| {
+        p.artifacts
+            .iter()
+            .map(|a| artifact_record(p, a))
+            .collect::<Vec<_>>()
+    });
     let tool = Tool {
         name: "kato-image",
         version: env!("CARGO_PKG_VERSION"),
     };
     let build_id = {
         let inputs = serde_json::json!({
-            "tool": tool.version, "role": role, "base_sha512": artifact.sha512,
+            "tool": tool.version, "role": role,
+            "base_sha512": base_record.as_ref().map(|b| b.sha512.clone()),
+            "pxe_sha512": pxe_records.as_ref().map(|p| p.iter().map(|a| a.sha512.clone()).collect::<Vec<_>>()),
             "profiles": profiles, "config_sha256": config_sha256,
             "kernel_args": kernel_args, "timestamp": timestamp,
         });
         hex(&Sha256::digest(inputs.to_string().as_bytes()))[..32].to_string()
+    };
+    let (image, partitions, output) = match raw {
+        Some(raw) => (Some(raw.image), raw.partitions, Some(raw.output)),
+        None => (None, Vec::new(), None),
     };
     let manifest = Manifest {
         tool,
         build_id,
         role: role.clone(),
         base: base_record,
+        pxe: pxe_records,
         profiles,
         config: Config {
             format: "ignition",
@@ -301,11 +393,8 @@ fn build_role(
             .map(|p| p.name.clone())
             .collect(),
         partitions,
-        output: Output {
-            file: format!("{role}.raw"),
-            size,
-            sha256: image_sha256,
-        },
+        output,
+        ipxe,
     };
     let manifest_path = request.out_dir.join(format!("{role}.manifest.json"));
     let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");

@@ -21,9 +21,9 @@ pub struct BuildArgs {
     /// Where the images and manifests go.
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
-    /// What to emit (raw disk images; AMI and iPXE come with later releases).
-    #[arg(long, value_enum, default_value_t = OutputArg::Raw)]
-    pub output: OutputArg,
+    /// What to emit: `raw`, `ipxe`, or both (`raw,ipxe`). AMIs come with a later release.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
+    pub output: Vec<OutputArg>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -34,8 +34,10 @@ pub struct BuildArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum OutputArg {
-    /// OUT/<role>.raw and OUT/<role>.manifest.json.
+    /// OUT/<role>.raw: the disk image with the role's config in its OEM partition.
     Raw,
+    /// OUT/ipxe/: PXE kernel and initramfs, a config overlay and <role>.ipxe per role.
+    Ipxe,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
@@ -64,33 +66,52 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         fetch: &options,
         out_dir: &args.out,
         source_date_epoch,
+        raw: args.output.iter().any(|o| matches!(o, OutputArg::Raw)),
+        ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
     };
     let reporter = Reporter::for_stderr(args.quiet || args.json);
     let builds = build(&request, &reporter)?;
     if args.json {
         let summary: Vec<_> = builds
             .iter()
-            .map(|b| serde_json::json!({ "role": b.role, "image": b.image, "manifest": b.manifest_path, "build_id": b.manifest.build_id, "sha256": b.manifest.output.sha256, "changed_partitions": b.manifest.changed_partitions }))
+            .map(|b| {
+                serde_json::json!({
+                    "role": b.role,
+                    "image": b.image,
+                    "manifest": b.manifest_path,
+                    "build_id": b.manifest.build_id,
+                    "sha256": b.manifest.output.as_ref().map(|o| o.sha256.clone()),
+                    "changed_partitions": b.manifest.changed_partitions,
+                    "ipxe": b.manifest.ipxe.as_ref().map(|i| args.out.join("ipxe").join(&i.script)),
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for b in &builds {
             let m = &b.manifest;
-            println!(
-                "{}: {} ({})",
-                b.role,
-                b.image.display(),
-                bytes(m.output.size)
-            );
+            println!("{}: build id {}", b.role, m.build_id);
             println!("  manifest:  {}", b.manifest_path.display());
-            println!(
-                "  base:      Flatcar {} {} {} ({})",
-                m.base.channel, m.base.board, m.base.version, m.base.file
-            );
-            println!("  changed:   {}", m.changed_partitions.join(", "));
             println!("  config:    sha256 {}", m.config.sha256);
-            println!("  image:     sha256 {}", m.output.sha256);
-            println!("  build id:  {}", m.build_id);
+            if let (Some(image), Some(output), Some(base)) = (&b.image, &m.output, &m.base) {
+                println!(
+                    "  image:     {} ({}, sha256 {})",
+                    image.display(),
+                    bytes(output.size),
+                    output.sha256
+                );
+                println!(
+                    "  base:      Flatcar {} {} {} ({})",
+                    base.channel, base.board, base.version, base.file
+                );
+                println!("  changed:   {}", m.changed_partitions.join(", "));
+            }
+            if let Some(ipxe) = &m.ipxe {
+                println!(
+                    "  ipxe:      {}",
+                    args.out.join("ipxe").join(&ipxe.script).display()
+                );
+            }
         }
     }
     if options.insecure_skip_signature {

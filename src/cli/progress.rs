@@ -153,7 +153,8 @@ impl Progress for Reporter {
                 Some(bar) => bar.println(message),
                 None => eprintln!("{message}"),
             },
-            Reporter::Lines(_) | Reporter::Quiet => eprintln!("{message}"),
+            Reporter::Lines(_) => eprintln!("{message}"),
+            Reporter::Quiet => {}
         }
     }
 }

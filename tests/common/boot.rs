@@ -33,13 +33,54 @@ pub struct Markers {
     pub config_sha256: Option<String>,
     pub no_config: bool,
     pub units: Vec<String>,
+    pub source: Option<String>,
     pub done: bool,
     pub errors: Vec<String>,
 }
 
-/// Boots `image` with OVMF under TCG (one VM at a time: the caller holds no other) and
-/// reads the KATO-MARKER lines from the serial console.
+/// Boots `image` with OVMF under TCG and reads the KATO-MARKER lines from the serial console.
 pub fn boot(image: &Path) -> Markers {
+    let drive = format!("file={},format=raw,if=virtio", image.display());
+    run_vm(&[
+        "-machine",
+        "q35",
+        "-net",
+        "none",
+        "-bios",
+        "/usr/share/ovmf/OVMF.fd",
+        "-drive",
+        &drive,
+    ])
+}
+
+/// Network-boots `script_url` with QEMU's bundled iPXE, under SeaBIOS or (`uefi`) OVMF.
+pub fn boot_ipxe(script_url: &str, uefi: bool) -> Markers {
+    let netdev = format!("user,id=n0,bootfile={script_url}");
+    if uefi {
+        run_vm(&[
+            "-machine",
+            "q35",
+            "-bios",
+            "/usr/share/ovmf/OVMF.fd",
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom,bootindex=1",
+        ])
+    } else {
+        run_vm(&[
+            "-boot",
+            "n",
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ])
+    }
+}
+
+/// One VM at a time (two cores), always under `timeout`.
+fn run_vm(args: &[&str]) -> Markers {
     static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new("timeout")
@@ -48,17 +89,12 @@ pub fn boot(image: &Path) -> Markers {
             "qemu-system-x86_64",
             "-accel",
             "tcg",
-            "-machine",
-            "q35",
             "-m",
             "512",
             "-nographic",
             "-no-reboot",
-            "-net",
-            "none",
         ])
-        .args(["-bios", "/usr/share/ovmf/OVMF.fd", "-drive"])
-        .arg(format!("file={},format=raw,if=virtio", image.display()))
+        .args(args)
         .output()
         .expect("qemu-system-x86_64 (qemu-system-x86)");
     let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
@@ -71,6 +107,8 @@ pub fn boot(image: &Path) -> Markers {
             markers.cmdline = v.to_string();
         } else if let Some(v) = marker.strip_prefix("config-sha256: ") {
             markers.config_sha256 = Some(v.to_string());
+        } else if let Some(v) = marker.strip_prefix("config-source: ") {
+            markers.source = Some(v.to_string());
         } else if marker == "config: none" {
             markers.no_config = true;
         } else if let Some(v) = marker.strip_prefix("unit: ") {

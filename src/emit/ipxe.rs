@@ -1,0 +1,243 @@
+//! iPXE payloads: the PXE kernel and initramfs under content-addressed names shared by all
+//! roles, one gzip'd cpio overlay per role holding its config where Flatcar's initrd reads it
+//! (`usr/share/oem/config.ign`, and `oem/config.ign` for newer initrds), and a `<role>.ipxe`
+//! script. URLs in scripts are relative (iPXE resolves them against the script's own URL)
+//! unless a base URL is given.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::cpio;
+use crate::cache::hex;
+use crate::profile::{IpxeOutput, IpxePreset};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct IpxeError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IpxeRecord {
+    pub script: String,
+    pub kernel: String,
+    pub initramfs: String,
+    pub overlay: String,
+    pub overlay_sha256: String,
+    pub kernel_args: Vec<String>,
+}
+
+/// The files the PXE artifacts are copied from: (file name in the release, cached path,
+/// SHA-512).
+pub struct PxeInputs<'a> {
+    pub kernel: (&'a str, &'a Path, &'a str),
+    pub initramfs: (&'a str, &'a Path, &'a str),
+}
+
+/// The overlay archive: the config at both paths Flatcar's initrds read, with folders.
+pub fn overlay(config: &[u8], mtime: u32) -> Vec<u8> {
+    let file = cpio::Node::File {
+        mode: 0o644,
+        data: config.to_vec(),
+    };
+    let entries = BTreeMap::from([
+        ("oem/config.ign".to_string(), file.clone()),
+        ("usr/share/oem/config.ign".to_string(), file),
+    ]);
+    let archive = cpio::archive(&entries, mtime);
+    // gzip with no name and mtime 0: the same config gives the same bytes.
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&archive).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+/// Kernel arguments for a role: first boot, the console and OEM id of the preset, autologin
+/// if asked, the profile's arguments, and `initrd=` for each initrd (UEFI iPXE needs them).
+pub fn kernel_args(
+    settings: &IpxeOutput,
+    profile_args: &[String],
+    initrds: &[&str],
+) -> Vec<String> {
+    let mut args = vec!["flatcar.first_boot=1".to_string()];
+    match settings.console.as_deref() {
+        Some(console) => args.push(format!("console={console}")),
+        None => match settings.preset {
+            IpxePreset::Metal => {
+                args.extend(["console=tty0".into(), "console=ttyS0,115200n8".into()])
+            }
+            IpxePreset::Packet => args.push("console=ttyS1,115200n8".into()),
+        },
+    }
+    if settings.preset == IpxePreset::Packet {
+        args.push("flatcar.oem.id=packet".into());
+    }
+    if settings.autologin {
+        args.push("flatcar.autologin".into());
+    }
+    args.extend(profile_args.iter().cloned());
+    args.extend(initrds.iter().map(|name| format!("initrd={name}")));
+    args
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IpxeError> {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| IpxeError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies a cached artifact to `dir/name` unless it is already there (names are content
+/// addresses, so a present file is the right one).
+fn place(from: &Path, dir: &Path, name: &str) -> Result<(), IpxeError> {
+    let to = dir.join(name);
+    if to.exists() {
+        return Ok(());
+    }
+    let temp = crate::fsutil::temp_path(&to);
+    let error = |source| IpxeError {
+        path: to.clone(),
+        source,
+    };
+    std::fs::copy(from, &temp).map_err(error)?;
+    crate::fsutil::commit(&temp, &to).map_err(error)
+}
+
+/// Content-addressed name: `stem-<first 16 hex of the digest>.ext`.
+fn addressed(file: &str, digest: &str) -> String {
+    match file.split_once('.') {
+        Some((stem, ext)) => format!("{stem}-{}.{ext}", &digest[..16]),
+        None => format!("{file}-{}", &digest[..16]),
+    }
+}
+
+/// What one role puts into its payload.
+pub struct RolePayload<'a> {
+    pub role: &'a str,
+    pub config: &'a [u8],
+    /// The profile's kernel arguments.
+    pub kernel_args: &'a [String],
+    /// mtime of the overlay's entries.
+    pub mtime: u32,
+    /// A comment line for the script.
+    pub header: &'a str,
+}
+
+/// Writes `dir/<kernel>`, `dir/<initramfs>`, `dir/<role>-<hash>.cpio.gz` and
+/// `dir/<role>.ipxe`.
+pub fn emit(
+    dir: &Path,
+    payload: &RolePayload,
+    settings: &IpxeOutput,
+    inputs: &PxeInputs,
+) -> Result<IpxeRecord, IpxeError> {
+    let RolePayload {
+        role,
+        config,
+        kernel_args: profile_args,
+        mtime,
+        header,
+    } = *payload;
+    std::fs::create_dir_all(dir).map_err(|source| IpxeError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let kernel = addressed(inputs.kernel.0, inputs.kernel.2);
+    let initramfs = addressed(inputs.initramfs.0, inputs.initramfs.2);
+    place(inputs.kernel.1, dir, &kernel)?;
+    place(inputs.initramfs.1, dir, &initramfs)?;
+    let overlay_bytes = overlay(config, mtime);
+    let overlay_sha256 = hex(&Sha256::digest(&overlay_bytes));
+    let overlay_name = format!("{role}-{}.cpio.gz", &overlay_sha256[..16]);
+    write_atomic(&dir.join(&overlay_name), &overlay_bytes)?;
+    let args = kernel_args(settings, profile_args, &[&initramfs, &overlay_name]);
+    let base = settings
+        .base_url
+        .as_deref()
+        .map(|u| {
+            if u.ends_with('/') {
+                u.to_string()
+            } else {
+                format!("{u}/")
+            }
+        })
+        .unwrap_or_default();
+    let script = format!(
+        "#!ipxe\n# {header}\nkernel {base}{kernel} {}\ninitrd {base}{initramfs}\ninitrd {base}{overlay_name}\nboot\n",
+        args.join(" ")
+    );
+    let script_name = format!("{role}.ipxe");
+    write_atomic(&dir.join(&script_name), script.as_bytes())?;
+    Ok(IpxeRecord {
+        script: script_name,
+        kernel,
+        initramfs,
+        overlay: overlay_name,
+        overlay_sha256,
+        kernel_args: args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_holds_both_paths_with_their_folders() {
+        let bytes = overlay(b"{}", 5);
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut decoded)
+            .unwrap();
+        let names: Vec<String> = cpio::list(&decoded)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "oem",
+                "oem/config.ign",
+                "usr",
+                "usr/share",
+                "usr/share/oem",
+                "usr/share/oem/config.ign"
+            ]
+        );
+        assert_eq!(overlay(b"{}", 5), bytes, "deterministic");
+    }
+
+    #[test]
+    fn presets() {
+        let packet = IpxeOutput {
+            preset: IpxePreset::Packet,
+            console: None,
+            base_url: None,
+            autologin: false,
+        };
+        let args = kernel_args(&packet, &["a=b".into()], &["x.cpio.gz"]);
+        assert_eq!(
+            args,
+            [
+                "flatcar.first_boot=1",
+                "console=ttyS1,115200n8",
+                "flatcar.oem.id=packet",
+                "a=b",
+                "initrd=x.cpio.gz"
+            ]
+        );
+        let metal = IpxeOutput {
+            preset: IpxePreset::Metal,
+            console: None,
+            base_url: None,
+            autologin: true,
+        };
+        assert!(kernel_args(&metal, &[], &[]).contains(&"flatcar.autologin".to_string()));
+    }
+}

@@ -1,0 +1,4 @@
+//! Artifacts a build emits beyond the raw image.
+
+pub mod cpio;
+pub mod ipxe;
