@@ -18,6 +18,7 @@ pub mod progress;
 pub mod project;
 pub mod release;
 pub mod role;
+pub mod serve;
 pub mod ssh;
 pub mod unit;
 pub mod verify;

@@ -69,7 +69,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         raw: args.output.iter().any(|o| matches!(o, OutputArg::Raw)),
         ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
     };
-    let reporter = Reporter::for_stderr(args.quiet || args.json);
+    let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;
     if args.json {
         let summary: Vec<_> = builds

@@ -172,7 +172,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         ArtifactArg::Ami => ArtifactKind::Ami,
         ArtifactArg::Pxe => ArtifactKind::Pxe,
     };
-    let reporter = Reporter::for_stderr(args.quiet || args.json);
+    let reporter = Reporter::for_stderr(args.quiet, args.json);
     let fetched = release::fetch(&spec, kind, &options, &reporter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&fetched)?);

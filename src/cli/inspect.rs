@@ -20,7 +20,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let reporter = Reporter::for_stderr(args.json);
+    let reporter = Reporter::for_stderr(false, args.json);
     let report = inspect(&args.image, args.use_backup_gpt, &reporter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

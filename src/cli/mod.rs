@@ -4,6 +4,7 @@ mod build;
 mod fetch;
 mod inspect;
 mod progress;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +82,11 @@ enum Command {
         after_help = "Examples:\n  kato-image inspect flatcar_production_image.bin.bz2\n  kato-image inspect out/master.raw --json"
     )]
     Inspect(inspect::InspectArgs),
+    /// Serve a folder (iPXE payloads) over HTTP, loopback by default.
+    #[command(
+        after_help = "Examples:\n  kato-image serve out/ipxe\n  kato-image serve out/ipxe --listen 0.0.0.0:8080"
+    )]
+    Serve(serve::ServeArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  kato-image completions bash > /etc/bash_completion.d/kato-image"
@@ -177,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => build::run(args)?,
         Command::Fetch(args) => fetch::run(args)?,
         Command::Inspect(args) => inspect::run(args)?,
+        Command::Serve(args) => serve::run(args)?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

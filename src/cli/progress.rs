@@ -10,6 +10,8 @@ use kato_image::progress::Progress;
 pub enum Reporter {
     Bar(Mutex<Option<ProgressBar>>),
     Lines(Mutex<LineState>),
+    /// No progress, but notes (retries, resumed downloads) still go to stderr: for --json.
+    NotesOnly,
     Quiet,
 }
 
@@ -24,9 +26,12 @@ pub struct LineState {
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
 impl Reporter {
-    pub fn for_stderr(quiet: bool) -> Self {
+    /// `quiet`: nothing at all; `json`: notes only (stdout carries the JSON).
+    pub fn for_stderr(quiet: bool, json: bool) -> Self {
         if quiet {
             Reporter::Quiet
+        } else if json {
+            Reporter::NotesOnly
         } else if std::io::stderr().is_terminal() {
             Reporter::Bar(Mutex::new(None))
         } else {
@@ -105,7 +110,7 @@ impl Progress for Reporter {
                     None => eprintln!("{name}"),
                 }
             }
-            Reporter::Quiet => {}
+            Reporter::NotesOnly | Reporter::Quiet => {}
         }
     }
 
@@ -124,7 +129,7 @@ impl Progress for Reporter {
                     eprintln!("{}", state.line());
                 }
             }
-            Reporter::Quiet => {}
+            Reporter::NotesOnly | Reporter::Quiet => {}
         }
     }
 
@@ -143,7 +148,7 @@ impl Progress for Reporter {
                     state.started.elapsed().as_secs_f64()
                 );
             }
-            Reporter::Quiet => {}
+            Reporter::NotesOnly | Reporter::Quiet => {}
         }
     }
 
@@ -153,7 +158,7 @@ impl Progress for Reporter {
                 Some(bar) => bar.println(message),
                 None => eprintln!("{message}"),
             },
-            Reporter::Lines(_) => eprintln!("{message}"),
+            Reporter::Lines(_) | Reporter::NotesOnly => eprintln!("{message}"),
             Reporter::Quiet => {}
         }
     }
