@@ -6,8 +6,49 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::boot::{boot_ipxe, mini_release};
+use common::boot::{boot_ipxe, boot_ipxe_as, ipxe_console, mini_release};
 use common::http::Server;
+
+/// `kato-image serve DIR` on a free loopback port.
+struct Serve {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(dir: &std::path::Path) -> Serve {
+        use std::io::BufRead;
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("kato-image"))
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("serve prints its address");
+        // The access log must not fill the pipe: drain it.
+        let mut rest = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut rest, &mut std::io::sink()));
+        Serve { child, port }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn units(role: &str) -> usize {
     match role {
@@ -24,6 +65,17 @@ fn every_role_boots_over_ipxe_with_its_config() {
     let template = format!("{}{{channel}}/{{board}}/{{version}}/", mirror.url());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
+    // Profiles with a machine map: one master, one worker.
+    let project = common::Scratch::new();
+    for (role, mac) in [
+        ("master", "52:54:00:00:00:0A"),
+        ("worker", "52:54:00:00:00:0b"),
+    ] {
+        let path = project.path(&format!("profiles/{role}.yaml"));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!("machines: [\"{mac}\"]\n"));
+        std::fs::write(&path, text).unwrap();
+    }
     let built = common::kato()
         .args([
             "build",
@@ -35,6 +87,8 @@ fn every_role_boots_over_ipxe_with_its_config() {
             "--release-url",
             &template,
         ])
+        .arg("--profiles")
+        .arg(project.path("profiles"))
         .arg("--keyring")
         .arg(release.join("keyring.asc"))
         .arg("--cache")
@@ -65,7 +119,10 @@ fn every_role_boots_over_ipxe_with_its_config() {
         "{names:?}"
     );
     assert_eq!(
-        names.iter().filter(|n| n.ends_with(".ipxe")).count(),
+        names
+            .iter()
+            .filter(|n| n.ends_with(".ipxe") && *n != "boot.ipxe")
+            .count(),
         3,
         "{names:?}"
     );
@@ -105,8 +162,31 @@ fn every_role_boots_over_ipxe_with_its_config() {
         }
     }
 
-    let server = Server::start(&ipxe);
-    let guest_url = |role: &str| format!("http://10.0.2.2:{}/{role}.ipxe", server.addr.port());
+    // The machine map: listed machines chain to their role, others get the error.
+    let map = std::fs::read_to_string(ipxe.join("boot.ipxe")).unwrap();
+    assert!(
+        map.contains("iseq ${net0/mac} 52:54:00:00:00:0a && chain --autofree master.ipxe ||"),
+        "{map}"
+    );
+
+    let served = Serve::start(&ipxe);
+    let guest_url = |script: &str| format!("http://10.0.2.2:{}/{script}", served.port);
+    let markers = boot_ipxe_as(&guest_url("boot.ipxe"), false, "52:54:00:00:00:0b");
+    let worker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("worker.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        markers.config_sha256.as_deref(),
+        worker["config"]["sha256"].as_str(),
+        "boot.ipxe sent the worker's MAC to worker"
+    );
+    let console = ipxe_console(&guest_url("boot.ipxe"), "52:54:00:00:00:0c", 25);
+    assert!(
+        console.contains("kato-image: no role for machine 52:54:00:00:00:0c"),
+        "unknown machine: {console}"
+    );
+
+    let guest_url = |role: &str| guest_url(&format!("{role}.ipxe"));
     for (role, uefi) in [
         ("master", false),
         ("worker", false),

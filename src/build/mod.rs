@@ -18,7 +18,7 @@ use crate::emit::ipxe;
 use crate::fs::btrfs::{EditError, WriteError, edit_partition};
 use crate::fs::tree::Timespec;
 use crate::fs::{self as filesystems, FsKind};
-use crate::profile::Profile;
+use crate::profile::{Located, Profile, UnknownMachine};
 use crate::progress::Progress;
 use crate::project::{Project, ProjectError};
 use crate::release::{
@@ -52,6 +52,11 @@ pub enum BuildError {
     Output {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Machine {
+        origin: crate::origin::Origin,
+        message: String,
     },
 }
 
@@ -112,6 +117,7 @@ pub fn build(
     let mut bases: Vec<((ReleaseSpec, ArtifactKind), PreparedBase)> = Vec::new();
     let mut pxes: Vec<(ReleaseSpec, FetchedRelease)> = Vec::new();
     let mut builds = Vec::new();
+    let mut machines = Vec::new();
     for (profile, plan, config, kind, spec) in plans {
         let key = (spec.clone(), kind);
         if request.raw && !bases.iter().any(|(k, _)| *k == key) {
@@ -133,8 +139,53 @@ pub fn build(
             base,
             pxe,
         )?);
+        let unknown = profile.outputs.ipxe.as_ref().map(|i| i.unknown);
+        machines.push((profile.role.clone(), profile.machines.clone(), unknown));
+    }
+    if request.ipxe {
+        write_machine_map(request, &machines)?;
     }
     Ok(builds)
+}
+
+/// A role, the MACs of its machines, and its profile's choice for unknown machines.
+type RoleMachines = (String, Vec<Located<String>>, Option<UnknownMachine>);
+
+/// `OUT/ipxe/boot.ipxe` for every role built; a MAC listed by two roles is an error.
+fn write_machine_map(request: &BuildRequest, roles: &[RoleMachines]) -> Result<(), BuildError> {
+    let mut map: BTreeMap<String, (String, &Located<String>)> = BTreeMap::new();
+    for (role, macs, _) in roles {
+        for mac in macs {
+            if let Some((other, first)) = map.get(&mac.value)
+                && other != role
+            {
+                return Err(BuildError::Machine {
+                    origin: mac.origin.clone(),
+                    message: format!(
+                        "machine {} is listed for role {role} and for role {other} (at {})",
+                        mac.value, first.origin
+                    ),
+                });
+            }
+            map.insert(mac.value.clone(), (role.clone(), mac));
+        }
+    }
+    let unknown = roles
+        .iter()
+        .find_map(|(_, _, u)| *u)
+        .unwrap_or(UnknownMachine::Error);
+    let names: Vec<String> = roles.iter().map(|(r, _, _)| r.clone()).collect();
+    let machines = map
+        .into_iter()
+        .map(|(mac, (role, _))| (mac, role))
+        .collect();
+    ipxe::machine_map(&request.out_dir.join("ipxe"), &machines, &names, unknown).map_err(|e| {
+        BuildError::Output {
+            path: e.path,
+            source: e.source,
+        }
+    })?;
+    Ok(())
 }
 
 fn prepare_base(
@@ -299,6 +350,7 @@ fn build_role(
                     console: None,
                     base_url: None,
                     autologin: false,
+                    unknown: crate::profile::UnknownMachine::Error,
                 });
             let (kernel, initramfs) = (&pxe.artifacts[0], &pxe.artifacts[1]);
             let inputs = ipxe::PxeInputs {

@@ -184,6 +184,44 @@ pub fn emit(
     })
 }
 
+/// `boot.ipxe`: chains each listed machine (by `${net0/mac}`) to its role's script; any
+/// other machine gets `unknown`: an error on the console, or a menu of roles.
+pub fn machine_map(
+    dir: &Path,
+    machines: &BTreeMap<String, String>,
+    roles: &[String],
+    unknown: crate::profile::UnknownMachine,
+) -> Result<String, IpxeError> {
+    let mut script = String::from(
+        "#!ipxe\n# kato-image machine map: each machine boots its role by MAC address.\n",
+    );
+    for (mac, role) in machines {
+        script.push_str(&format!(
+            "iseq ${{net0/mac}} {mac} && chain --autofree {role}.ipxe ||\n"
+        ));
+    }
+    match unknown {
+        crate::profile::UnknownMachine::Error => {
+            script
+                .push_str("echo kato-image: no role for machine ${net0/mac} in the machine map\n");
+            script.push_str(
+                "echo Add its MAC address to the machines: list of a role profile and rebuild.\n",
+            );
+            script.push_str("sleep 60\nexit 1\n");
+        }
+        crate::profile::UnknownMachine::Menu => {
+            script.push_str("menu kato-image: machine ${net0/mac} has no role. Boot as:\n");
+            for role in roles {
+                script.push_str(&format!("item {role} {role}\n"));
+            }
+            script.push_str("choose role && chain --autofree ${role}.ipxe || exit 1\n");
+        }
+    }
+    let path = dir.join("boot.ipxe");
+    write_atomic(&path, script.as_bytes())?;
+    Ok(script)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +258,7 @@ mod tests {
             console: None,
             base_url: None,
             autologin: false,
+            unknown: crate::profile::UnknownMachine::Error,
         };
         let args = kernel_args(&packet, &["a=b".into()], &["x.cpio.gz"]);
         assert_eq!(
@@ -237,6 +276,7 @@ mod tests {
             console: None,
             base_url: None,
             autologin: true,
+            unknown: crate::profile::UnknownMachine::Error,
         };
         assert!(kernel_args(&metal, &[], &[]).contains(&"flatcar.autologin".to_string()));
     }

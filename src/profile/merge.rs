@@ -26,6 +26,7 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         images: Vec::new(),
         outputs: Outputs::default(),
         metadata: Default::default(),
+        machines: Vec::new(),
         sources: Vec::new(),
     };
     let mut outputs = OutputsDoc::default();
@@ -90,6 +91,28 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
                     origin: at(value.referenced),
                 },
             );
+        }
+        for mac in doc.machines.iter().flatten() {
+            let origin = at(mac.referenced);
+            let normal = mac.value.to_ascii_lowercase();
+            let valid = normal.len() == 17
+                && normal.split(':').count() == 6
+                && normal
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+            if !valid {
+                return Err(ProfileError::invalid(
+                    origin,
+                    format!(
+                        "machines: {:?} is not a MAC address like 52:54:00:12:34:56",
+                        mac.value
+                    ),
+                ));
+            }
+            profile.machines.push(Located {
+                value: normal,
+                origin,
+            });
         }
         if let Some(doc_outputs) = &doc.outputs {
             merge_outputs(&mut outputs, doc_outputs);
@@ -213,7 +236,7 @@ fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
         macro_rules! take {
             ($($field:ident),*) => { $( if ipxe.$field.is_some() { base.$field = ipxe.$field.clone(); } )* };
         }
-        take!(preset, console, base_url, autologin);
+        take!(preset, console, base_url, autologin, unknown);
     }
 }
 
@@ -233,6 +256,7 @@ fn resolve_outputs(doc: OutputsDoc) -> Outputs {
             console: ipxe.console,
             base_url: ipxe.base_url,
             autologin: ipxe.autologin.unwrap_or(false),
+            unknown: ipxe.unknown.unwrap_or(super::UnknownMachine::Error),
         }),
     }
 }

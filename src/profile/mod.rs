@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::ProfileError;
 pub use load::ProfileSet;
-pub use schema::{AmiBootMode, Board, Channel, ImageDoc, ImdsSupport, InstanceSource, IpxePreset};
+pub use schema::{
+    AmiBootMode, Board, Channel, ImageDoc, ImdsSupport, InstanceSource, IpxePreset, UnknownMachine,
+};
 
 use crate::origin::Origin;
 
@@ -40,6 +42,8 @@ pub struct Profile {
     pub images: Vec<Located<ImageDoc>>,
     pub outputs: Outputs,
     pub metadata: BTreeMap<String, Located<String>>,
+    /// MAC addresses (lower case) of machines that boot this role.
+    pub machines: Vec<Located<String>>,
     /// The profile files merged into this one, root first.
     pub sources: Vec<PathBuf>,
 }
@@ -124,6 +128,7 @@ pub struct IpxeOutput {
     pub console: Option<String>,
     pub base_url: Option<String>,
     pub autologin: bool,
+    pub unknown: UnknownMachine,
 }
 
 /// Loads the profile of `role` from `dir`: shorthand for `ProfileSet::open(dir)?.load(role)`.

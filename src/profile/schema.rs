@@ -23,6 +23,8 @@ pub struct ProfileDoc {
     pub images: Option<Vec<Spanned<ImageDoc>>>,
     pub outputs: Option<OutputsDoc>,
     pub metadata: Option<BTreeMap<String, Spanned<Scalar>>>,
+    /// MAC addresses of the machines that boot this role over iPXE (`boot.ipxe`).
+    pub machines: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -165,6 +167,17 @@ pub struct IpxeOutputDoc {
     pub console: Option<String>,
     pub base_url: Option<String>,
     pub autologin: Option<bool>,
+    /// What `boot.ipxe` does with a machine whose MAC no role lists.
+    pub unknown: Option<UnknownMachine>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMachine {
+    /// Print an error on the console and stop.
+    Error,
+    /// Offer a menu of roles.
+    Menu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

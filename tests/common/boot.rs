@@ -53,8 +53,40 @@ pub fn boot(image: &Path) -> Markers {
     ])
 }
 
+/// Network-boots `script_url` under SeaBIOS with the NIC's address `mac`, for `seconds`, and
+/// returns the console text (for machines expected not to boot).
+pub fn ipxe_console(script_url: &str, mac: &str, seconds: u32) -> String {
+    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("timeout")
+        .arg(seconds.to_string())
+        .args([
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+            "-boot",
+            "n",
+        ])
+        .arg("-netdev")
+        .arg(format!("user,id=n0,bootfile={script_url}"))
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
+        .output()
+        .expect("qemu-system-x86_64 (qemu-system-x86)");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
 /// Network-boots `script_url` with QEMU's bundled iPXE, under SeaBIOS or (`uefi`) OVMF.
 pub fn boot_ipxe(script_url: &str, uefi: bool) -> Markers {
+    boot_ipxe_as(script_url, uefi, "52:54:00:12:34:56")
+}
+
+/// The same, with the NIC's MAC address set.
+pub fn boot_ipxe_as(script_url: &str, uefi: bool, mac: &str) -> Markers {
     let netdev = format!("user,id=n0,bootfile={script_url}");
     if uefi {
         run_vm(&[
@@ -65,7 +97,9 @@ pub fn boot_ipxe(script_url: &str, uefi: bool) -> Markers {
             "-netdev",
             &netdev,
             "-device",
-            "virtio-net-pci,netdev=n0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom,bootindex=1",
+            &format!(
+                "virtio-net-pci,netdev=n0,mac={mac},romfile=/usr/lib/ipxe/qemu/efi-virtio.rom,bootindex=1"
+            ),
         ])
     } else {
         run_vm(&[
@@ -74,7 +108,7 @@ pub fn boot_ipxe(script_url: &str, uefi: bool) -> Markers {
             "-netdev",
             &netdev,
             "-device",
-            "virtio-net-pci,netdev=n0",
+            &format!("virtio-net-pci,netdev=n0,mac={mac}"),
         ])
     }
 }
