@@ -68,7 +68,10 @@ pub async fn serve(
         root: root.clone(),
         log: std::sync::Arc::new(log),
     };
-    let files = ServeDir::new(&root).append_index_html_on_directories(false);
+    // Large reads: fewer wakeups per byte for multi-MiB kernels and initramfs files.
+    let files = ServeDir::new(&root)
+        .append_index_html_on_directories(false)
+        .with_buf_chunk_size(256 << 10);
     let app = axum::Router::new()
         .fallback_service(files)
         .layer(middleware::from_fn_with_state(guard, guarded));

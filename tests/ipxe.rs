@@ -192,6 +192,8 @@ fn every_role_boots_over_ipxe_with_its_config() {
         ("worker", false),
         ("edge", false),
         ("master", true),
+        ("worker", true),
+        ("edge", true),
     ] {
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.path().join(format!("{role}.manifest.json"))).unwrap(),

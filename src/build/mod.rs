@@ -73,6 +73,8 @@ pub struct BuildRequest<'a> {
     pub raw: bool,
     /// Emit `OUT/ipxe/` payloads.
     pub ipxe: bool,
+    /// URL prefix for the files iPXE scripts name (else relative to the script).
+    pub ipxe_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,7 +343,7 @@ fn build_role(
     };
     let ipxe = match pxe {
         Some(pxe) => {
-            let settings = profile
+            let mut settings = profile
                 .outputs
                 .ipxe
                 .clone()
@@ -352,6 +354,9 @@ fn build_role(
                     autologin: false,
                     unknown: crate::profile::UnknownMachine::Error,
                 });
+            if let Some(url) = &request.ipxe_base_url {
+                settings.base_url = Some(url.clone());
+            }
             let (kernel, initramfs) = (&pxe.artifacts[0], &pxe.artifacts[1]);
             let inputs = ipxe::PxeInputs {
                 kernel: (&kernel.file, &kernel.path, &kernel.sha512),

@@ -24,6 +24,10 @@ pub struct BuildArgs {
     /// What to emit: `raw`, `ipxe`, or both (`raw,ipxe`). AMIs come with a later release.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
     pub output: Vec<OutputArg>,
+    /// URL prefix for the kernel and initrds in iPXE scripts (default: relative to the
+    /// script, which iPXE resolves against the script's own URL).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +72,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch,
         raw: args.output.iter().any(|o| matches!(o, OutputArg::Raw)),
         ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
+        ipxe_base_url: args.base_url.clone(),
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;

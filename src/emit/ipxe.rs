@@ -280,4 +280,52 @@ mod tests {
         };
         assert!(kernel_args(&metal, &[], &[]).contains(&"flatcar.autologin".to_string()));
     }
+
+    #[test]
+    fn scripts_use_relative_urls_unless_given_a_base() {
+        let dir = tempfile_dir();
+        let kernel = dir.join("k");
+        std::fs::write(&kernel, b"kernel").unwrap();
+        let inputs = PxeInputs {
+            kernel: ("flatcar_production_pxe.vmlinuz", &kernel, &"ab".repeat(64)),
+            initramfs: (
+                "flatcar_production_pxe_image.cpio.gz",
+                &kernel,
+                &"cd".repeat(64),
+            ),
+        };
+        let payload = RolePayload {
+            role: "edge",
+            config: b"{}",
+            kernel_args: &[],
+            mtime: 0,
+            header: "test",
+        };
+        let mut settings = IpxeOutput {
+            preset: IpxePreset::Metal,
+            console: None,
+            base_url: None,
+            autologin: false,
+            unknown: crate::profile::UnknownMachine::Error,
+        };
+        emit(&dir.join("out"), &payload, &settings, &inputs).unwrap();
+        let script = std::fs::read_to_string(dir.join("out/edge.ipxe")).unwrap();
+        assert!(
+            script.contains(
+                "\nkernel flatcar_production_pxe-abababababababab.vmlinuz flatcar.first_boot=1"
+            ),
+            "{script}"
+        );
+        settings.base_url = Some("http://boot.example/kato".into());
+        emit(&dir.join("out"), &payload, &settings, &inputs).unwrap();
+        let script = std::fs::read_to_string(dir.join("out/edge.ipxe")).unwrap();
+        assert!(script.contains("\ninitrd http://boot.example/kato/flatcar_production_pxe_image-cdcdcdcdcdcdcdcd.cpio.gz\n"), "{script}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("kato-ipxe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }
