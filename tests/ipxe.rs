@@ -76,31 +76,16 @@ fn every_role_boots_over_ipxe_with_its_config() {
         text.push_str(&format!("machines: [\"{mac}\"]\n"));
         std::fs::write(&path, text).unwrap();
     }
-    let built = common::kato()
-        .args([
-            "build",
-            "--quiet",
-            "--role",
-            "all",
+    common::boot::build_from_mini(
+        &template,
+        cache.path(),
+        out.path(),
+        &[
             "--output",
             "ipxe",
-            "--release-url",
-            &template,
-        ])
-        .arg("--profiles")
-        .arg(project.path("profiles"))
-        .arg("--keyring")
-        .arg(release.join("keyring.asc"))
-        .arg("--cache")
-        .arg(cache.path())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "build: {}",
-        String::from_utf8_lossy(&built.stderr)
+            "--profiles",
+            project.path("profiles").to_str().unwrap(),
+        ],
     );
     let ipxe = out.path().join("ipxe");
     assert!(

@@ -26,6 +26,55 @@ pub fn mini_release() -> &'static Path {
     })
 }
 
+/// `kato-image build --quiet --role all ARGS` from the mini release served at `template`,
+/// with its test key, into `out`; panics with stderr if it fails.
+pub fn build_from_mini(template: &str, cache: &Path, out: &Path, args: &[&str]) {
+    let built = super::kato()
+        .args([
+            "build",
+            "--quiet",
+            "--role",
+            "all",
+            "--release-url",
+            template,
+        ])
+        .args(args)
+        .arg("--keyring")
+        .arg(mini_release().join("keyring.asc"))
+        .arg("--cache")
+        .arg(cache)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+/// Runs QEMU (software emulation) with `args` for at most `seconds`; the serial console.
+fn qemu(args: &[&str], seconds: u32) -> String {
+    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("timeout")
+        .arg(seconds.to_string())
+        .args([
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(args)
+        .output()
+        .expect("qemu-system-x86_64 (qemu-system-x86)");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
 /// What the mini release's initramfs printed.
 #[derive(Debug, Default)]
 pub struct Markers {
@@ -56,28 +105,12 @@ pub fn boot(image: &Path) -> Markers {
 /// Network-boots `script_url` under SeaBIOS with the NIC's address `mac`, for `seconds`, and
 /// returns the console text (for machines expected not to boot).
 pub fn ipxe_console(script_url: &str, mac: &str, seconds: u32) -> String {
-    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("timeout")
-        .arg(seconds.to_string())
-        .args([
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-boot",
-            "n",
-        ])
-        .arg("-netdev")
-        .arg(format!("user,id=n0,bootfile={script_url}"))
-        .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
-        .output()
-        .expect("qemu-system-x86_64 (qemu-system-x86)");
-    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    let netdev = format!("user,id=n0,bootfile={script_url}");
+    let device = format!("virtio-net-pci,netdev=n0,mac={mac}");
+    qemu(
+        &["-boot", "n", "-netdev", &netdev, "-device", &device],
+        seconds,
+    )
 }
 
 /// Network-boots `script_url` with QEMU's bundled iPXE, under SeaBIOS or (`uefi`) OVMF.
@@ -115,23 +148,7 @@ pub fn boot_ipxe_as(script_url: &str, uefi: bool, mac: &str) -> Markers {
 
 /// One VM at a time (two cores), always under `timeout`.
 fn run_vm(args: &[&str]) -> Markers {
-    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("timeout")
-        .args([
-            "180",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .args(args)
-        .output()
-        .expect("qemu-system-x86_64 (qemu-system-x86)");
-    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let console = qemu(args, 180);
     let mut markers = Markers::default();
     for line in console.lines() {
         let Some(marker) = line.split("KATO-MARKER ").nth(1) else {
