@@ -246,18 +246,7 @@ fn reads_what_the_kernel_writes_compressed() {
     write_host_tree(&source);
     for compression in ["zlib", "zstd", "lzo"] {
         let image = dir.path().join(format!("{compression}.img"));
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(128 << 20)
-            .unwrap();
-        assert!(
-            Command::new("mkfs.btrfs")
-                .args(["-q", "-f"])
-                .arg(&image)
-                .status()
-                .unwrap()
-                .success()
-        );
+        mkfs_128_mib(&image);
         with_kernel_mount(&image, &format!("compress-force={compression}"), |mount| {
             let status = Command::new("cp")
                 .arg("-a")
@@ -353,18 +342,7 @@ fn a_damaged_primary_superblock_falls_back_to_the_mirror() {
 fn reads_the_default_subvolume() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("subvol.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(128 << 20)
-        .unwrap();
-    assert!(
-        Command::new("mkfs.btrfs")
-            .args(["-q", "-f"])
-            .arg(&image)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfs_128_mib(&image);
     with_kernel_mount(&image, "rw", |mount| {
         std::fs::write(mount.join("top-level-only"), b"not in the default").unwrap();
         assert!(
@@ -392,4 +370,20 @@ fn reads_the_default_subvolume() {
         .map(|(p, _)| String::from_utf8(p).unwrap())
         .collect();
     assert_eq!(names, ["inside"]);
+}
+
+/// An empty 128 MiB btrfs made by mkfs.btrfs, for the kernel to fill.
+fn mkfs_128_mib(image: &Path) {
+    std::fs::File::create(image)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    assert!(
+        Command::new("mkfs.btrfs")
+            .args(["-q", "-f"])
+            .arg(image)
+            .status()
+            .unwrap()
+            .success()
+    );
 }

@@ -839,36 +839,22 @@ fn superblock(
     b[0x32b..0x32b + system_chunk.len()].copy_from_slice(system_chunk);
     // Backup root slot 0: the roots just written.
     let backup = 0xb2b;
-    for (i, (address, _)) in [
+    let slots = [
         roots.root,
         roots.chunk,
         roots.extent,
         roots.fs,
         roots.dev,
         roots.csum,
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    for (i, (address, level)) in slots.iter().enumerate() {
         put(&mut b, backup + 16 * i, *address);
         put(&mut b, backup + 16 * i + 8, GENERATION);
+        b[backup + 152 + i] = *level;
     }
     put(&mut b, backup + 96, size);
     put(&mut b, backup + 104, bytes_used);
     put(&mut b, backup + 112, 1);
-    for (i, (_, level)) in [
-        roots.root,
-        roots.chunk,
-        roots.extent,
-        roots.fs,
-        roots.dev,
-        roots.csum,
-    ]
-    .iter()
-    .enumerate()
-    {
-        b[backup + 152 + i] = *level;
-    }
     let sum = crc::checksum(&b[0x20..]);
     b[0..4].copy_from_slice(&sum.to_le_bytes());
     b
