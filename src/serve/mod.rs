@@ -14,6 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::services::ServeDir;
 
+mod body;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{}: {source}", path.display())]
@@ -96,8 +98,15 @@ fn status(code: StatusCode) -> Response {
     (code, code.canonical_reason().unwrap_or("")).into_response()
 }
 
-/// The file a request path names, if it stays inside `root`.
-fn resolve(root: &Path, raw_path: &str) -> Result<PathBuf, StatusCode> {
+/// A regular file inside the served folder, open.
+struct Opened {
+    file: std::fs::File,
+    meta: std::fs::Metadata,
+    real: PathBuf,
+}
+
+/// The regular file a request path names, if it stays inside `root`.
+fn resolve(root: &Path, raw_path: &str) -> Result<Opened, StatusCode> {
     let lower = raw_path.to_ascii_lowercase();
     // Encoded separators and NULs would let one path segment act as several.
     if lower.contains("%2f")
@@ -115,12 +124,27 @@ fn resolve(root: &Path, raw_path: &str) -> Result<PathBuf, StatusCode> {
         }
         path.push(part);
     }
-    // Symlinks are fine as long as where they lead is still inside the folder.
-    match path.canonicalize() {
-        Ok(real) if real.starts_with(root) => Ok(real),
-        Ok(_) => Err(StatusCode::NOT_FOUND),
-        Err(_) => Err(StatusCode::NOT_FOUND),
+    // Symlinks are fine as long as where they lead is still inside the folder. The check is
+    // made on the opened file itself, so a link swapped after the check changes nothing.
+    let file = std::fs::File::open(&path).map_err(|_| StatusCode::NOT_FOUND)?;
+    let real = opened_path(&file)
+        .or_else(|| path.canonicalize().ok())
+        .ok_or(StatusCode::NOT_FOUND)?;
+    if !real.starts_with(root) {
+        return Err(StatusCode::NOT_FOUND);
     }
+    let meta = file.metadata().map_err(|_| StatusCode::NOT_FOUND)?;
+    if !meta.is_file() {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Opened { file, meta, real })
+}
+
+/// Where an open file really is, from the kernel (one call instead of a walk over every
+/// component of the path).
+fn opened_path(file: &std::fs::File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -140,9 +164,39 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The plain case, a GET or HEAD of the whole file with no date conditions, answered here
+/// with a body that reads on the runtime thread; ranges and date conditions go to `ServeDir`.
+fn whole_file(request: &Request, opened: Opened) -> Option<Response> {
+    let headers = request.headers();
+    let conditional = [
+        header::RANGE,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_MATCH,
+    ];
+    if conditional.iter().any(|name| headers.contains_key(name)) {
+        return None;
+    }
+    let Opened { file, meta, real } = opened;
+    let path = real.as_path();
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, mime.as_ref())
+        .header(header::CONTENT_LENGTH, meta.len())
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Ok(modified) = meta.modified() {
+        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified));
+    }
+    let body = if request.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::new(body::FileBody::new(file, meta.len()))
+    };
+    builder.body(body).ok()
+}
+
 /// A strong validator from size and modification time: changes whenever the file does.
-fn etag(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+fn etag(meta: &std::fs::Metadata) -> Option<String> {
     let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
 }
@@ -165,9 +219,8 @@ async fn guarded(
     } else {
         match resolve(&guard.root, &path) {
             Err(code) => status(code),
-            Ok(file) if file.is_dir() => status(StatusCode::NOT_FOUND),
-            Ok(file) => {
-                let tag = etag(&file);
+            Ok(opened) => {
+                let tag = etag(&opened.meta);
                 let matches = tag.as_ref().is_some_and(|tag| {
                     request
                         .headers()
@@ -180,6 +233,8 @@ async fn guarded(
                         .status(StatusCode::NOT_MODIFIED)
                         .body(Body::empty())
                         .expect("a valid response")
+                } else if let Some(response) = whole_file(&request, opened) {
+                    response
                 } else {
                     next.run(request).await
                 };
