@@ -3,7 +3,8 @@
 //! into place, so an interrupted run leaves nothing a later run would trust.
 //!
 //! ```text
-//! CACHE/blobs/sha512/<hex>                                 verified bytes
+//! CACHE/blobs/sha512/<hex>                                 verified release files
+//! CACHE/blobs/sha256/<hex>                                 verified registry blobs
 //! CACHE/releases/<channel>/<board>/<version>/<file>.json   what <file> is (digest, signer)
 //! CACHE/releases/<channel>/<board>/current.json            the last version `current` named
 //! CACHE/partial/<key>.part, <key>.json, <key>.lock         downloads in progress (never trusted)
@@ -90,7 +91,7 @@ impl Cache {
     }
 
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        for sub in ["blobs/sha512", "releases", "partial"] {
+        for sub in ["blobs/sha512", "blobs/sha256", "releases", "partial"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(error(&dir))?;
         }
@@ -105,6 +106,11 @@ impl Cache {
 
     pub fn blob_path(&self, sha512: &str) -> PathBuf {
         self.root.join("blobs/sha512").join(sha512)
+    }
+
+    /// A registry blob (layer, config, manifest) by the hex of its SHA-256.
+    pub fn blob_sha256_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(sha256)
     }
 
     fn release_dir(&self, key: &ReleaseKey) -> PathBuf {

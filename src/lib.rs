@@ -12,6 +12,7 @@ pub mod fs;
 pub mod fsutil;
 pub mod inspect;
 pub mod io;
+pub mod oci;
 pub mod origin;
 pub mod profile;
 pub mod progress;

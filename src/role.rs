@@ -53,6 +53,8 @@ pub struct PlannedUnit {
     pub contents: Option<String>,
     /// Started at boot (`systemctl enable`, or `command: start` in cloud-config).
     pub enabled: bool,
+    /// `(name, contents)` of drop-ins for `NAME.d/`.
+    pub dropins: Vec<(String, String)>,
 }
 
 impl RolePlan {
@@ -130,6 +132,7 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             name: file.name.clone(),
             contents: Some(file.contents.clone()),
             enabled: enabled && !file.is_template(),
+            dropins: Vec::new(),
         });
         match (file.is_template(), instances) {
             (false, Instances::Unspecified) => {
@@ -162,6 +165,7 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
                         name: name.clone(),
                         contents: None,
                         enabled,
+                        dropins: Vec::new(),
                     });
                     placed.push((name, file, origin.clone()));
                 }
@@ -196,7 +200,11 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             name: INSTANCES_UNIT.into(),
             contents: Some(instances_unit(&from_node)),
             enabled: true,
+            dropins: Vec::new(),
         });
+    }
+    if !profile.images.is_empty() {
+        preload::add(&mut files, &mut units);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     units.sort_by(|a, b| a.name.cmp(&b.name));
@@ -211,6 +219,100 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             .map(|a| a.value.clone())
             .collect(),
     })
+}
+
+/// Baked images: KATO-DATA mounted read-only, `kato-preload.service` loading each image
+/// once, and every unit that runs a container waiting for it.
+mod preload {
+    use super::{PlannedFile, PlannedUnit, generated_file};
+
+    pub const SCRIPT_PATH: &str = "/opt/kato/bin/kato-preload";
+    pub const SERVICE: &str = "kato-preload.service";
+    /// systemd names a mount unit after its path: /var/lib/kato-data.
+    pub const MOUNT: &str = "var-lib-kato\\x2ddata.mount";
+    pub const MOUNT_POINT: &str = "/var/lib/kato-data";
+    const DEVICE: &str = "/dev/disk/by-label/KATO-DATA";
+
+    pub fn add(files: &mut Vec<PlannedFile>, units: &mut Vec<PlannedUnit>) {
+        let dropin = format!(
+            "# Written by kato-image: the image this unit runs is baked into KATO-DATA.\n\
+             [Unit]\nRequires={SERVICE}\nAfter={SERVICE}\n"
+        );
+        for unit in units.iter_mut() {
+            if unit.contents.as_deref().is_some_and(runs_container) {
+                unit.dropins
+                    .push(("10-kato-preload.conf".into(), dropin.clone()));
+            }
+        }
+        files.push(generated_file(SCRIPT_PATH, 0o755, SCRIPT.to_string()));
+        units.push(PlannedUnit {
+            name: MOUNT.to_string(),
+            contents: Some(format!(
+                "# Written by kato-image: the container images baked into this disk.\n\
+                 [Unit]\nDescription=Baked container images (KATO-DATA)\n\
+                 ConditionPathExists={DEVICE}\n\n\
+                 [Mount]\nWhat={DEVICE}\nWhere={MOUNT_POINT}\n\
+                 Type=btrfs\nOptions=ro,nodev,nosuid,noexec\n"
+            )),
+            // Pulled in by the service; a disk without KATO-DATA (an iPXE boot) skips both.
+            enabled: false,
+            dropins: Vec::new(),
+        });
+        units.push(PlannedUnit {
+            name: SERVICE.into(),
+            contents: Some(format!(
+                "# Written by kato-image: load the baked container images, once.\n\
+                 [Unit]\nDescription=Load the container images baked into KATO-DATA\n\
+                 Requires=docker.service {mount}\nAfter=docker.service {mount}\n\
+                 ConditionPathExists={DEVICE}\n\n\
+                 [Service]\nType=oneshot\nRemainAfterExit=yes\n\
+                 ExecStart={SCRIPT_PATH} {MOUNT_POINT}\n\n\
+                 [Install]\nWantedBy=multi-user.target\n",
+                mount = MOUNT.to_string()
+            )),
+            enabled: true,
+            dropins: Vec::new(),
+        });
+    }
+
+    /// Whether a unit's commands start a container.
+    fn runs_container(contents: &str) -> bool {
+        contents.lines().any(|line| {
+            let line = line.trim_start();
+            line.starts_with("Exec")
+                && ["docker run", "docker start", "podman run", "/docker run"]
+                    .iter()
+                    .any(|command| line.contains(command))
+        })
+    }
+
+    /// Verifies each tar against the index before loading it; an image already in Docker
+    /// (by its ID, the config digest) is skipped, so reboots cost nothing.
+    const SCRIPT: &str = r#"#!/bin/bash
+# Written by kato-image: loads the container images baked into KATO-DATA.
+# index.tsv lines: <tar sha256> <image id> <file> <reference>
+set -euo pipefail
+data=${1:-/var/lib/kato-data}
+index=$data/index.tsv
+[[ -r $index ]] || { echo "kato-preload: $index is missing" >&2; exit 1; }
+failed=0
+while IFS=$'	' read -r sha256 id file reference; do
+  [[ -z $sha256 || $sha256 == \#* ]] && continue
+  if docker image inspect "$id" >/dev/null 2>&1; then
+    echo "kato-preload: $reference already loaded ($id)"
+    continue
+  fi
+  actual=$(sha256sum "$data/$file" | cut -d' ' -f1)
+  if [[ $actual != "$sha256" ]]; then
+    echo "kato-preload: $file has SHA-256 $actual, not $sha256 as the index says; not loading $reference" >&2
+    failed=1
+    continue
+  fi
+  docker load --input "$data/$file"
+  echo "kato-preload: loaded $reference ($id)"
+done < "$index"
+exit "$failed"
+"#;
 }
 
 fn check_conflicts(placed: &[(String, &UnitFile, Origin)]) -> Result<(), RoleError> {

@@ -29,6 +29,9 @@ pub struct Manifest {
     pub output: Option<Output>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipxe: Option<crate::emit::ipxe::IpxeRecord>,
+    /// Container images baked into KATO-DATA.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<super::images::BakedImage>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! holding its config, and hashing. Every partition but OEM stays byte-identical, and the
 //! manifest proves it.
 
+pub mod images;
 pub mod manifest;
 pub mod oem;
 
@@ -54,6 +55,16 @@ pub enum BuildError {
         source: std::io::Error,
     },
     #[error("{origin}: {message}")]
+    Image {
+        origin: crate::origin::Origin,
+        message: String,
+    },
+    #[error("role {role}: adding the KATO-DATA partition: {source}")]
+    Layout {
+        role: String,
+        source: crate::disk::layout::LayoutError,
+    },
+    #[error("{origin}: {message}")]
     Machine {
         origin: crate::origin::Origin,
         message: String,
@@ -75,6 +86,10 @@ pub struct BuildRequest<'a> {
     pub ipxe: bool,
     /// URL prefix for the files iPXE scripts name (else relative to the script).
     pub ipxe_base_url: Option<String>,
+    /// Bake registry images named by tag alone, recording the digest they resolve to.
+    pub allow_unpinned: bool,
+    /// Blobs downloaded at once when pulling images.
+    pub pull_workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -114,8 +129,18 @@ pub fn build(
             ArtifactKind::Image
         };
         let spec = (request.release_for)(&profile);
+        if !request.allow_unpinned {
+            images::check_pinned(&profile)?;
+        }
         plans.push((profile, plan, config, kind, spec));
     }
+    let pull = crate::oci::PullOptions {
+        cache: request.fetch.cache.clone(),
+        retries: request.fetch.retries,
+        retry_delay: request.fetch.retry_delay,
+        transport: request.fetch.transport.clone(),
+        workers: request.pull_workers,
+    };
     let mut bases: Vec<((ReleaseSpec, ArtifactKind), PreparedBase)> = Vec::new();
     let mut pxes: Vec<(ReleaseSpec, FetchedRelease)> = Vec::new();
     let mut builds = Vec::new();
@@ -132,6 +157,11 @@ pub fn build(
         }
         let base = bases.iter().find(|(k, _)| *k == key).map(|(_, b)| b);
         let pxe = pxes.iter().find(|(k, _)| *k == spec).map(|(_, p)| p);
+        let baked = if request.raw && !profile.images.is_empty() {
+            images::prepare(&profile, &pull, progress)?
+        } else {
+            Vec::new()
+        };
         progress.note(&format!("building role {}", profile.role));
         builds.push(build_role(
             request,
@@ -140,6 +170,7 @@ pub fn build(
             &config,
             base,
             pxe,
+            &baked,
         )?);
         let unknown = profile.outputs.ipxe.as_ref().map(|i| i.unknown);
         machines.push((profile.role.clone(), profile.machines.clone(), unknown));
@@ -244,14 +275,26 @@ struct RawOutput {
     output: Output,
 }
 
+/// What goes into a role's raw image besides the base.
+struct RawInputs<'a> {
+    kernel_args: &'a [String],
+    config: &'a [u8],
+    images: &'a [images::BakedImage],
+    data: &'a crate::profile::DataSettings,
+}
+
 fn build_raw(
     request: &BuildRequest,
     role: &str,
-    kernel_args: &[String],
-    config: &[u8],
+    inputs: &RawInputs,
     base: &PreparedBase,
     time: Timespec,
 ) -> Result<RawOutput, BuildError> {
+    let RawInputs {
+        kernel_args,
+        config,
+        ..
+    } = *inputs;
     let artifact = &base.release.artifacts[0];
     let image = request.out_dir.join(format!("{role}.raw"));
     let mut copy = WorkingCopy::create(&base.raw, &image, &["OEM"])?;
@@ -284,6 +327,14 @@ fn build_raw(
             source,
         },
     })?;
+    if !inputs.images.is_empty() {
+        let seed = format!(
+            "{}\0{role}\0{}",
+            artifact.sha512,
+            hex(&Sha256::digest(config))
+        );
+        images::add_data_partition(&mut copy, inputs.images, inputs.data, role, &seed, time)?;
+    }
     let (image_sha256, after) = disk::image_and_partition_digests(&copy.file, &copy.table)
         .map_err(DiskError::io(copy.temp_path()))?;
     let partitions: Vec<PartitionDigest> = copy
@@ -326,6 +377,7 @@ fn build_role(
     config: &[u8],
     base: Option<&PreparedBase>,
     pxe: Option<&FetchedRelease>,
+    baked: &[images::BakedImage],
 ) -> Result<RoleBuild, BuildError> {
     let role = &profile.role;
     let signature_time = base
@@ -338,7 +390,15 @@ fn build_role(
         nsec: 0,
     };
     let raw = match base {
-        Some(base) => Some(build_raw(request, role, kernel_args, config, base, time)?),
+        Some(base) => {
+            let inputs = RawInputs {
+                kernel_args,
+                config,
+                images: baked,
+                data: &profile.data,
+            };
+            Some(build_raw(request, role, &inputs, base, time)?)
+        }
         None => None,
     };
     let ipxe = match pxe {
@@ -422,6 +482,7 @@ fn build_role(
             "pxe_sha512": pxe_records.as_ref().map(|p| p.iter().map(|a| a.sha512.clone()).collect::<Vec<_>>()),
             "profiles": profiles, "config_sha256": config_sha256,
             "kernel_args": kernel_args, "timestamp": timestamp,
+            "images": baked.iter().map(|i| i.sha256.clone()).collect::<Vec<_>>(),
         });
         hex(&Sha256::digest(inputs.to_string().as_bytes()))[..32].to_string()
     };
@@ -452,6 +513,7 @@ fn build_role(
         partitions,
         output,
         ipxe,
+        images: baked.to_vec(),
     };
     let manifest_path = request.out_dir.join(format!("{role}.manifest.json"));
     let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");

@@ -28,6 +28,13 @@ pub struct BuildArgs {
     /// script, which iPXE resolves against the script's own URL).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Bake registry images named by tag alone; the digest each resolves to is recorded in
+    /// the manifest. Without it such images are refused: a tag can move.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+    /// Image blobs downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub pull_workers: usize,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +80,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         raw: args.output.iter().any(|o| matches!(o, OutputArg::Raw)),
         ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
         ipxe_base_url: args.base_url.clone(),
+        allow_unpinned: args.allow_unpinned,
+        pull_workers: args.pull_workers,
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;

@@ -64,6 +64,15 @@ pub enum BoardArg {
     Arm64,
 }
 
+impl From<BoardArg> for Board {
+    fn from(value: BoardArg) -> Self {
+        match value {
+            BoardArg::Amd64 => Board::Amd64,
+            BoardArg::Arm64 => Board::Arm64,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ArtifactArg {
     /// The generic disk image.

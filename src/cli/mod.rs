@@ -4,6 +4,7 @@ mod build;
 mod fetch;
 mod inspect;
 mod progress;
+mod pull;
 mod serve;
 
 use std::io::Write;
@@ -82,6 +83,11 @@ enum Command {
         after_help = "Examples:\n  kato-image inspect flatcar_production_image.bin.bz2\n  kato-image inspect out/master.raw --json"
     )]
     Inspect(inspect::InspectArgs),
+    /// Pull a registry image (verified, cached) into a tar that `docker load` accepts.
+    #[command(
+        after_help = "Examples:\n  kato-image pull docker.io/library/zookeeper:3.9 -o zookeeper.tar\n  kato-image pull 127.0.0.1:5000/kato/app@sha256:... -o app.tar --board arm64-usr --json"
+    )]
+    Pull(pull::PullArgs),
     /// Serve a folder (iPXE payloads) over HTTP, loopback by default.
     #[command(
         after_help = "Examples:\n  kato-image serve out/ipxe\n  kato-image serve out/ipxe --listen 0.0.0.0:8080"
@@ -184,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => fetch::run(args)?,
         Command::Inspect(args) => inspect::run(args)?,
         Command::Serve(args) => serve::run(args)?,
+        Command::Pull(args) => pull::run(args)?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

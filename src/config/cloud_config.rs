@@ -58,6 +58,14 @@ struct CloudUnit {
     command: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<LitString>,
+    #[serde(rename = "drop-ins", skip_serializing_if = "Vec::is_empty")]
+    drop_ins: Vec<CloudDropIn>,
+}
+
+#[derive(Serialize)]
+struct CloudDropIn {
+    name: String,
+    content: LitString,
 }
 
 pub fn render(plan: &RolePlan) -> Result<Vec<u8>, RenderError> {
@@ -111,6 +119,14 @@ pub fn render(plan: &RolePlan) -> Result<Vec<u8>, RenderError> {
             enable: u.enabled.then_some(true),
             command: u.enabled.then_some("start"),
             content: u.contents.clone().map(LitString),
+            drop_ins: u
+                .dropins
+                .iter()
+                .map(|(name, content)| CloudDropIn {
+                    name: name.clone(),
+                    content: LitString(content.clone()),
+                })
+                .collect(),
         })
         .collect();
     let config = CloudConfig {

@@ -50,6 +50,18 @@ pub fn config(plan: &RolePlan) -> ign::Config {
             let mut out = ign::Unit::new(unit.name.clone());
             out.contents = unit.contents.clone();
             out.enabled = unit.enabled.then_some(true);
+            if !unit.dropins.is_empty() {
+                out.dropins = Some(
+                    unit.dropins
+                        .iter()
+                        .map(|(name, contents)| {
+                            let mut dropin = ign::Dropin::new(name.clone());
+                            dropin.contents = Some(contents.clone());
+                            dropin
+                        })
+                        .collect(),
+                );
+            }
             out
         })
         .collect::<Vec<_>>();

@@ -7,10 +7,10 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::load::Layer;
-use super::schema::{FileDoc, OutputsDoc, UnitEntryDoc};
+use super::schema::{FileDoc, ImageDoc, OutputsDoc, Scalar, UnitEntryDoc};
 use super::{
-    AmiBootMode, AmiOutput, FileSpec, ImdsSupport, Instances, IpxeOutput, IpxePreset, Located,
-    Outputs, Profile, ProfileError, Release, UnitSpec, User,
+    AmiBootMode, AmiOutput, FileSpec, ImageSource, ImdsSupport, Instances, IpxeOutput, IpxePreset,
+    Located, Outputs, Profile, ProfileError, Release, UnitSpec, User,
 };
 use crate::origin::Origin;
 
@@ -24,6 +24,7 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         units: Vec::new(),
         kernel_args: Vec::new(),
         images: Vec::new(),
+        data: Default::default(),
         outputs: Outputs::default(),
         metadata: Default::default(),
         machines: Vec::new(),
@@ -78,10 +79,34 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
             });
         }
         for image in doc.images.iter().flatten() {
+            let origin = at(image.referenced);
             profile.images.push(Located {
-                value: image.value.clone(),
-                origin: at(image.referenced),
+                value: image_source(&image.value, &layer.path, &origin)?,
+                origin,
             });
+        }
+        if let Some(data) = &doc.data {
+            for (field, slot, value) in [
+                ("size", &mut profile.data.size, &data.size),
+                ("headroom", &mut profile.data.headroom, &data.headroom),
+            ] {
+                if let Some(value) = value {
+                    let origin = at(value.referenced);
+                    let bytes = parse_size(&value.value).ok_or_else(|| {
+                        ProfileError::invalid(
+                            origin.clone(),
+                            format!(
+                                "data: {field} `{}` is not a size such as 512MiB, 4GiB or a byte count",
+                                value.value
+                            ),
+                        )
+                    })?;
+                    *slot = Some(Located {
+                        value: bytes,
+                        origin,
+                    });
+                }
+            }
         }
         for (key, value) in doc.metadata.iter().flatten() {
             profile.metadata.insert(
@@ -120,6 +145,79 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
     }
     profile.outputs = resolve_outputs(outputs);
     Ok(profile)
+}
+
+fn image_source(
+    doc: &ImageDoc,
+    profile_path: &Path,
+    origin: &Origin,
+) -> Result<ImageSource, ProfileError> {
+    let invalid = |why: String| ProfileError::invalid(origin.clone(), format!("images: {why}"));
+    let (reference, archive, sha256) = match doc {
+        ImageDoc::Reference(text) => (Some(text), None, None),
+        ImageDoc::Full(spec) => (
+            spec.reference.as_ref(),
+            spec.archive.as_ref(),
+            spec.sha256.as_ref(),
+        ),
+    };
+    match (reference, archive) {
+        (Some(text), None) => {
+            if sha256.is_some() {
+                return Err(invalid(
+                    "`sha256` goes with `archive`; pin a registry image in its reference (`name:tag@sha256:...`)".into(),
+                ));
+            }
+            crate::oci::Reference::parse(text)
+                .map(ImageSource::Registry)
+                .map_err(|e| invalid(e.to_string()))
+        }
+        (None, Some(path)) => {
+            let sha256 = match sha256 {
+                Some(digest) => {
+                    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+                    crate::oci::reference::check_digest(&format!("sha256:{hex}"))
+                        .map_err(&invalid)?;
+                    Some(hex.to_string())
+                }
+                None => None,
+            };
+            let dir = profile_path.parent().unwrap_or(Path::new("."));
+            Ok(ImageSource::Archive {
+                path: dir.join(path),
+                sha256,
+            })
+        }
+        (Some(_), Some(_)) => Err(invalid(
+            "an image has a `reference` or an `archive`, not both".into(),
+        )),
+        (None, None) => Err(invalid(
+            "an image needs a `reference` or an `archive`".into(),
+        )),
+    }
+}
+
+/// `4GiB`, `512MiB`, `100MB`, `4096`: bytes.
+fn parse_size(value: &Scalar) -> Option<u64> {
+    let text = value.to_string();
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileError> {

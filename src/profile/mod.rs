@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use error::ProfileError;
 pub use load::ProfileSet;
 pub use schema::{
-    AmiBootMode, Board, Channel, ImageDoc, ImdsSupport, InstanceSource, IpxePreset, UnknownMachine,
+    AmiBootMode, Board, Channel, ImdsSupport, InstanceSource, IpxePreset, UnknownMachine,
 };
 
 use crate::origin::Origin;
@@ -39,7 +39,8 @@ pub struct Profile {
     pub files: Vec<FileSpec>,
     pub units: Vec<Located<UnitSpec>>,
     pub kernel_args: Vec<Located<String>>,
-    pub images: Vec<Located<ImageDoc>>,
+    pub images: Vec<Located<ImageSource>>,
+    pub data: DataSettings,
     pub outputs: Outputs,
     pub metadata: BTreeMap<String, Located<String>>,
     /// MAC addresses (lower case) of machines that boot this role.
@@ -103,6 +104,25 @@ pub enum Instances {
     Unspecified,
     Fixed(Vec<String>),
     FromNode(InstanceSource),
+}
+
+/// A container image to bake in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// From a registry; pinned unless the build allows otherwise.
+    Registry(crate::oci::Reference),
+    /// A `docker-archive` or `oci-archive` tar (path resolved from the profile's folder).
+    Archive {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+}
+
+/// Sizing of the KATO-DATA partition, in bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataSettings {
+    pub size: Option<Located<u64>>,
+    pub headroom: Option<Located<u64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

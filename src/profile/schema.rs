@@ -21,6 +21,8 @@ pub struct ProfileDoc {
     pub units: Option<Vec<Spanned<UnitEntryDoc>>>,
     pub kernel_args: Option<Vec<Spanned<String>>>,
     pub images: Option<Vec<Spanned<ImageDoc>>>,
+    /// The KATO-DATA partition that holds the images.
+    pub data: Option<DataDoc>,
     pub outputs: Option<OutputsDoc>,
     pub metadata: Option<BTreeMap<String, Spanned<Scalar>>>,
     /// MAC addresses of the machines that boot this role over iPXE (`boot.ipxe`).
@@ -120,6 +122,15 @@ pub struct ImageSpecDoc {
     pub reference: Option<String>,
     pub archive: Option<String>,
     pub sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDoc {
+    /// The whole partition, fixed (`4GiB`); the images must fit.
+    pub size: Option<Spanned<Scalar>>,
+    /// Free space on top of the images when the size is not fixed.
+    pub headroom: Option<Spanned<Scalar>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -25,6 +25,13 @@ pub enum TransportError {
     TooLarge { url: String, limit: u64 },
     #[error("{url}: {source}")]
     Io { url: String, source: io::Error },
+    #[error("{url}: not authorised (HTTP {status})")]
+    Unauthorized {
+        url: String,
+        status: u16,
+        /// The `WWW-Authenticate` header, saying how to authenticate.
+        challenge: Option<String>,
+    },
     #[error("{url}: unsupported URL (use http://, https:// or file://)")]
     Scheme { url: String },
 }
@@ -53,6 +60,10 @@ impl TransportError {
 /// A response body being read.
 pub struct Body {
     pub reader: Box<dyn Read + Send>,
+    /// The response's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The response's `Docker-Content-Digest`, if any (registries send it with manifests).
+    pub content_digest: Option<String>,
     /// The offset the body starts at: the requested one, or 0 when the whole file is sent.
     pub start: u64,
     /// The whole file's length, when known.
@@ -132,13 +143,25 @@ impl Transport {
         offset: u64,
         validator: Option<&str>,
     ) -> Result<Body, TransportError> {
+        self.open_with(url, offset, validator, &reqwest::header::HeaderMap::new())
+    }
+
+    /// `open` with extra request headers (authorisation, content negotiation). reqwest drops
+    /// `Authorization` when a redirect leaves the host, so blob stores never see it.
+    pub fn open_with(
+        &self,
+        url: &str,
+        offset: u64,
+        validator: Option<&str>,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Result<Body, TransportError> {
         if let Some(path) = url.strip_prefix("file://") {
             return open_file(url, PathBuf::from(path), offset);
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(TransportError::Scheme { url: redact(url) });
         }
-        let mut request = self.client.get(url);
+        let mut request = self.client.get(url).headers(headers.clone());
         if offset > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
             if let Some(validator) = validator {
@@ -163,6 +186,10 @@ impl Transport {
         let length = response.content_length();
         match status {
             200 => Ok(Body {
+                content_type: header(reqwest::header::CONTENT_TYPE),
+                content_digest: header(reqwest::header::HeaderName::from_static(
+                    "docker-content-digest",
+                )),
                 start: 0,
                 total: length,
                 validator,
@@ -182,6 +209,8 @@ impl Transport {
                     });
                 }
                 Ok(Body {
+                    content_type: header(reqwest::header::CONTENT_TYPE),
+                    content_digest: None,
                     start,
                     total,
                     validator,
@@ -189,6 +218,11 @@ impl Transport {
                 })
             }
             404 | 410 => Err(TransportError::NotFound { url: redact(url) }),
+            401 | 403 => Err(TransportError::Unauthorized {
+                url: redact(url),
+                status,
+                challenge: header(reqwest::header::WWW_AUTHENTICATE),
+            }),
             416 => Err(TransportError::Status {
                 url: redact(url),
                 status,
@@ -222,6 +256,8 @@ fn open_file(url: &str, path: PathBuf, offset: u64) -> Result<Body, TransportErr
     let start = offset.min(total);
     file.seek(SeekFrom::Start(start)).map_err(io_error)?;
     Ok(Body {
+        content_type: None,
+        content_digest: None,
         reader: Box::new(file),
         start,
         total: Some(total),

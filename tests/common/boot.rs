@@ -85,6 +85,8 @@ pub struct Markers {
     pub source: Option<String>,
     pub done: bool,
     pub errors: Vec<String>,
+    /// `(sha256, path)` of each tar on KATO-DATA.
+    pub images: Vec<(String, String)>,
 }
 
 /// Boots `image` with OVMF under TCG and reads the KATO-MARKER lines from the serial console.
@@ -164,6 +166,9 @@ fn run_vm(args: &[&str]) -> Markers {
             markers.no_config = true;
         } else if let Some(v) = marker.strip_prefix("unit: ") {
             markers.units.push(v.to_string());
+        } else if let Some(v) = marker.strip_prefix("image: ") {
+            let (sha256, path) = v.split_once(' ').unwrap_or((v, ""));
+            markers.images.push((sha256.to_string(), path.to_string()));
         } else if marker == "done" {
             markers.done = true;
         } else if let Some(v) = marker.strip_prefix("error: ") {

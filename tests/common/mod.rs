@@ -6,6 +6,7 @@ pub mod btrfs;
 pub mod disk;
 pub mod http;
 pub mod mirror;
+pub mod registry;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

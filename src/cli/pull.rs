@@ -1,0 +1,101 @@
+//! `kato-image pull`: one registry image into a tar `docker load` accepts, the same tar a
+//! build bakes into KATO-DATA (useful to check an image before baking it, or to bake it from
+//! an archive later).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kato_image::build::images::architecture;
+use kato_image::cache::Cache;
+use kato_image::oci::{PullOptions, Reference, Registry, archive};
+use kato_image::profile::Board;
+use kato_image::release::transport::TransportOptions;
+
+use super::fetch::BoardArg;
+use super::progress::{Reporter, bytes};
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The image: `registry/repository:tag`, `...@sha256:...`, or both.
+    pub reference: String,
+    /// Where the archive goes (written under a temporary name, renamed when complete).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The platform to pick from multi-platform images.
+    #[arg(long, value_enum, default_value = "amd64-usr")]
+    pub board: BoardArg,
+    /// Cache folder (default: $XDG_CACHE_HOME/kato-image).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Blobs downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub workers: usize,
+    /// Further attempts after a network failure.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: PullArgs) -> anyhow::Result<()> {
+    let reference = Reference::parse(&args.reference)?;
+    let board: Board = args.board.into();
+    let cache_dir = args.cache.clone().unwrap_or_else(Cache::default_dir);
+    let options = PullOptions {
+        cache: Cache::open(&cache_dir)?,
+        retries: args.retries,
+        retry_delay: Duration::from_secs(1),
+        transport: TransportOptions::default(),
+        workers: args.workers,
+    };
+    let reporter = Reporter::for_stderr(args.quiet, args.json);
+    let registry = Registry::new(&options)?;
+    let pulled = registry.pull(&reference, architecture(board), &reporter)?;
+    let output = &args.output;
+    let temp = kato_image::fsutil::temp_path(output);
+    let written = (|| -> std::io::Result<(String, u64)> {
+        let file = std::fs::File::create(&temp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let summary = archive::write(&pulled, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        kato_image::fsutil::commit(&temp, output)?;
+        Ok(summary)
+    })();
+    let (sha256, size) = match written {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e).with_context(|| output.display().to_string());
+        }
+    };
+    let pinned = reference.pinned(&pulled.digest);
+    if args.json {
+        let summary = serde_json::json!({
+            "reference": pinned.to_string(),
+            "digest": pulled.digest,
+            "manifest": pulled.manifest_digest,
+            "config": pulled.manifest.config.digest,
+            "layers": pulled.manifest.layers.iter().map(|l| &l.digest).collect::<Vec<_>>(),
+            "archive": output,
+            "sha256": sha256,
+            "size": size,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{pinned}");
+        println!("  image id:  {}", pulled.manifest.config.digest);
+        println!("  layers:    {}", pulled.manifest.layers.len());
+        println!(
+            "  archive:   {} ({}, sha256 {sha256})",
+            output.display(),
+            bytes(size)
+        );
+    }
+    Ok(())
+}
