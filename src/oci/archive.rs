@@ -269,7 +269,8 @@ mod tests {
         ) {
             let block = Header { name: name.clone(), size, directory }.encode();
             let header = tar::Header::from_byte_slice(&block);
-            proptest::prop_assert_eq!(header.path_bytes().as_ref(), name.as_bytes());
+            let path = header.path_bytes();
+            proptest::prop_assert_eq!(path.as_ref(), name.as_bytes());
             proptest::prop_assert_eq!(header.size().unwrap(), if directory { 0 } else { size });
             proptest::prop_assert_eq!(header.cksum().unwrap(), {
                 let mut copy = block;
