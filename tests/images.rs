@@ -127,21 +127,20 @@ fn pulls_through_token_auth_into_an_archive_skopeo_and_docker_accept() {
     // Pinned by digest, the same image comes from the cache with the registry gone.
     let pinned = format!("{}/kato/app:1@{index}", registry.host());
     drop(registry);
+    let pull_cached = |archive: &Path| {
+        common::kato()
+            .arg("pull")
+            .arg(&pinned)
+            .arg("-o")
+            .arg(archive)
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--quiet", "--retries", "0"])
+            .output()
+            .unwrap()
+    };
     let again = work.path().join("again.tar");
-    let out = common::kato()
-        .args([
-            "pull",
-            &pinned,
-            "-o",
-            again.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-            "--quiet",
-            "--retries",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let out = pull_cached(&again);
     assert!(
         out.status.success(),
         "offline from the cache: {}",
@@ -153,20 +152,7 @@ fn pulls_through_token_auth_into_an_archive_skopeo_and_docker_accept() {
         "the cached image is the pushed one"
     );
     let twice = work.path().join("twice.tar");
-    let out = common::kato()
-        .args([
-            "pull",
-            &pinned,
-            "-o",
-            twice.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-            "--quiet",
-            "--retries",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let out = pull_cached(&twice);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         std::fs::read(&again).unwrap() == std::fs::read(&twice).unwrap(),

@@ -5,8 +5,6 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
 use super::BuildError;
 use crate::cache::Cache;
 use crate::disk::layout::{self, NewPartition};
@@ -278,18 +276,7 @@ pub fn add_data_partition(
     time: Timespec,
 ) -> Result<(), BuildError> {
     let size = data_size(images, settings, role)?;
-    let derived = |purpose: &str| {
-        let digest = Sha256::new()
-            .chain_update(seed)
-            .chain_update([0])
-            .chain_update(purpose)
-            .finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        bytes[6] = (bytes[6] & 0x0F) | 0x40;
-        bytes[8] = (bytes[8] & 0x3F) | 0x80;
-        bytes
-    };
+    let derived = |purpose: &str| crate::disk::guid::derive(seed.as_bytes(), purpose);
     let new = NewPartition {
         slot: DATA_SLOT,
         name: DATA_LABEL.into(),

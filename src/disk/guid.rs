@@ -10,6 +10,21 @@ impl Guid {
     pub const ZERO: Guid = Guid([0; 16]);
 }
 
+/// A version-4-shaped UUID derived from `seed` and `purpose` (SHA-256), so outputs get fixed
+/// UUIDs that depend only on their inputs.
+pub fn derive(seed: &[u8], purpose: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(seed)
+        .chain_update(purpose.as_bytes())
+        .finalize();
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&digest[..16]);
+    uuid[6] = (uuid[6] & 0x0F) | 0x40;
+    uuid[8] = (uuid[8] & 0x3F) | 0x80;
+    uuid
+}
+
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;

@@ -555,11 +555,8 @@ impl<'a> Registry<'a> {
                     });
                 }
                 Err(Attempt::Retry(e)) => {
-                    let delay = self
-                        .options
-                        .retry_delay
-                        .saturating_mul(1 << failures.min(16))
-                        .min(Duration::from_secs(30));
+                    let delay =
+                        crate::release::transport::backoff(self.options.retry_delay, failures);
                     failures += 1;
                     progress.note(&format!(
                         "{}: {e}; retry {failures} of {} in {:.1}s",

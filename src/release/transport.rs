@@ -289,6 +289,13 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The wait before retry number `failures + 1`: `first`, doubling each time, at most 30 s.
+pub fn backoff(first: Duration, failures: u32) -> Duration {
+    first
+        .saturating_mul(1 << failures.min(16))
+        .min(Duration::from_secs(30))
+}
+
 /// A URL fit for logs and errors: no user or password, no query (signed URLs carry tokens).
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));

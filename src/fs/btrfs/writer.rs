@@ -81,19 +81,6 @@ struct DataExtent {
 }
 
 /// Sub-UUIDs (device, chunk tree, fs tree) derived from the fsid, so nothing is random.
-fn derived_uuid(fsid: &[u8; 16], purpose: &str) -> [u8; 16] {
-    use sha2::Digest;
-    let digest = sha2::Sha256::new()
-        .chain_update(fsid)
-        .chain_update(purpose.as_bytes())
-        .finalize();
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&digest[..16]);
-    uuid[6] = (uuid[6] & 0x0F) | 0x40;
-    uuid[8] = (uuid[8] & 0x3F) | 0x80;
-    uuid
-}
-
 fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
@@ -135,9 +122,9 @@ pub fn write<W: Write + Seek>(
 ) -> Result<WriteSummary, WriteError> {
     let size = options.size / SECTOR * SECTOR;
     let fsid = options.fsid;
-    let dev_uuid = derived_uuid(&fsid, "device");
-    let chunk_tree_uuid = derived_uuid(&fsid, "chunk tree");
-    let fs_uuid = derived_uuid(&fsid, "fs tree");
+    let dev_uuid = crate::disk::guid::derive(&fsid, "device");
+    let chunk_tree_uuid = crate::disk::guid::derive(&fsid, "chunk tree");
+    let fs_uuid = crate::disk::guid::derive(&fsid, "fs tree");
     if options.label.len() > 255 || options.label.contains('\0') {
         return Err(WriteError::Entry {
             path: "(label)".into(),
