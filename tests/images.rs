@@ -161,6 +161,33 @@ fn pulls_through_token_auth_into_an_archive_skopeo_and_docker_accept() {
 }
 
 #[test]
+fn anonymous_pulls_get_a_token_without_credentials() {
+    let registry = Registry::start_anonymous();
+    let layout = registry.dir.path().join("layout");
+    let (index, images) = oci_layout(&layout, &["amd64"], &[2000], 4);
+    registry.push(&layout, "kato/public", "1");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("public.tar");
+    let reference = format!("{}/kato/public:1@{index}", registry.host());
+    let out = pull(
+        &[
+            &reference,
+            "-o",
+            archive.to_str().unwrap(),
+            "--quiet",
+            "--cache",
+            work.path().join("cache").to_str().unwrap(),
+        ],
+        &work.path().join("no-docker-config"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        layers(&skopeo_inspect("oci-archive", &archive)),
+        images[0].layers
+    );
+}
+
+#[test]
 fn refusals_are_one_line_and_write_nothing() {
     let (registry, index, images) = registry_with_app();
     let work = tempfile::tempdir().unwrap();
@@ -506,4 +533,131 @@ fn write_tar(path: &PathBuf, member: &str, link: Option<&str>) {
     let mut bytes = block.to_vec();
     bytes.extend_from_slice(&[0u8; 1024]);
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Runs the generated kato-preload script against a KATO-DATA folder with a fake `docker`
+/// that remembers what it loaded (by the image ID the index gives the file).
+#[test]
+fn the_preload_script_loads_each_image_once_and_refuses_a_tar_that_does_not_match() {
+    let zeros = "0".repeat(64);
+    let scratch = scratch_with(&format!(
+        "images:\n  - example.org/kato/app:1@sha256:{zeros}\n"
+    ));
+    let rendered = scratch
+        .kato(&["render", "--role", "edge"])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
+    let config: serde_json::Value = serde_json::from_slice(&rendered.stdout).unwrap();
+    let files = config["storage"]["files"].as_array().unwrap();
+    let script = files
+        .iter()
+        .find(|f| f["path"] == "/opt/kato/bin/kato-preload")
+        .expect("the preload script is installed");
+    assert_eq!(script["mode"], 0o755);
+    let units = config["systemd"]["units"].as_array().unwrap();
+    let preload = units
+        .iter()
+        .find(|u| u["name"] == "kato-preload.service")
+        .unwrap();
+    let text = preload["contents"].as_str().unwrap();
+    assert!(text.contains("After=docker.service"), "{text}");
+    let mount = units
+        .iter()
+        .find(|u| u["name"] == "var-lib-kato\\x2ddata.mount")
+        .expect("a mount unit named after /var/lib/kato-data");
+    assert!(
+        mount["contents"]
+            .as_str()
+            .unwrap()
+            .contains("What=/dev/disk/by-label/KATO-DATA")
+    );
+    let with_dropin: Vec<&str> = units
+        .iter()
+        .filter(|u| {
+            u["dropins"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["name"] == "10-kato-preload.conf"))
+        })
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        with_dropin,
+        ["cadvisor.service", "marathon-lb.service"],
+        "every container unit waits"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::write(data.join("images/01-good.tar"), b"good image").unwrap();
+    std::fs::write(data.join("images/02-bad.tar"), b"tampered").unwrap();
+    let good = sha256(b"good image");
+    let claimed = sha256(b"what was baked");
+    std::fs::write(
+        data.join("index.tsv"),
+        format!(
+            "# header\n{}\tsha256:{}\timages/01-good.tar\tex/good:1\n{}\tsha256:{}\timages/02-bad.tar\tex/bad:1\n",
+            &good[7..], "1".repeat(64), &claimed[7..], "2".repeat(64)
+        ),
+    )
+    .unwrap();
+    let bin = dir.path().join("bin");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        bin.join("kato-preload"),
+        common::decode_data_url(script["contents"]["source"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("docker"),
+        format!(
+            "#!/bin/sh\nstate={state}\ncase \"$1 $2\" in\n\
+             'image inspect') test -e \"$state/$3\" ;;\n\
+             'load --input') echo \"load $3\" >> \"$state/log\"; id=$(awk -F'\\t' -v f=\"${{3#{data}/}}\" '$3 == f {{print $2}}' {data}/index.tsv); touch \"$state/$id\" ;;\n\
+             *) exit 2 ;;\nesac\n",
+            state = state.display(),
+            data = data.display()
+        ),
+    )
+    .unwrap();
+    for name in ["kato-preload", "docker"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = || {
+        std::process::Command::new("bash")
+            .arg(bin.join("kato-preload"))
+            .arg(&data)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        !first.status.success(),
+        "a tar that does not match its index fails the service"
+    );
+    assert!(
+        stderr(&first).contains("02-bad.tar has SHA-256"),
+        "{}",
+        stderr(&first)
+    );
+    let loads = std::fs::read_to_string(state.join("log")).unwrap();
+    assert_eq!(
+        loads,
+        format!("load {}\n", data.join("images/01-good.tar").display()),
+        "only the good tar is loaded"
+    );
+    let second = run();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("ex/good:1 already loaded"));
+    assert_eq!(
+        std::fs::read_to_string(state.join("log")).unwrap(),
+        loads,
+        "nothing is loaded twice"
+    );
 }

@@ -120,7 +120,7 @@ fn master_starts_the_zookeeper_member_named_by_its_hostname() {
         .find(|f| f["path"] == "/opt/kato/bin/kato-instances")
         .unwrap();
     assert_eq!(script["mode"], 0o755);
-    let body = decode_data_url(script["contents"]["source"].as_str().unwrap());
+    let body = common::decode_data_url(script["contents"]["source"].as_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path();
     std::fs::write(bin.join("kato-instances"), body).unwrap();
@@ -173,7 +173,7 @@ fn role_env_carries_the_role_and_its_metadata() {
         .iter()
         .find(|f| f["path"] == "/etc/kato/role.env")
         .unwrap();
-    let text = decode_data_url(env["contents"]["source"].as_str().unwrap());
+    let text = common::decode_data_url(env["contents"]["source"].as_str().unwrap());
     // Sourced by sh exactly as systemd's EnvironmentFile= reads it.
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -303,22 +303,4 @@ fn help_completions_and_man_page_work() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kato-image"));
     let out = kato().arg("man").output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(".TH"));
-}
-
-/// Decodes the percent-encoded `data:,` URLs kato-image writes.
-fn decode_data_url(url: &str) -> String {
-    let body = url.strip_prefix("data:,").expect("a data URL");
-    let bytes = body.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&body[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }

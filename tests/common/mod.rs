@@ -74,3 +74,21 @@ pub fn judge(program: &str, args: &[&str], input: Option<&Path>) -> std::process
 pub fn python() -> String {
     std::env::var("KATO_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// Decodes the percent-encoded `data:,` URLs kato-image writes.
+pub fn decode_data_url(url: &str) -> String {
+    let body = url.strip_prefix("data:,").expect("a data URL");
+    let bytes = body.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&body[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}

@@ -39,6 +39,15 @@ fn run(cmd: &mut Command) -> String {
 impl Registry {
     /// A registry that wants a token from the token server, which wants USER/PASSWORD.
     pub fn start() -> Registry {
+        Self::start_with(false)
+    }
+
+    /// The same, with the token server also giving anonymous clients pull tokens.
+    pub fn start_anonymous() -> Registry {
+        Self::start_with(true)
+    }
+
+    fn start_with(anonymous: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         run(Command::new("openssl")
@@ -70,6 +79,11 @@ impl Registry {
                 "kato-registry",
             ])
             .args(["--user", USER, "--password", PASSWORD])
+            .args(if anonymous {
+                &["--allow-anonymous"][..]
+            } else {
+                &[]
+            })
             .arg("--key")
             .arg(path("key.pem"))
             .arg("--cert")
