@@ -4,6 +4,7 @@ mod build;
 mod fetch;
 mod inspect;
 mod progress;
+mod publish;
 mod pull;
 mod serve;
 
@@ -88,6 +89,13 @@ enum Command {
         after_help = "Examples:\n  kato-image pull docker.io/library/zookeeper:3.9 -o zookeeper.tar\n  kato-image pull 127.0.0.1:5000/kato/app@sha256:... -o app.tar --board arm64-usr --json"
     )]
     Pull(pull::PullArgs),
+    /// Publish a built image. `ami --dry-run` prints the EBS upload plan; uploading is not
+    /// built yet.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  kato-image publish ami out/master.raw --dry-run\n  kato-image publish ami out/worker.raw --parent out/master.raw --dry-run --json"
+    )]
+    Publish(publish::PublishCommand),
     /// Serve a folder (iPXE payloads) over HTTP, loopback by default.
     #[command(
         after_help = "Examples:\n  kato-image serve out/ipxe\n  kato-image serve out/ipxe --listen 0.0.0.0:8080"
@@ -191,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args)?,
         Command::Serve(args) => serve::run(args)?,
         Command::Pull(args) => pull::run(args)?,
+        Command::Publish(command) => publish::run(command)?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,4 +1,5 @@
 //! Artifacts a build emits beyond the raw image.
 
+pub mod ami;
 pub mod cpio;
 pub mod ipxe;
