@@ -661,3 +661,53 @@ fn the_preload_script_loads_each_image_once_and_refuses_a_tar_that_does_not_matc
         "nothing is loaded twice"
     );
 }
+
+/// A download interrupted in an earlier run (its bytes left in the cache's partial folder)
+/// continues from where it stopped, and the result is still checked whole.
+#[test]
+fn an_interrupted_blob_download_resumes() {
+    use sha2::Digest;
+    let (registry, index, images) = registry_with_app();
+    let config = registry.docker_config();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let layer = &images[0].layers[0];
+    let bytes = std::fs::read(registry.stored_blob(layer)).unwrap();
+    let url = format!("http://{}/v2/kato/app/blobs/{layer}", registry.host());
+    let key = kato_image::cache::hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
+    let partial = cache.join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    let half = bytes.len() / 2;
+    std::fs::write(partial.join(format!("{key}.part")), &bytes[..half]).unwrap();
+    std::fs::write(
+        partial.join(format!("{key}.json")),
+        serde_json::json!({"url": url, "validator": null}).to_string(),
+    )
+    .unwrap();
+    let archive = work.path().join("app.tar");
+    let reference = format!("{}/kato/app:1@{index}", registry.host());
+    let out = pull(
+        &[
+            &reference,
+            "-o",
+            archive.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{layer}: resuming at byte {half}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(cache.join("blobs/sha256").join(&layer[7..])).unwrap(),
+        bytes
+    );
+    assert_eq!(
+        layers(&skopeo_inspect("oci-archive", &archive)),
+        images[0].layers
+    );
+}

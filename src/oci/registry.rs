@@ -342,6 +342,9 @@ impl<'a> Registry<'a> {
                 .open(&partial.data)
                 .map_err(io(&partial.data))?;
             out.set_len(body.start).map_err(io(&partial.data))?;
+            if body.start > 0 {
+                progress.note(&format!("{}: resuming at byte {}", blob.digest, body.start));
+            }
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; READ_CHUNK];
             out.seek(SeekFrom::Start(0)).map_err(io(&partial.data))?;
