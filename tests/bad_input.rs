@@ -289,3 +289,32 @@ fn unreadable_profiles_folder() {
         "{stderr}"
     );
 }
+
+#[test]
+fn image_entries_that_cannot_be_images() {
+    let cases = [
+        (
+            "extends: base\nimages:\n  - Zookeeper:3.9\n",
+            "profiles/probe.yaml:3:5: images: `Zookeeper:3.9` is not an image reference",
+        ),
+        (
+            "extends: base\nimages:\n  - zookeeper@sha256:abc\n",
+            "is not `sha256:` and 64 lower-case hex digits",
+        ),
+        (
+            "extends: base\nimages:\n  - reference: zookeeper:3.9\n    archive: z.tar\n",
+            "profiles/probe.yaml:3:5: images: an image has a `reference` or an `archive`, not both",
+        ),
+        (
+            "extends: base\nimages:\n  - archive: z.tar\n    sha256: xyz\n",
+            "profiles/probe.yaml:3:5: images:",
+        ),
+        (
+            "extends: base\ndata:\n  size: lots\n",
+            "profiles/probe.yaml:3:9: data: size `lots` is not a size",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_has(&role_error(yaml), &[expected]);
+    }
+}
