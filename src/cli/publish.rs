@@ -1,5 +1,6 @@
-//! `kato-image publish ami`: so far the upload plan (`--dry-run`); the upload itself, the
-//! AMI registration and region copies are not built yet, and the command says so.
+//! `kato-image publish`: `snapshot` uploads a raw image to an EBS snapshot; `ami --dry-run`
+//! prints the upload plan. Registering AMIs and copying them to regions is not built yet,
+//! and `publish ami` says so.
 
 use std::path::PathBuf;
 
@@ -11,8 +12,47 @@ use super::progress::bytes;
 
 #[derive(Subcommand, Debug)]
 pub enum PublishCommand {
-    /// Upload a raw image to an EBS snapshot and register it as an AMI.
+    /// Upload a raw image to an EBS snapshot and register it as an AMI (only `--dry-run` so far).
     Ami(AmiArgs),
+    /// Upload a raw image straight to an EBS snapshot (EBS direct APIs; AWS credentials from
+    /// the standard chain, AWS_ENDPOINT_URL honoured).
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// The raw image (`OUT/<role>.raw`).
+    pub image: PathBuf,
+    /// The snapshot to build on; only blocks that differ from `--parent-image` are sent.
+    #[arg(long, value_name = "ID", requires = "parent_image")]
+    pub parent_snapshot: Option<String>,
+    /// The image `--parent-snapshot` was made from.
+    #[arg(long, value_name = "IMAGE", requires = "parent_snapshot")]
+    pub parent_image: Option<PathBuf>,
+    /// AWS region (default: the AWS configuration's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Blocks sent at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub workers: usize,
+    /// Attempts after a throttled or failed request (with backoff).
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
+    /// The snapshot's description (default: the image's file name).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tags, `KEY=VALUE` (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Encrypt with this KMS key.
+    #[arg(long, value_name = "ARN")]
+    pub kms_key: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -31,10 +71,68 @@ pub struct AmiArgs {
 }
 
 pub fn run(command: PublishCommand) -> anyhow::Result<()> {
-    let PublishCommand::Ami(args) = command;
+    match command {
+        PublishCommand::Ami(args) => ami_plan(args),
+        PublishCommand::Snapshot(args) => snapshot(args),
+    }
+}
+
+fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let (key, value) = tag
+            .split_once('=')
+            .with_context(|| format!("--tag {tag:?}: expected KEY=VALUE"))?;
+        tags.push((key.to_string(), value.to_string()));
+    }
+    let description = args.description.clone().unwrap_or_else(|| {
+        format!(
+            "kato-image {}",
+            args.image.file_name().unwrap_or_default().to_string_lossy()
+        )
+    });
+    let request = ami::SnapshotUpload {
+        image: &args.image,
+        parent_image: args.parent_image.as_deref(),
+        region: args.region.as_deref(),
+        retries: args.retries,
+        spec: ami::SnapshotSpec {
+            description,
+            tags,
+            parent_snapshot_id: args.parent_snapshot.clone(),
+            kms_key_arn: args.kms_key.clone(),
+            workers: args.workers,
+            timeout_minutes: 60,
+        },
+    };
+    let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
+    let uploaded = ami::publish_snapshot(&request, &reporter)
+        .with_context(|| args.image.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&uploaded)?);
+    } else {
+        println!("{}: {}", args.image.display(), uploaded.snapshot_id);
+        println!(
+            "  sent:      {} blocks, {}{}",
+            uploaded.changed_blocks,
+            bytes(uploaded.bytes_sent),
+            uploaded
+                .parent_snapshot_id
+                .as_ref()
+                .map(|p| format!(" (on {p})"))
+                .unwrap_or_default()
+        );
+        println!("  volume:    {} GiB", uploaded.volume_size_gib);
+        println!("  checksum:  LINEAR SHA256 {}", uploaded.aggregate_checksum);
+        println!("  status:    {}", uploaded.status);
+    }
+    Ok(())
+}
+
+fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
     if !args.dry_run {
         bail!(
-            "uploading to EBS and registering AMIs is not built yet; `--dry-run` prints the upload plan"
+            "registering AMIs is not built yet; `--dry-run` prints the upload plan and `publish snapshot` uploads the image to an EBS snapshot"
         );
     }
     let open =

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod boot;
 pub mod btrfs;
 pub mod disk;

@@ -1,0 +1,129 @@
+//! AWS on loopback: moto's server, and a recording proxy in front of it
+//! (tests/fixtures/moto/recording_proxy.py) that logs what was sent and can throttle or
+//! answer with expired credentials.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A secret the tests use, to check it never appears in any output.
+pub const SECRET: &str = "kato-test-secret-0123456789";
+
+pub struct Aws {
+    pub dir: tempfile::TempDir,
+    pub proxy_port: u16,
+    children: Vec<Child>,
+}
+
+impl Drop for Aws {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Aws {
+    /// moto plus the proxy; `proxy_args` go to the proxy (`--throttle N`, `--expired`).
+    pub fn start(proxy_args: &[&str]) -> Aws {
+        let dir = tempfile::tempdir().unwrap();
+        let moto = std::env::var("KATO_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = free_port();
+        let server = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{moto} ({e}); scripts/install-test-deps installs moto"));
+        let mut children = vec![server];
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let mut proxy = Command::new(super::python())
+            .arg(super::repo().join("tests/fixtures/moto/recording_proxy.py"))
+            .arg("--upstream")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--log")
+            .arg(dir.path().join("requests.jsonl"))
+            .args(proxy_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(proxy.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let proxy_port = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        children.push(proxy);
+        Aws {
+            dir,
+            proxy_port,
+            children,
+        }
+    }
+
+    /// `kato-image ARGS` with credentials from the environment, pointed at the proxy, and no
+    /// way to reach real AWS (no config files, no instance metadata).
+    pub fn kato(&self, args: &[&str]) -> std::process::Output {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        super::kato()
+            .args(args)
+            .env("HOME", &home)
+            .env("AWS_ACCESS_KEY_ID", "AKIDKATOTEST")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.proxy_port),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", home.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+            .output()
+            .unwrap()
+    }
+
+    /// Every request the proxy saw, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let path: PathBuf = self.dir.path().join("requests.jsonl");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("requests.jsonl"));
+    }
+}
+
+pub fn header<'a>(request: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    request["headers"][name].as_str()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -1,0 +1,211 @@
+//! `publish snapshot` against moto, behind a proxy that records what was sent: moto accepts
+//! wrong checksums and odd block sizes, so the assertions are on the requests themselves.
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine;
+use common::aws::{Aws, SECRET, header};
+use common::boot::build_from_mini;
+use common::http::Server;
+use sha2::{Digest, Sha256};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn no_secret(out: &std::process::Output) {
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !String::from_utf8_lossy(text).contains(SECRET),
+            "a secret leaked"
+        );
+    }
+}
+
+fn plan(image: &Path, parent: Option<&Path>) -> serde_json::Value {
+    let mut cmd = common::kato();
+    cmd.args(["publish", "ami"])
+        .arg(image)
+        .args(["--dry-run", "--json"]);
+    if let Some(parent) = parent {
+        cmd.arg("--parent").arg(parent);
+    }
+    json(&cmd.output().unwrap())
+}
+
+/// The block PUTs that reached moto, checked one by one: 512 KiB, the checksum header is the
+/// body's SHA-256, the data-length header says 524288.
+fn sent_blocks(requests: &[serde_json::Value]) -> Vec<(u64, String)> {
+    let mut blocks: Vec<(u64, String)> = requests
+        .iter()
+        .filter(|r| {
+            r["method"] == "PUT"
+                && r["path"].as_str().unwrap().contains("/blocks/")
+                && r["answered"] == "forwarded"
+        })
+        .map(|r| {
+            assert_eq!(r["length"], 524288, "every block is 512 KiB");
+            assert_eq!(header(r, "x-amz-data-length"), Some("524288"));
+            assert_eq!(header(r, "x-amz-checksum-algorithm"), Some("SHA256"));
+            assert_eq!(
+                header(r, "x-amz-checksum"),
+                r["sha256"].as_str(),
+                "the checksum is the body's"
+            );
+            assert_eq!(r["authorized"], true, "signed");
+            let index = r["path"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (index, r["sha256"].as_str().unwrap().to_string())
+        })
+        .collect();
+    blocks.sort();
+    blocks
+}
+
+fn completion(requests: &[serde_json::Value]) -> &serde_json::Value {
+    requests
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/snapshots/completion/")
+        })
+        .expect("CompleteSnapshot was called")
+}
+
+/// base64(SHA-256 of the block digests in index order), from the recorded bodies.
+fn linear(blocks: &[(u64, String)]) -> String {
+    let mut hasher = Sha256::new();
+    for (_, digest) in blocks {
+        hasher.update(
+            base64::engine::general_purpose::STANDARD
+                .decode(digest)
+                .unwrap(),
+        );
+    }
+    base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
+}
+
+#[test]
+fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_changes() {
+    let server = Server::start(common::boot::mini_release());
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    build_from_mini(&template, cache.path(), out.path(), &[]);
+    let master = out.path().join("master.raw");
+    let worker = out.path().join("worker.raw");
+    let aws = Aws::start(&["--throttle", "3"]);
+
+    let result = aws.kato(&[
+        "publish",
+        "snapshot",
+        master.to_str().unwrap(),
+        "--json",
+        "--quiet",
+        "--tag",
+        "kato:role=master",
+    ]);
+    no_secret(&result);
+    let first = json(&result);
+    let requests = aws.requests();
+    let expected = plan(&master, None);
+    let blocks = sent_blocks(&requests);
+    assert_eq!(
+        blocks.len() as u64,
+        expected["changed_blocks"].as_u64().unwrap()
+    );
+    assert_eq!(first["changed_blocks"], expected["changed_blocks"]);
+    let mut indexes: Vec<u64> = blocks.iter().map(|b| b.0).collect();
+    indexes.dedup();
+    assert_eq!(indexes.len(), blocks.len(), "each block once");
+    let throttled = requests
+        .iter()
+        .filter(|r| r["answered"] == "throttled")
+        .count();
+    assert_eq!(throttled, 3, "throttled requests were retried");
+    let start = requests
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
+        .unwrap();
+    assert_eq!(start["json"]["VolumeSize"], expected["volume_size_gib"]);
+    assert!(start["json"]["Tags"].to_string().contains("kato:role"));
+    let complete = completion(&requests);
+    assert_eq!(
+        header(complete, "x-amz-changedblockscount"),
+        Some(blocks.len().to_string().as_str())
+    );
+    assert_eq!(
+        header(complete, "x-amz-checksum-aggregation-method"),
+        Some("LINEAR")
+    );
+    assert_eq!(
+        header(complete, "x-amz-checksum"),
+        Some(linear(&blocks).as_str()),
+        "the aggregate is over what was sent"
+    );
+    assert_eq!(first["aggregate_checksum"], linear(&blocks).as_str());
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+
+    // A second role on top of the first sends only the blocks that differ.
+    aws.clear();
+    let second = json(&aws.kato(&[
+        "publish",
+        "snapshot",
+        worker.to_str().unwrap(),
+        "--json",
+        "--quiet",
+        "--parent-snapshot",
+        &first_id,
+        "--parent-image",
+        master.to_str().unwrap(),
+    ]));
+    let requests = aws.requests();
+    let expected = plan(&worker, Some(&master));
+    let blocks = sent_blocks(&requests);
+    assert_eq!(
+        blocks.len() as u64,
+        expected["changed_blocks"].as_u64().unwrap()
+    );
+    assert!(blocks.len() * 10 < first["changed_blocks"].as_u64().unwrap() as usize);
+    let start = requests
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
+        .unwrap();
+    assert_eq!(start["json"]["ParentSnapshotId"], first_id.as_str());
+    assert_eq!(
+        header(completion(&requests), "x-amz-checksum"),
+        Some(linear(&blocks).as_str())
+    );
+    assert_eq!(second["parent_snapshot_id"], first_id.as_str());
+}
+
+#[test]
+fn expired_credentials_are_named_in_one_line_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("small.raw");
+    let file = std::fs::File::create(&image).unwrap();
+    file.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"data", 1 << 20).unwrap();
+    let aws = Aws::start(&["--expired"]);
+    let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
+    no_secret(&out);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("credentials have expired"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
