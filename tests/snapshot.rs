@@ -209,3 +209,119 @@ fn expired_credentials_are_named_in_one_line_without_secrets() {
     assert!(stderr.contains("credentials have expired"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+fn calls<'a>(requests: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
+    requests
+        .iter()
+        .filter(|r| r["form"]["Action"] == action)
+        .map(|r| &r["form"])
+        .collect()
+}
+
+#[test]
+fn publishing_registers_tags_copies_and_is_idempotent() {
+    let server = Server::start(common::boot::mini_release());
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    build_from_mini(&template, cache.path(), out.path(), &[]);
+    let master = out.path().join("master.raw");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("master.manifest.json")).unwrap())
+            .unwrap();
+    let build_id = manifest["build_id"].as_str().unwrap();
+    let aws = Aws::start(&[]);
+    let args = [
+        "publish",
+        "ami",
+        master.to_str().unwrap(),
+        "--regions",
+        "us-east-1,us-west-2",
+        "--public",
+        "--tpm",
+        "--json",
+        "--quiet",
+    ];
+
+    let result = aws.kato(&args);
+    no_secret(&result);
+    let record = json(&result);
+    let requests = aws.requests();
+    let snapshot = record["snapshot"]["snapshot_id"].as_str().unwrap();
+    let image = record["image"]["image_id"].as_str().unwrap();
+    assert_eq!(record["image"]["reused"], false);
+
+    // RegisterImage carried every parameter (moto keeps few of them, so they are read here).
+    let register = calls(&requests, "RegisterImage");
+    assert_eq!(register.len(), 1);
+    let r = register[0];
+    for (key, value) in [
+        ("Architecture", "x86_64"),
+        ("VirtualizationType", "hvm"),
+        ("RootDeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.Ebs.SnapshotId", snapshot),
+        ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+        ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true"),
+        ("EnaSupport", "true"),
+        ("SriovNetSupport", "simple"),
+        ("BootMode", "uefi-preferred"),
+        ("ImdsSupport", "v2.0"),
+        ("TpmSupport", "v2.0"),
+    ] {
+        assert_eq!(r[key], value, "RegisterImage {key}");
+    }
+    assert!(r["Name"].as_str().unwrap().starts_with("kato-master-"));
+    assert!(r["Description"].as_str().unwrap().contains(build_id));
+    // Tags: role, Flatcar version, build ID and manifest digest, on the image and its copy.
+    let tags = calls(&requests, "CreateTags");
+    let tagged: Vec<&str> = tags
+        .iter()
+        .map(|t| t["ResourceId.1"].as_str().unwrap())
+        .collect();
+    let copy = record["copies"][0]["image_id"].as_str().unwrap();
+    assert_eq!(tagged, [image, copy]);
+    for t in &tags {
+        let text = t.to_string();
+        for expected in [
+            "kato:role",
+            "kato:flatcar-version",
+            "kato:manifest-sha256",
+            "kato:build-id",
+            build_id,
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
+    let copies = calls(&requests, "CopyImage");
+    assert_eq!(
+        copies.len(),
+        1,
+        "us-east-1 is the source; only us-west-2 gets a copy"
+    );
+    assert_eq!(copies[0]["SourceRegion"], "us-east-1");
+    assert_eq!(copies[0]["SourceImageId"], image);
+    let public = calls(&requests, "ModifyImageAttribute");
+    assert_eq!(public.len(), 2, "the image and its copy are made public");
+    assert!(
+        public
+            .iter()
+            .all(|p| p["LaunchPermission.Add.1.Group"] == "all")
+    );
+
+    // Again: the build's AMIs are found by their tag and nothing new is made.
+    aws.clear();
+    let again = json(&aws.kato(&args));
+    let requests = aws.requests();
+    assert_eq!(again["image"]["image_id"], image);
+    assert_eq!(again["image"]["reused"], true);
+    assert_eq!(again["copies"][0]["reused"], true);
+    assert!(again["snapshot"].is_null());
+    assert!(
+        requests.iter().all(|r| r["path"] != "/snapshots"),
+        "no new snapshot"
+    );
+    assert!(
+        calls(&requests, "RegisterImage").is_empty() && calls(&requests, "CopyImage").is_empty()
+    );
+}

@@ -57,17 +57,57 @@ pub struct SnapshotArgs {
 
 #[derive(Args, Debug)]
 pub struct AmiArgs {
-    /// The raw image (`OUT/<role>.raw`).
+    /// The raw image (`OUT/<role>.raw`); its manifest (`OUT/<role>.manifest.json`) names
+    /// the AMI and gives the build ID that makes publishing idempotent.
     pub image: PathBuf,
+    /// The build manifest [default: beside the image].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
     /// The image the parent snapshot was made from: only blocks that differ from it are sent.
     #[arg(long, value_name = "IMAGE")]
     pub parent: Option<PathBuf>,
+    /// The snapshot `--parent` was uploaded to.
+    #[arg(long, value_name = "ID", requires = "parent")]
+    pub parent_snapshot: Option<String>,
+    /// AWS region (default: the AWS configuration's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Also copy the AMI to these regions.
+    #[arg(long, value_delimiter = ',', value_name = "REGION,...")]
+    pub regions: Vec<String>,
+    /// Give everyone launch permission (every copy).
+    #[arg(long)]
+    pub public: bool,
+    /// Boot mode.
+    #[arg(long, default_value = "uefi-preferred", value_parser = ["uefi-preferred", "uefi", "legacy-bios"])]
+    pub boot_mode: String,
+    /// Let instances use IMDSv1 too (default: IMDSv2 required).
+    #[arg(long)]
+    pub imds_optional: bool,
+    /// Attach a virtual TPM 2.0.
+    #[arg(long)]
+    pub tpm: bool,
+    /// Root volume type.
+    #[arg(long, default_value = "gp3")]
+    pub volume_type: String,
+    /// Encrypt the snapshot with this KMS key.
+    #[arg(long, value_name = "ARN")]
+    pub kms_key: Option<String>,
+    /// Blocks sent at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub workers: usize,
+    /// Attempts after a throttled or failed request (with backoff).
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
     /// Print the plan (blocks, bytes, checksums) and call nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the plan as JSON.
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn run(command: PublishCommand) -> anyhow::Result<()> {
@@ -131,9 +171,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 
 fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
     if !args.dry_run {
-        bail!(
-            "registering AMIs is not built yet; `--dry-run` prints the upload plan and `publish snapshot` uploads the image to an EBS snapshot"
-        );
+        return ami_publish(args);
     }
     let open =
         |path: &PathBuf| std::fs::File::open(path).with_context(|| path.display().to_string());
@@ -178,6 +216,130 @@ fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
             bytes(plan.bytes())
         );
         println!("  checksum:  LINEAR SHA256 {}", plan.aggregate_checksum());
+    }
+    Ok(())
+}
+
+/// The AMI's name, description and tags from the build manifest; the architecture from its
+/// board.
+fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
+    use sha2::Digest;
+    let path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| args.image.with_extension("manifest.json"));
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "{}: the build manifest (or pass --manifest)",
+            path.display()
+        )
+    })?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a kato-image manifest", path.display()))?;
+    let field = |pointer: &str| -> anyhow::Result<String> {
+        manifest
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("{}: no `{pointer}`", path.display()))
+    };
+    let (role, build_id) = (field("/role")?, field("/build_id")?);
+    let (version, board, channel) = (
+        field("/base/version")?,
+        field("/base/board")?,
+        field("/base/channel")?,
+    );
+    let architecture = if board.starts_with("arm64") {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    let manifest_sha256 = kato_image::cache::hex(&sha2::Sha256::digest(&bytes));
+    let short = &build_id[..build_id.len().min(12)];
+    Ok((
+        ami::AmiIdentity {
+            name: format!("kato-{role}-{version}-{short}"),
+            description: format!(
+                "Kato {role} role on Flatcar {channel} {version} (kato-image build {build_id})"
+            ),
+            build_id: build_id.clone(),
+            tags: vec![
+                ("kato:role".into(), role),
+                ("kato:flatcar-version".into(), version),
+                ("kato:manifest-sha256".into(), manifest_sha256),
+            ],
+        },
+        architecture.to_string(),
+    ))
+}
+
+fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
+    if args.parent.is_some() != args.parent_snapshot.is_some() {
+        bail!(
+            "--parent and --parent-snapshot go together: the image and the snapshot made from it"
+        );
+    }
+    let (identity, architecture) = identity(&args)?;
+    let request = ami::AmiPublish {
+        upload: ami::SnapshotUpload {
+            image: &args.image,
+            parent_image: args.parent.as_deref(),
+            region: args.region.as_deref(),
+            retries: args.retries,
+            spec: ami::SnapshotSpec {
+                description: identity.description.clone(),
+                tags: Vec::new(),
+                parent_snapshot_id: args.parent_snapshot.clone(),
+                kms_key_arn: args.kms_key.clone(),
+                workers: args.workers,
+                timeout_minutes: 60,
+            },
+        },
+        identity,
+        settings: ami::AmiSettings {
+            architecture,
+            volume_type: args.volume_type.clone(),
+            boot_mode: args.boot_mode.clone(),
+            imds_v2_required: !args.imds_optional,
+            tpm: args.tpm,
+            public: args.public,
+            regions: args.regions.clone(),
+        },
+        wait: std::time::Duration::from_secs(30 * 60),
+    };
+    let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
+    let record =
+        ami::publish_ami(&request, &reporter).with_context(|| args.image.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(());
+    }
+    let reused = |yes: bool| if yes { " (reused)" } else { "" };
+    println!(
+        "{}: {} {}{}",
+        record.name,
+        record.image.region,
+        record.image.image_id,
+        reused(record.image.reused)
+    );
+    if let Some(snapshot) = &record.snapshot {
+        println!(
+            "  snapshot:  {} ({} blocks, {})",
+            snapshot.snapshot_id,
+            snapshot.changed_blocks,
+            bytes(snapshot.bytes_sent)
+        );
+    }
+    for copy in &record.copies {
+        println!(
+            "  copy:      {} {}{}",
+            copy.region,
+            copy.image_id,
+            reused(copy.reused)
+        );
+    }
+    if record.public {
+        println!("  public:    yes");
     }
     Ok(())
 }

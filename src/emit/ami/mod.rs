@@ -3,6 +3,7 @@
 //! is told) and the snapshot upload itself. Registering the AMI is not built yet.
 
 pub mod ebs;
+pub mod ec2;
 pub mod plan;
 
 pub use ebs::{SnapshotSpec, UploadedSnapshot};
@@ -132,4 +133,241 @@ pub fn publish_snapshot(
         )
         .await
     })
+}
+
+/// How the AMI is registered.
+#[derive(Debug, Clone)]
+pub struct AmiSettings {
+    pub architecture: String,
+    pub volume_type: String,
+    pub boot_mode: String,
+    pub imds_v2_required: bool,
+    pub tpm: bool,
+    pub public: bool,
+    /// Other regions to copy the AMI to.
+    pub regions: Vec<String>,
+}
+
+/// Names and tags, from the build's manifest.
+#[derive(Debug, Clone)]
+pub struct AmiIdentity {
+    pub name: String,
+    pub description: String,
+    pub build_id: String,
+    pub tags: Vec<(String, String)>,
+}
+
+pub struct AmiPublish<'a> {
+    pub upload: SnapshotUpload<'a>,
+    pub identity: AmiIdentity,
+    pub settings: AmiSettings,
+    /// How long to wait for the snapshot to complete and copies to become available.
+    pub wait: std::time::Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegionImage {
+    pub region: String,
+    pub image_id: String,
+    /// Found by its build-ID tag instead of made.
+    pub reused: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AmiRecord {
+    pub name: String,
+    pub build_id: String,
+    pub image: RegionImage,
+    /// Absent when the AMI was reused.
+    pub snapshot: Option<UploadedSnapshot>,
+    pub copies: Vec<RegionImage>,
+    pub public: bool,
+}
+
+/// The tag that makes publishing idempotent.
+pub const BUILD_ID_TAG: &str = "kato:build-id";
+
+/// Uploads the image (unless an AMI of this build exists), registers it, tags it, copies it
+/// to the other regions and, if asked, makes every copy public.
+pub fn publish_ami(request: &AmiPublish, progress: &dyn Progress) -> Result<AmiRecord, AmiError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(AmiError::Runtime)?;
+    runtime.block_on(publish_ami_async(request, progress))
+}
+
+async fn publish_ami_async(
+    request: &AmiPublish<'_>,
+    progress: &dyn Progress,
+) -> Result<AmiRecord, AmiError> {
+    let upload = &request.upload;
+    let identity = &request.identity;
+    let settings = &request.settings;
+    let config = sdk_config(upload.region).await?;
+    let region = config
+        .region()
+        .map(|r| r.to_string())
+        .ok_or(AmiError::NoRegion)?;
+    let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
+    let mut tags = identity.tags.clone();
+    tags.push((BUILD_ID_TAG.into(), identity.build_id.clone()));
+
+    let (image, snapshot) = match ec2.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+        Some((image_id, state)) => {
+            progress.note(&format!(
+                "{region}: {image_id} ({state}) is already this build ({}); reusing it",
+                identity.build_id
+            ));
+            (
+                RegionImage {
+                    region: region.clone(),
+                    image_id,
+                    reused: true,
+                },
+                None,
+            )
+        }
+        None => {
+            let image_file = File::open(upload.image).map_err(AmiError::Read)?;
+            let parent = upload
+                .parent_image
+                .map(File::open)
+                .transpose()
+                .map_err(AmiError::Read)?;
+            let plan = plan(&image_file, parent.as_ref()).map_err(AmiError::Read)?;
+            let ebs_config = aws_sdk_ebs::config::Builder::from(&config)
+                .retry_config(
+                    aws_config::retry::RetryConfig::standard()
+                        .with_max_attempts(upload.retries.saturating_add(1)),
+                )
+                .build();
+            let client = aws_sdk_ebs::Client::from_conf(ebs_config);
+            let mut spec = upload.spec.clone();
+            spec.tags.extend(tags.iter().cloned());
+            let snapshot = ebs::upload(
+                &client,
+                Arc::new(image_file),
+                Arc::new(plan),
+                &spec,
+                progress,
+            )
+            .await?;
+            wait_for(
+                &request.wait,
+                "snapshot",
+                &snapshot.snapshot_id,
+                "completed",
+                || ec2.snapshot_state(&snapshot.snapshot_id),
+            )
+            .await?;
+            let image_id = ec2
+                .register_image(&ec2::RegisterSpec {
+                    name: identity.name.clone(),
+                    description: identity.description.clone(),
+                    architecture: settings.architecture.clone(),
+                    snapshot_id: snapshot.snapshot_id.clone(),
+                    volume_type: settings.volume_type.clone(),
+                    boot_mode: settings.boot_mode.clone(),
+                    imds_v2_required: settings.imds_v2_required,
+                    tpm: settings.tpm,
+                })
+                .await?;
+            ec2.create_tags(&[&image_id], &tags).await?;
+            progress.note(&format!("{region}: registered {image_id}"));
+            (
+                RegionImage {
+                    region: region.clone(),
+                    image_id,
+                    reused: false,
+                },
+                Some(snapshot),
+            )
+        }
+    };
+    let mut copies = Vec::new();
+    for target in settings.regions.iter().filter(|r| **r != region) {
+        let there = ec2::Ec2::new(&config, target, upload.retries)?;
+        let copy = match there.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+            Some((image_id, _)) => {
+                progress.note(&format!(
+                    "{target}: {image_id} is already this build; reusing it"
+                ));
+                RegionImage {
+                    region: target.clone(),
+                    image_id,
+                    reused: true,
+                }
+            }
+            None => {
+                let image_id = there
+                    .copy_image(
+                        &region,
+                        &image.image_id,
+                        &identity.name,
+                        &identity.description,
+                    )
+                    .await?;
+                // Tags are copied by EC2 only on request and not everywhere: set them.
+                there.create_tags(&[&image_id], &tags).await?;
+                progress.note(&format!("{target}: copied as {image_id}"));
+                RegionImage {
+                    region: target.clone(),
+                    image_id,
+                    reused: false,
+                }
+            }
+        };
+        wait_for(&request.wait, "image", &copy.image_id, "available", || {
+            there.image_state(&copy.image_id)
+        })
+        .await?;
+        if settings.public {
+            there.make_public(&copy.image_id).await?;
+        }
+        copies.push(copy);
+    }
+    if settings.public {
+        ec2.make_public(&image.image_id).await?;
+    }
+    Ok(AmiRecord {
+        name: identity.name.clone(),
+        build_id: identity.build_id.clone(),
+        image,
+        snapshot,
+        copies,
+        public: settings.public,
+    })
+}
+
+/// Polls `state` until it says `wanted`, for at most `limit`.
+async fn wait_for<F, Fut>(
+    limit: &std::time::Duration,
+    what: &str,
+    id: &str,
+    wanted: &str,
+    mut state: F,
+) -> Result<(), AmiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, AmiError>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let now = state().await?;
+        if now == wanted {
+            return Ok(());
+        }
+        if now == "error" || now == "failed" {
+            return Err(AmiError::Answer(format!("{what} {id} is in state {now}")));
+        }
+        if started.elapsed() > *limit {
+            return Err(AmiError::Answer(format!(
+                "{what} {id} is still {now} after {} s",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
 }
