@@ -325,3 +325,65 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
         calls(&requests, "RegisterImage").is_empty() && calls(&requests, "CopyImage").is_empty()
     );
 }
+
+#[test]
+fn build_output_ami_publishes_every_role_the_later_ones_on_the_first() {
+    let server = Server::start(common::boot::mini_release());
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let aws = Aws::start(&[]);
+    let result = aws.kato(&[
+        "build",
+        "--quiet",
+        "--role",
+        "master,worker",
+        "--output",
+        "ami",
+        "--json",
+        "--release-url",
+        &template,
+        "--keyring",
+        common::boot::mini_release()
+            .join("keyring.asc")
+            .to_str()
+            .unwrap(),
+        "--cache",
+        cache.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    no_secret(&result);
+    let summary = json(&result);
+    let requests = aws.requests();
+    let master: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("master.manifest.json")).unwrap())
+            .unwrap();
+    let worker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("worker.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        master["base"]["file"],
+        "flatcar_production_ami_image.bin.bz2"
+    );
+    let first = &master["ami"]["snapshot"];
+    let second = &worker["ami"]["snapshot"];
+    assert!(first["parent_snapshot_id"].is_null());
+    assert_eq!(
+        second["parent_snapshot_id"], first["snapshot_id"],
+        "worker builds on master"
+    );
+    assert!(
+        second["changed_blocks"].as_u64().unwrap() * 10 < first["changed_blocks"].as_u64().unwrap()
+    );
+    assert_eq!(calls(&requests, "RegisterImage").len(), 2);
+    assert_eq!(
+        summary[1]["ami"]["image"]["image_id"],
+        worker["ami"]["image"]["image_id"]
+    );
+    let starts: Vec<&serde_json::Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "/snapshots")
+        .collect();
+    assert_eq!(starts[1]["json"]["ParentSnapshotId"], first["snapshot_id"]);
+}

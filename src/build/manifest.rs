@@ -32,6 +32,9 @@ pub struct Manifest {
     /// Container images baked into KATO-DATA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<super::images::BakedImage>,
+    /// The AMI this image was published as (`--output ami`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<crate::emit::ami::AmiRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::hex;
 use crate::config::{self, Format};
 use crate::disk::{self, DiskError, Window, WorkingCopy};
-use crate::emit::ipxe;
+use crate::emit::{ami, ipxe};
 use crate::fs::btrfs::{EditError, WriteError, edit_partition};
 use crate::fs::tree::Timespec;
 use crate::fs::{self as filesystems, FsKind};
@@ -64,6 +64,8 @@ pub enum BuildError {
         role: String,
         source: crate::disk::layout::LayoutError,
     },
+    #[error("role {role}: {source}")]
+    Ami { role: String, source: ami::AmiError },
     #[error("{origin}: {message}")]
     Machine {
         origin: crate::origin::Origin,
@@ -90,6 +92,17 @@ pub struct BuildRequest<'a> {
     pub allow_unpinned: bool,
     /// Blobs downloaded at once when pulling images.
     pub pull_workers: usize,
+    /// Publish each role's image as an AMI (made from Flatcar's EC2 image).
+    pub ami: Option<AmiTarget>,
+}
+
+/// Where and how `build --output ami` publishes.
+#[derive(Debug, Clone)]
+pub struct AmiTarget {
+    /// Default: the AWS configuration's.
+    pub region: Option<String>,
+    pub workers: usize,
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +136,7 @@ pub fn build(
         let plan =
             crate::role::plan(&profile, &request.project.units).map_err(ProjectError::from)?;
         let config = config::render(&plan, Format::Ignition).map_err(ProjectError::from)?;
-        let kind = if profile.outputs.ami.is_some() {
+        let kind = if profile.outputs.ami.is_some() || request.ami.is_some() {
             ArtifactKind::Ami
         } else {
             ArtifactKind::Image
@@ -145,6 +158,8 @@ pub fn build(
     let mut pxes: Vec<(ReleaseSpec, FetchedRelease)> = Vec::new();
     let mut builds = Vec::new();
     let mut machines = Vec::new();
+    // The first AMI upload of each base: later roles send only the blocks that differ.
+    let mut published: Vec<((ReleaseSpec, ArtifactKind), PathBuf, String)> = Vec::new();
     for (profile, plan, config, kind, spec) in plans {
         let key = (spec.clone(), kind);
         if request.raw && !bases.iter().any(|(k, _)| *k == key) {
@@ -172,6 +187,18 @@ pub fn build(
             pxe,
             &baked,
         )?);
+        if let Some(target) = &request.ami {
+            let built = builds.last_mut().expect("just built");
+            let parent = published.iter().find(|(k, _, _)| *k == key).map(
+                |(_, image, snapshot): &(_, PathBuf, String)| (image.clone(), snapshot.clone()),
+            );
+            let record = publish_ami(target, &profile, built, parent, progress)?;
+            if let (Some(image), Some(snapshot)) = (&built.image, &record.snapshot)
+                && !published.iter().any(|(k, _, _)| *k == key)
+            {
+                published.push((key.clone(), image.clone(), snapshot.snapshot_id.clone()));
+            }
+        }
         let unknown = profile.outputs.ipxe.as_ref().map(|i| i.unknown);
         machines.push((profile.role.clone(), profile.machines.clone(), unknown));
     }
@@ -179,6 +206,93 @@ pub fn build(
         write_machine_map(request, &machines)?;
     }
     Ok(builds)
+}
+
+/// Uploads a role's image, registers the AMI and records it in the role's manifest.
+fn publish_ami(
+    target: &AmiTarget,
+    profile: &Profile,
+    built: &mut RoleBuild,
+    parent: Option<(PathBuf, String)>,
+    progress: &dyn Progress,
+) -> Result<ami::AmiRecord, BuildError> {
+    let image = built.image.clone().expect("AMIs are built from raw images");
+    let manifest_bytes =
+        std::fs::read(&built.manifest_path).map_err(|source| BuildError::Output {
+            path: built.manifest_path.clone(),
+            source,
+        })?;
+    let manifest = &built.manifest;
+    let base = manifest.base.as_ref().expect("raw builds have a base");
+    let manifest_sha256 = hex(&Sha256::digest(&manifest_bytes));
+    let facts = ami::BuildFacts {
+        role: &manifest.role,
+        build_id: &manifest.build_id,
+        channel: &base.channel,
+        version: &base.version,
+        board: &base.board,
+        manifest_sha256: &manifest_sha256,
+    };
+    let identity = facts.identity();
+    let settings = profile
+        .outputs
+        .ami
+        .clone()
+        .unwrap_or(crate::profile::AmiOutput {
+            regions: Vec::new(),
+            boot_mode: crate::profile::AmiBootMode::UefiPreferred,
+            imds_v2: crate::profile::ImdsSupport::Required,
+            tpm: false,
+            public: false,
+            volume_type: "gp3".into(),
+        });
+    progress.note(&format!("publishing role {} as an AMI", manifest.role));
+    let request = ami::AmiPublish {
+        upload: ami::SnapshotUpload {
+            image: &image,
+            parent_image: parent.as_ref().map(|(image, _)| image.as_path()),
+            region: target.region.as_deref(),
+            retries: target.retries,
+            spec: ami::SnapshotSpec {
+                description: identity.description.clone(),
+                tags: Vec::new(),
+                parent_snapshot_id: parent.as_ref().map(|(_, id)| id.clone()),
+                kms_key_arn: None,
+                workers: target.workers,
+                timeout_minutes: 60,
+            },
+        },
+        settings: ami::AmiSettings {
+            architecture: facts.architecture().into(),
+            volume_type: settings.volume_type.clone(),
+            boot_mode: match settings.boot_mode {
+                crate::profile::AmiBootMode::UefiPreferred => "uefi-preferred",
+                crate::profile::AmiBootMode::Uefi => "uefi",
+                crate::profile::AmiBootMode::LegacyBios => "legacy-bios",
+            }
+            .into(),
+            imds_v2_required: settings.imds_v2 == crate::profile::ImdsSupport::Required,
+            tpm: settings.tpm,
+            public: settings.public,
+            regions: settings.regions.clone(),
+        },
+        identity,
+        wait: std::time::Duration::from_secs(30 * 60),
+    };
+    let record = ami::publish_ami(&request, progress).map_err(|source| BuildError::Ami {
+        role: manifest.role.clone(),
+        source,
+    })?;
+    built.manifest.ami = Some(record.clone());
+    let mut json = serde_json::to_vec_pretty(&built.manifest).expect("manifests serialise");
+    json.push(b'\n');
+    crate::fsutil::write_atomic(&built.manifest_path, &json).map_err(|source| {
+        BuildError::Output {
+            path: built.manifest_path.clone(),
+            source,
+        }
+    })?;
+    Ok(record)
 }
 
 /// A role, the MACs of its machines, and its profile's choice for unknown machines.
@@ -514,6 +628,7 @@ fn build_role(
         output,
         ipxe,
         images: baked.to_vec(),
+        ami: None,
     };
     let manifest_path = request.out_dir.join(format!("{role}.manifest.json"));
     let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");

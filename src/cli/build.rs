@@ -21,7 +21,9 @@ pub struct BuildArgs {
     /// Where the images and manifests go.
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
-    /// What to emit: `raw`, `ipxe`, or both (`raw,ipxe`). AMIs come with a later release.
+    /// What to emit: any of `raw`, `ipxe` and `ami` (`raw,ipxe,ami`). `ami` uploads each
+    /// role's image (from Flatcar's EC2 image) to EBS and registers it; the second and later
+    /// roles send only the blocks that differ from the first.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
     pub output: Vec<OutputArg>,
     /// URL prefix for the kernel and initrds in iPXE scripts (default: relative to the
@@ -35,6 +37,12 @@ pub struct BuildArgs {
     /// Image blobs downloaded at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub pull_workers: usize,
+    /// AWS region for `--output ami` (default: the AWS configuration's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Snapshot blocks uploaded at once (`--output ami`).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub upload_workers: usize,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +57,8 @@ pub enum OutputArg {
     Raw,
     /// OUT/ipxe/: PXE kernel and initramfs, a config overlay and <role>.ipxe per role.
     Ipxe,
+    /// An AMI per role (settings from the profile's `outputs.ami`), recorded in its manifest.
+    Ami,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
@@ -77,11 +87,24 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         fetch: &options,
         out_dir: &args.out,
         source_date_epoch,
-        raw: args.output.iter().any(|o| matches!(o, OutputArg::Raw)),
+        // An AMI is uploaded from the raw image, so `ami` makes one too.
+        raw: args
+            .output
+            .iter()
+            .any(|o| matches!(o, OutputArg::Raw | OutputArg::Ami)),
         ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
         ipxe_base_url: args.base_url.clone(),
         allow_unpinned: args.allow_unpinned,
         pull_workers: args.pull_workers,
+        ami: args
+            .output
+            .iter()
+            .any(|o| matches!(o, OutputArg::Ami))
+            .then(|| kato_image::build::AmiTarget {
+                region: args.region.clone(),
+                workers: args.upload_workers,
+                retries: options.retries,
+            }),
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;
@@ -97,6 +120,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                     "sha256": b.manifest.output.as_ref().map(|o| o.sha256.clone()),
                     "changed_partitions": b.manifest.changed_partitions,
                     "ipxe": b.manifest.ipxe.as_ref().map(|i| args.out.join("ipxe").join(&i.script)),
+                    "ami": b.manifest.ami,
                 })
             })
             .collect();
@@ -119,6 +143,16 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                     base.channel, base.board, base.version, base.file
                 );
                 println!("  changed:   {}", m.changed_partitions.join(", "));
+            }
+            if let Some(ami) = &m.ami {
+                let reused = if ami.image.reused { " (reused)" } else { "" };
+                println!(
+                    "  ami:       {} {}{reused}",
+                    ami.image.region, ami.image.image_id
+                );
+                for copy in &ami.copies {
+                    println!("  copy:      {} {}", copy.region, copy.image_id);
+                }
             }
             if let Some(ipxe) = &m.ipxe {
                 println!(

@@ -249,28 +249,16 @@ fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
         field("/base/board")?,
         field("/base/channel")?,
     );
-    let architecture = if board.starts_with("arm64") {
-        "arm64"
-    } else {
-        "x86_64"
-    };
     let manifest_sha256 = kato_image::cache::hex(&sha2::Sha256::digest(&bytes));
-    let short = &build_id[..build_id.len().min(12)];
-    Ok((
-        ami::AmiIdentity {
-            name: format!("kato-{role}-{version}-{short}"),
-            description: format!(
-                "Kato {role} role on Flatcar {channel} {version} (kato-image build {build_id})"
-            ),
-            build_id: build_id.clone(),
-            tags: vec![
-                ("kato:role".into(), role),
-                ("kato:flatcar-version".into(), version),
-                ("kato:manifest-sha256".into(), manifest_sha256),
-            ],
-        },
-        architecture.to_string(),
-    ))
+    let facts = ami::BuildFacts {
+        role: &role,
+        build_id: &build_id,
+        channel: &channel,
+        version: &version,
+        board: &board,
+        manifest_sha256: &manifest_sha256,
+    };
+    Ok((facts.identity(), facts.architecture().to_string()))
 }
 
 fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {

@@ -148,6 +148,49 @@ pub struct AmiSettings {
     pub regions: Vec<String>,
 }
 
+/// What names an AMI: the role, its build and the Flatcar release it was built from.
+pub struct BuildFacts<'a> {
+    pub role: &'a str,
+    pub build_id: &'a str,
+    pub channel: &'a str,
+    pub version: &'a str,
+    pub board: &'a str,
+    /// SHA-256 of the build manifest's bytes.
+    pub manifest_sha256: &'a str,
+}
+
+impl BuildFacts<'_> {
+    /// The AMI's name, description and tags.
+    pub fn identity(&self) -> AmiIdentity {
+        let short = &self.build_id[..self.build_id.len().min(12)];
+        AmiIdentity {
+            name: format!("kato-{}-{}-{short}", self.role, self.version),
+            description: format!(
+                "Kato {} role on Flatcar {} {} (kato-image build {})",
+                self.role, self.channel, self.version, self.build_id
+            ),
+            build_id: self.build_id.to_string(),
+            tags: vec![
+                ("kato:role".into(), self.role.to_string()),
+                ("kato:flatcar-version".into(), self.version.to_string()),
+                (
+                    "kato:manifest-sha256".into(),
+                    self.manifest_sha256.to_string(),
+                ),
+            ],
+        }
+    }
+
+    /// EC2's name for the board's architecture.
+    pub fn architecture(&self) -> &'static str {
+        if self.board.starts_with("arm64") {
+            "arm64"
+        } else {
+            "x86_64"
+        }
+    }
+}
+
 /// Names and tags, from the build's manifest.
 #[derive(Debug, Clone)]
 pub struct AmiIdentity {
@@ -165,7 +208,7 @@ pub struct AmiPublish<'a> {
     pub wait: std::time::Duration,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegionImage {
     pub region: String,
     pub image_id: String,
@@ -173,7 +216,7 @@ pub struct RegionImage {
     pub reused: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AmiRecord {
     pub name: String,
     pub build_id: String,
