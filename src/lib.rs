@@ -22,4 +22,5 @@ pub mod role;
 pub mod serve;
 pub mod ssh;
 pub mod unit;
+pub mod url;
 pub mod verify;

@@ -5,8 +5,6 @@ mod common;
 
 use std::path::Path;
 
-use common::boot::build_from_mini;
-use common::http::Server;
 
 /// Blocks to send and the LINEAR checksum, by Python: without a parent, the 512 KiB blocks
 /// holding data (SEEK_DATA); with one, the blocks whose bytes differ from the parent's.
@@ -84,11 +82,7 @@ fn dry_run(image: &Path, parent: Option<&Path>) -> serde_json::Value {
 
 #[test]
 fn upload_plans_send_what_differs_with_the_checksums_ebs_expects() {
-    let server = Server::start(common::boot::mini_release());
-    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
-    let cache = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    build_from_mini(&template, cache.path(), out.path(), &[]);
+    let out = common::boot::built_roles();
     let master = out.path().join("master.raw");
     let worker = out.path().join("worker.raw");
 

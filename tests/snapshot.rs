@@ -7,7 +7,6 @@ use std::path::Path;
 
 use base64::Engine;
 use common::aws::{Aws, SECRET, header};
-use common::boot::build_from_mini;
 use common::http::Server;
 use sha2::{Digest, Sha256};
 
@@ -102,11 +101,7 @@ fn linear(blocks: &[(u64, String)]) -> String {
 
 #[test]
 fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_changes() {
-    let server = Server::start(common::boot::mini_release());
-    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
-    let cache = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    build_from_mini(&template, cache.path(), out.path(), &[]);
+    let out = common::boot::built_roles();
     let master = out.path().join("master.raw");
     let worker = out.path().join("worker.raw");
     let aws = Aws::start(&["--throttle", "3"]);
@@ -220,11 +215,7 @@ fn calls<'a>(requests: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_j
 
 #[test]
 fn publishing_registers_tags_copies_and_is_idempotent() {
-    let server = Server::start(common::boot::mini_release());
-    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
-    let cache = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    build_from_mini(&template, cache.path(), out.path(), &[]);
+    let out = common::boot::built_roles();
     let master = out.path().join("master.raw");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("master.manifest.json")).unwrap())

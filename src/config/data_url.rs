@@ -3,16 +3,7 @@
 /// Percent-encodes everything but RFC 3986 unreserved characters, so the URL is valid whatever
 /// the bytes are and stays readable for text.
 pub fn encode(contents: &[u8]) -> String {
-    let mut url = String::with_capacity(6 + contents.len() * 3 / 2);
-    url.push_str("data:,");
-    for &byte in contents {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            url.push(byte as char);
-        } else {
-            url.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    url
+    format!("data:,{}", crate::url::percent_encode(contents))
 }
 
 #[cfg(test)]

@@ -497,9 +497,15 @@ impl<'a> Registry<'a> {
                 let mut url = realm.clone();
                 url.push(if realm.contains('?') { '&' } else { '?' });
                 if let Some(service) = &service {
-                    url.push_str(&format!("service={}&", query_escape(service)));
+                    url.push_str(&format!(
+                        "service={}&",
+                        crate::url::percent_encode(service.as_bytes())
+                    ));
                 }
-                url.push_str(&format!("scope={}", query_escape(&scope)));
+                url.push_str(&format!(
+                    "scope={}",
+                    crate::url::percent_encode(scope.as_bytes())
+                ));
                 let mut headers = HeaderMap::new();
                 if let Some(c) = &credentials {
                     headers.insert(AUTHORIZATION, sensitive(c.basic_header())?);
@@ -583,17 +589,4 @@ fn transient_error(url: &str, source: std::io::Error) -> TransportError {
 
 fn transient(url: &str, source: std::io::Error) -> Attempt {
     Attempt::Retry(transient_error(url, source))
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn query_escape(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// A secret the tests use, to check it never appears in any output.
 pub const SECRET: &str = "kato-test-secret-0123456789";
@@ -12,16 +12,7 @@ pub const SECRET: &str = "kato-test-secret-0123456789";
 pub struct Aws {
     pub dir: tempfile::TempDir,
     pub proxy_port: u16,
-    children: Vec<Child>,
-}
-
-impl Drop for Aws {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _children: super::Children,
 }
 
 fn free_port() -> u16 {
@@ -45,7 +36,7 @@ impl Aws {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{moto} ({e}); scripts/install-test-deps installs moto"));
-        let mut children = vec![server];
+        let mut children = super::Children(vec![server]);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
@@ -73,11 +64,11 @@ impl Aws {
             .unwrap()
             .parse()
             .unwrap();
-        children.push(proxy);
+        children.0.push(proxy);
         Aws {
             dir,
             proxy_port,
-            children,
+            _children: children,
         }
     }
 

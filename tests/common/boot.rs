@@ -54,6 +54,16 @@ pub fn build_from_mini(template: &str, cache: &Path, out: &Path, args: &[&str]) 
     );
 }
 
+/// Every role built from the mini release served on loopback, into a new folder.
+pub fn built_roles() -> tempfile::TempDir {
+    let server = super::http::Server::start(mini_release());
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    build_from_mini(&template, cache.path(), out.path(), &[]);
+    out
+}
+
 /// Runs QEMU (software emulation) with `args` for at most `seconds`; the serial console.
 fn qemu(args: &[&str], seconds: u32) -> String {
     static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());

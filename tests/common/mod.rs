@@ -59,6 +59,19 @@ impl Scratch {
     }
 }
 
+/// Child processes (servers) killed and reaped when dropped.
+#[derive(Default)]
+pub struct Children(pub Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs an external judge; a missing judge fails the test (`.ci/run` installs them all).
 pub fn judge(program: &str, args: &[&str], input: Option<&Path>) -> std::process::Output {
     let mut cmd = Command::new(program);

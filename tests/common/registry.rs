@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -14,16 +14,7 @@ pub const PASSWORD: &str = "pull-s3cret";
 pub struct Registry {
     pub dir: tempfile::TempDir,
     pub port: u16,
-    children: Vec<Child>,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _children: super::Children,
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -67,7 +58,7 @@ impl Registry {
             .arg(path("key.pem"))
             .arg("-out")
             .arg(path("cert.pem")));
-        let mut children = Vec::new();
+        let mut children = super::Children::default();
         let mut tokens = Command::new("python3")
             .arg(super::repo().join("tests/fixtures/registry/token_server.py"))
             .args([
@@ -101,7 +92,7 @@ impl Registry {
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("token server said {line:?}"));
-        children.push(tokens);
+        children.0.push(tokens);
         let port = free_port();
         std::fs::write(
             path("config.yml"),
@@ -122,13 +113,13 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry (Debian package docker-registry)");
-        children.push(registry);
+        children.0.push(registry);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Registry {
                     dir,
                     port,
-                    children,
+                    _children: children,
                 };
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

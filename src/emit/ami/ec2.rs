@@ -299,20 +299,16 @@ impl Ec2 {
 
 /// `application/x-www-form-urlencoded`, RFC 3986 unreserved characters kept.
 fn form_encode(params: &[(String, String)]) -> String {
-    let escape = |text: &str| {
-        let mut out = String::new();
-        for b in text.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    };
+    use crate::url::percent_encode;
     params
         .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                percent_encode(k.as_bytes()),
+                percent_encode(v.as_bytes())
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
