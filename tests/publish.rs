@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 
-
 /// Blocks to send and the LINEAR checksum, by Python: without a parent, the 512 KiB blocks
 /// holding data (SEEK_DATA); with one, the blocks whose bytes differ from the parent's.
 fn model(image: &Path, parent: Option<&Path>) -> (u64, String) {
