@@ -318,13 +318,14 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
 }
 
 #[test]
-fn build_output_ami_publishes_every_role_the_later_ones_on_the_first() {
+fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
     let server = Server::start(common::boot::mini_release());
     let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let aws = Aws::start(&[]);
-    let result = aws.kato(&[
+    let keyring = common::boot::mini_release().join("keyring.asc");
+    let args = [
         "build",
         "--quiet",
         "--role",
@@ -335,46 +336,68 @@ fn build_output_ami_publishes_every_role_the_later_ones_on_the_first() {
         "--release-url",
         &template,
         "--keyring",
-        common::boot::mini_release()
-            .join("keyring.asc")
-            .to_str()
-            .unwrap(),
+        keyring.to_str().unwrap(),
         "--cache",
         cache.path().to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
-    ]);
+    ];
+    let result = aws.kato(&args);
     no_secret(&result);
     let summary = json(&result);
     let requests = aws.requests();
-    let master: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("master.manifest.json")).unwrap())
-            .unwrap();
-    let worker: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("worker.manifest.json")).unwrap())
-            .unwrap();
+    let manifest = |role: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(out.path().join(format!("{role}.manifest.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (master, worker) = (manifest("master"), manifest("worker"));
     assert_eq!(
         master["base"]["file"],
         "flatcar_production_ami_image.bin.bz2"
     );
-    let first = &master["ami"]["snapshot"];
-    let second = &worker["ami"]["snapshot"];
-    assert!(first["parent_snapshot_id"].is_null());
+    let starts: Vec<&serde_json::Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "/snapshots")
+        .collect();
     assert_eq!(
-        second["parent_snapshot_id"], first["snapshot_id"],
-        "worker builds on master"
+        starts.len(),
+        3,
+        "the vendor image once, then each role on it"
     );
+    assert!(starts[0]["json"]["ParentSnapshotId"].is_null());
     assert!(
-        second["changed_blocks"].as_u64().unwrap() * 10 < first["changed_blocks"].as_u64().unwrap()
+        starts[0]["json"]["Tags"]
+            .to_string()
+            .contains("kato:base-sha512")
+    );
+    let base_blocks = sent_blocks(&requests).len() as u64;
+    for role in [&master, &worker] {
+        let snapshot = &role["ami"]["snapshot"];
+        assert!(snapshot["parent_snapshot_id"].is_string(), "{snapshot}");
+        assert!(
+            snapshot["changed_blocks"].as_u64().unwrap() * 4 < base_blocks,
+            "a role sends only what it changed: {snapshot} of {base_blocks}"
+        );
+    }
+    assert_eq!(
+        master["ami"]["snapshot"]["parent_snapshot_id"],
+        worker["ami"]["snapshot"]["parent_snapshot_id"]
     );
     assert_eq!(calls(&requests, "RegisterImage").len(), 2);
     assert_eq!(
         summary[1]["ami"]["image"]["image_id"],
         worker["ami"]["image"]["image_id"]
     );
-    let starts: Vec<&serde_json::Value> = requests
-        .iter()
-        .filter(|r| r["path"] == "/snapshots")
-        .collect();
-    assert_eq!(starts[1]["json"]["ParentSnapshotId"], first["snapshot_id"]);
+
+    // A later run finds the base snapshot and the AMIs by their tags and uploads nothing.
+    aws.clear();
+    let again = json(&aws.kato(&args));
+    let requests = aws.requests();
+    assert!(
+        requests.iter().all(|r| r["path"] != "/snapshots"),
+        "nothing uploaded again"
+    );
+    assert_eq!(again[0]["ami"]["image"]["reused"], true);
 }

@@ -158,7 +158,8 @@ pub fn build(
     let mut pxes: Vec<(ReleaseSpec, FetchedRelease)> = Vec::new();
     let mut builds = Vec::new();
     let mut machines = Vec::new();
-    // The first AMI upload of each base: later roles send only the blocks that differ.
+    // The snapshot of each vendor image: role snapshots are made on it and send only the
+    // blocks the role changed.
     let mut published: Vec<((ReleaseSpec, ArtifactKind), PathBuf, String)> = Vec::new();
     for (profile, plan, config, kind, spec) in plans {
         let key = (spec.clone(), kind);
@@ -187,17 +188,17 @@ pub fn build(
             pxe,
             &baked,
         )?);
-        if let Some(target) = &request.ami {
+        if let (Some(target), Some(base)) = (&request.ami, base) {
+            let parent = match published.iter().find(|(k, _, _)| *k == key) {
+                Some((_, raw, snapshot)) => (raw.clone(), snapshot.clone()),
+                None => {
+                    let snapshot = publish_base(target, base, progress)?;
+                    published.push((key.clone(), base.raw.clone(), snapshot.clone()));
+                    (base.raw.clone(), snapshot)
+                }
+            };
             let built = builds.last_mut().expect("just built");
-            let parent = published.iter().find(|(k, _, _)| *k == key).map(
-                |(_, image, snapshot): &(_, PathBuf, String)| (image.clone(), snapshot.clone()),
-            );
-            let record = publish_ami(target, &profile, built, parent, progress)?;
-            if let (Some(image), Some(snapshot)) = (&built.image, &record.snapshot)
-                && !published.iter().any(|(k, _, _)| *k == key)
-            {
-                published.push((key.clone(), image.clone(), snapshot.snapshot_id.clone()));
-            }
+            publish_ami(target, &profile, built, Some(parent), progress)?;
         }
         let unknown = profile.outputs.ipxe.as_ref().map(|i| i.unknown);
         machines.push((profile.role.clone(), profile.machines.clone(), unknown));
@@ -206,6 +207,43 @@ pub fn build(
         write_machine_map(request, &machines)?;
     }
     Ok(builds)
+}
+
+/// The snapshot holding the unmodified vendor image `base` (found by tag, else uploaded).
+fn publish_base(
+    target: &AmiTarget,
+    base: &PreparedBase,
+    progress: &dyn Progress,
+) -> Result<String, BuildError> {
+    let artifact = &base.release.artifacts[0];
+    let upload = ami::SnapshotUpload {
+        image: &base.raw,
+        parent_image: None,
+        region: target.region.as_deref(),
+        retries: target.retries,
+        spec: ami::SnapshotSpec {
+            description: format!(
+                "Flatcar {} {} {} ({}), base of kato-image role snapshots",
+                base.release.channel, base.release.board, base.release.version, artifact.file
+            ),
+            tags: vec![("kato:flatcar-version".into(), base.release.version.clone())],
+            parent_snapshot_id: None,
+            kms_key_arn: None,
+            workers: target.workers,
+            timeout_minutes: 60,
+        },
+    };
+    let (snapshot, _) = ami::base_snapshot(
+        &upload,
+        &artifact.sha512,
+        std::time::Duration::from_secs(30 * 60),
+        progress,
+    )
+    .map_err(|source| BuildError::Ami {
+        role: "(base)".into(),
+        source,
+    })?;
+    Ok(snapshot)
 }
 
 /// Uploads a role's image, registers the AMI and records it in the role's manifest.

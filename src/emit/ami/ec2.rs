@@ -197,6 +197,23 @@ impl Ec2 {
             .ok_or_else(|| AmiError::Answer(format!("DescribeImages: no image {image_id}")))
     }
 
+    /// A completed snapshot of ours tagged `key=value` in this region.
+    pub async fn find_snapshot(&self, key: &str, value: &str) -> Result<Option<String>, AmiError> {
+        let xml = self
+            .call(
+                "DescribeSnapshots",
+                &[
+                    ("Owner.1".into(), "self".into()),
+                    ("Filter.1.Name".into(), format!("tag:{key}")),
+                    ("Filter.1.Value.1".into(), value.into()),
+                    ("Filter.2.Name".into(), "status".into()),
+                    ("Filter.2.Value.1".into(), "completed".into()),
+                ],
+            )
+            .await?;
+        Ok(first(&xml, "snapshotId"))
+    }
+
     pub async fn snapshot_state(&self, snapshot_id: &str) -> Result<String, AmiError> {
         let xml = self
             .call(

@@ -103,13 +103,6 @@ pub fn publish_snapshot(
     request: &SnapshotUpload,
     progress: &dyn Progress,
 ) -> Result<UploadedSnapshot, AmiError> {
-    let image = File::open(request.image).map_err(AmiError::Read)?;
-    let parent = request
-        .parent_image
-        .map(File::open)
-        .transpose()
-        .map_err(AmiError::Read)?;
-    let plan = plan(&image, parent.as_ref()).map_err(AmiError::Read)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,21 +110,7 @@ pub fn publish_snapshot(
         .map_err(AmiError::Runtime)?;
     runtime.block_on(async {
         let config = sdk_config(request.region).await?;
-        let ebs_config = aws_sdk_ebs::config::Builder::from(&config)
-            .retry_config(
-                aws_config::retry::RetryConfig::standard()
-                    .with_max_attempts(request.retries.saturating_add(1)),
-            )
-            .build();
-        let client = aws_sdk_ebs::Client::from_conf(ebs_config);
-        ebs::upload(
-            &client,
-            Arc::new(image),
-            Arc::new(plan),
-            &request.spec,
-            progress,
-        )
-        .await
+        upload_with(&config, request, &request.spec, progress).await
     })
 }
 
@@ -227,6 +206,75 @@ pub struct AmiRecord {
     pub public: bool,
 }
 
+/// The tag that names the vendor image a base snapshot holds.
+pub const BASE_TAG: &str = "kato:base-sha512";
+
+/// The snapshot of an unmodified vendor image, which role snapshots are made on: found by its
+/// tag (`BASE_TAG` = the image's SHA-512), else uploaded and tagged. Returns its ID and
+/// whether it already existed.
+pub fn base_snapshot(
+    upload: &SnapshotUpload,
+    base_sha512: &str,
+    wait: std::time::Duration,
+    progress: &dyn Progress,
+) -> Result<(String, bool), AmiError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(AmiError::Runtime)?;
+    runtime.block_on(async {
+        let config = sdk_config(upload.region).await?;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(AmiError::NoRegion)?;
+        let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
+        if let Some(id) = ec2.find_snapshot(BASE_TAG, base_sha512).await? {
+            progress.note(&format!(
+                "{region}: base snapshot {id} already holds this vendor image"
+            ));
+            return Ok((id, true));
+        }
+        let mut spec = upload.spec.clone();
+        spec.tags.push((BASE_TAG.into(), base_sha512.to_string()));
+        let snapshot = upload_with(&config, upload, &spec, progress).await?;
+        wait_for(
+            &wait,
+            "snapshot",
+            &snapshot.snapshot_id,
+            "completed",
+            || ec2.snapshot_state(&snapshot.snapshot_id),
+        )
+        .await?;
+        Ok((snapshot.snapshot_id, false))
+    })
+}
+
+/// Plans and uploads `upload.image` with `spec`.
+async fn upload_with(
+    config: &aws_config::SdkConfig,
+    upload: &SnapshotUpload<'_>,
+    spec: &SnapshotSpec,
+    progress: &dyn Progress,
+) -> Result<UploadedSnapshot, AmiError> {
+    let image = File::open(upload.image).map_err(AmiError::Read)?;
+    let parent = upload
+        .parent_image
+        .map(File::open)
+        .transpose()
+        .map_err(AmiError::Read)?;
+    let plan = plan(&image, parent.as_ref()).map_err(AmiError::Read)?;
+    let ebs_config = aws_sdk_ebs::config::Builder::from(config)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(upload.retries.saturating_add(1)),
+        )
+        .build();
+    let client = aws_sdk_ebs::Client::from_conf(ebs_config);
+    ebs::upload(&client, Arc::new(image), Arc::new(plan), spec, progress).await
+}
+
 /// The tag that makes publishing idempotent.
 pub const BUILD_ID_TAG: &str = "kato:build-id";
 
@@ -273,30 +321,9 @@ async fn publish_ami_async(
             )
         }
         None => {
-            let image_file = File::open(upload.image).map_err(AmiError::Read)?;
-            let parent = upload
-                .parent_image
-                .map(File::open)
-                .transpose()
-                .map_err(AmiError::Read)?;
-            let plan = plan(&image_file, parent.as_ref()).map_err(AmiError::Read)?;
-            let ebs_config = aws_sdk_ebs::config::Builder::from(&config)
-                .retry_config(
-                    aws_config::retry::RetryConfig::standard()
-                        .with_max_attempts(upload.retries.saturating_add(1)),
-                )
-                .build();
-            let client = aws_sdk_ebs::Client::from_conf(ebs_config);
             let mut spec = upload.spec.clone();
             spec.tags.extend(tags.iter().cloned());
-            let snapshot = ebs::upload(
-                &client,
-                Arc::new(image_file),
-                Arc::new(plan),
-                &spec,
-                progress,
-            )
-            .await?;
+            let snapshot = upload_with(&config, upload, &spec, progress).await?;
             wait_for(
                 &request.wait,
                 "snapshot",
