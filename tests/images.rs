@@ -276,23 +276,9 @@ fn build_edge(
     config: &Path,
 ) -> Output {
     scratch
-        .kato(&[
-            "build",
-            "--quiet",
-            "--role",
-            "edge",
-            "--release-url",
-            template,
-            "--retries",
-            "0",
-        ])
+        .kato(&["build", "--quiet", "--role", "edge", "--retries", "0"])
         .args(extra)
-        .arg("--keyring")
-        .arg(mini_release().join("keyring.asc"))
-        .arg("--cache")
-        .arg(cache)
-        .arg("--out")
-        .arg(out)
+        .args(common::boot::mini_build_args(template, cache, out))
         .env("DOCKER_CONFIG", config)
         .output()
         .unwrap()

@@ -62,30 +62,13 @@ print(len(digests), base64.b64encode(hashlib.sha256(b"".join(digests)).digest())
     (count.parse().unwrap(), checksum.to_string())
 }
 
-fn dry_run(image: &Path, parent: Option<&Path>) -> serde_json::Value {
-    let mut cmd = common::kato();
-    cmd.args(["publish", "ami"])
-        .arg(image)
-        .args(["--dry-run", "--json"]);
-    if let Some(parent) = parent {
-        cmd.arg("--parent").arg(parent);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn upload_plans_send_what_differs_with_the_checksums_ebs_expects() {
     let out = common::boot::built_roles();
     let master = out.path().join("master.raw");
     let worker = out.path().join("worker.raw");
 
-    let first = dry_run(&master, None);
+    let first = common::upload_plan(&master, None);
     let (count, checksum) = model(&master, None);
     assert_eq!(first["changed_blocks"], count);
     assert_eq!(first["aggregate_checksum"], checksum.as_str());
@@ -93,7 +76,7 @@ fn upload_plans_send_what_differs_with_the_checksums_ebs_expects() {
     let size = std::fs::metadata(&master).unwrap().len();
     assert_eq!(first["volume_size_gib"], size.div_ceil(1 << 30));
 
-    let second = dry_run(&worker, Some(&master));
+    let second = common::upload_plan(&worker, Some(&master));
     let (count, checksum) = model(&worker, Some(&master));
     assert_eq!(second["changed_blocks"], count);
     assert_eq!(second["aggregate_checksum"], checksum.as_str());

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use base64::Engine;
 use common::aws::{Aws, SECRET, header};
 use common::http::Server;
@@ -26,17 +24,6 @@ fn no_secret(out: &std::process::Output) {
             "a secret leaked"
         );
     }
-}
-
-fn plan(image: &Path, parent: Option<&Path>) -> serde_json::Value {
-    let mut cmd = common::kato();
-    cmd.args(["publish", "ami"])
-        .arg(image)
-        .args(["--dry-run", "--json"]);
-    if let Some(parent) = parent {
-        cmd.arg("--parent").arg(parent);
-    }
-    json(&cmd.output().unwrap())
 }
 
 /// The block PUTs that reached moto, checked one by one: 512 KiB, the checksum header is the
@@ -118,7 +105,7 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
     no_secret(&result);
     let first = json(&result);
     let requests = aws.requests();
-    let expected = plan(&master, None);
+    let expected = common::upload_plan(&master, None);
     let blocks = sent_blocks(&requests);
     assert_eq!(
         blocks.len() as u64,
@@ -170,7 +157,7 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
         master.to_str().unwrap(),
     ]));
     let requests = aws.requests();
-    let expected = plan(&worker, Some(&master));
+    let expected = common::upload_plan(&worker, Some(&master));
     let blocks = sent_blocks(&requests);
     assert_eq!(
         blocks.len() as u64,
@@ -324,8 +311,7 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let aws = Aws::start(&[]);
-    let keyring = common::boot::mini_release().join("keyring.asc");
-    let args = [
+    let mut args: Vec<std::ffi::OsString> = [
         "build",
         "--quiet",
         "--role",
@@ -333,15 +319,14 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         "--output",
         "ami",
         "--json",
-        "--release-url",
+    ]
+    .map(Into::into)
+    .to_vec();
+    args.extend(common::boot::mini_build_args(
         &template,
-        "--keyring",
-        keyring.to_str().unwrap(),
-        "--cache",
-        cache.path().to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ];
+        cache.path(),
+        out.path(),
+    ));
     let result = aws.kato(&args);
     no_secret(&result);
     let summary = json(&result);

@@ -2,7 +2,6 @@
 //! archived into the cache, or imported from a local archive), then a KATO-DATA btrfs
 //! partition holding the tars and an index, inserted before ROOT.
 
-use std::fs::File;
 use std::path::PathBuf;
 
 use super::BuildError;
@@ -175,28 +174,12 @@ fn cached_archive(cache: &Cache, pulled: &crate::oci::PulledImage) -> std::io::R
     {
         return Ok(record);
     }
-    let temp = crate::fsutil::temp_path(&path);
-    let result = (|| {
-        let file = File::create(&temp)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let (sha256, size) = archive::write(pulled, &mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?;
-        crate::fsutil::commit(&temp, &path)?;
-        Ok(Archive { path, sha256, size })
-    })();
-    match result {
-        Ok(record) => {
-            crate::fsutil::write_atomic(
-                &record_path,
-                &serde_json::to_vec(&record).expect("serialises"),
-            )?;
-            Ok(record)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(e)
-        }
-    }
+    let record = archive::write_file(pulled, &path)?;
+    crate::fsutil::write_atomic(
+        &record_path,
+        &serde_json::to_vec(&record).expect("serialises"),
+    )?;
+    Ok(record)
 }
 
 /// What KATO-DATA holds: the tars, `index.json` for tools, `index.tsv` for the preload

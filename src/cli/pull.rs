@@ -58,22 +58,9 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
     let registry = Registry::new(&options)?;
     let pulled = registry.pull(&reference, architecture(board), &reporter)?;
     let output = &args.output;
-    let temp = kato_image::fsutil::temp_path(output);
-    let written = (|| -> std::io::Result<(String, u64)> {
-        let file = std::fs::File::create(&temp)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let summary = archive::write(&pulled, &mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?;
-        kato_image::fsutil::commit(&temp, output)?;
-        Ok(summary)
-    })();
-    let (sha256, size) = match written {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e).with_context(|| output.display().to_string());
-        }
-    };
+    let written =
+        archive::write_file(&pulled, output).with_context(|| output.display().to_string())?;
+    let (sha256, size) = (written.sha256, written.size);
     let pinned = reference.pinned(&pulled.digest);
     if args.json {
         let summary = serde_json::json!({

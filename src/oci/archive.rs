@@ -214,6 +214,27 @@ pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> 
     Ok((hex(&out.hasher.finalize()), out.written))
 }
 
+/// Writes the archive for `image` to `path`, under a temporary name in the same folder until
+/// it is complete.
+pub fn write_file(image: &PulledImage, path: &Path) -> io::Result<Archive> {
+    let temp = crate::fsutil::temp_path(path);
+    let result = (|| {
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+        let (sha256, size) = write(image, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        crate::fsutil::commit(&temp, path)?;
+        Ok(Archive {
+            path: path.to_path_buf(),
+            sha256,
+            size,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
 enum BlobSource<'a> {
     Bytes(&'a [u8]),
     File(&'a Path),

@@ -94,10 +94,7 @@ pub struct Registry<'a> {
     tokens: Mutex<BTreeMap<String, HeaderValue>>,
 }
 
-enum Attempt {
-    Retry(TransportError),
-    Fail(RegistryError),
-}
+type Attempt = crate::release::transport::Attempt<RegistryError>;
 
 /// Bytes read and hashed at a time.
 const READ_CHUNK: usize = 1 << 20;
@@ -552,31 +549,20 @@ impl<'a> Registry<'a> {
         progress: &dyn Progress,
         mut attempt: impl FnMut(&Self) -> Result<T, Attempt>,
     ) -> Result<T, RegistryError> {
-        let mut failures = 0;
-        loop {
-            match attempt(self) {
-                Ok(value) => return Ok(value),
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(source)) if failures >= self.options.retries => {
-                    return Err(RegistryError::Transport {
-                        reference: reference.to_string(),
-                        source,
-                    });
-                }
-                Err(Attempt::Retry(e)) => {
-                    let delay =
-                        crate::release::transport::backoff(self.options.retry_delay, failures);
-                    failures += 1;
-                    progress.note(&format!(
-                        "{}: {e}; retry {failures} of {} in {:.1}s",
-                        redact(url),
-                        self.options.retries,
-                        delay.as_secs_f64()
-                    ));
-                    std::thread::sleep(delay);
-                }
-            }
-        }
+        let options = self.options;
+        crate::release::transport::retrying(
+            url,
+            options.retries,
+            options.retry_delay,
+            progress,
+            || attempt(self),
+        )
+        .map_err(|e| {
+            e.unwrap_or_else(|source| RegistryError::Transport {
+                reference: reference.to_string(),
+                source,
+            })
+        })
     }
 }
 

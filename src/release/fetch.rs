@@ -148,10 +148,7 @@ struct Session<'a> {
 }
 
 /// Why one download attempt ended early.
-enum Attempt {
-    Retry(TransportError),
-    Fail(ReleaseError),
-}
+type Attempt = crate::release::transport::Attempt<ReleaseError>;
 
 impl From<ReleaseError> for Attempt {
     fn from(e: ReleaseError) -> Self {
@@ -211,28 +208,15 @@ impl Session<'_> {
         url: &str,
         mut attempt: impl FnMut(&mut Self) -> Result<T, Attempt>,
     ) -> Result<T, ReleaseError> {
-        let mut failures = 0;
-        loop {
-            match attempt(self) {
-                Ok(value) => return Ok(value),
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(e)) if failures >= self.options.retries => {
-                    return Err(ReleaseError::Transport(e));
-                }
-                Err(Attempt::Retry(e)) => {
-                    let delay =
-                        crate::release::transport::backoff(self.options.retry_delay, failures);
-                    failures += 1;
-                    self.progress.note(&format!(
-                        "{}: {e}; retry {failures} of {} in {:.1}s",
-                        redact(url),
-                        self.options.retries,
-                        delay.as_secs_f64()
-                    ));
-                    std::thread::sleep(delay);
-                }
-            }
-        }
+        let (options, progress) = (self.options, self.progress);
+        crate::release::transport::retrying(
+            url,
+            options.retries,
+            options.retry_delay,
+            progress,
+            || attempt(self),
+        )
+        .map_err(|e| e.unwrap_or_else(ReleaseError::Transport))
     }
 
     fn artifact(

@@ -296,6 +296,42 @@ pub fn backoff(first: Duration, failures: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// How one try of a download went wrong: worth trying again, or not.
+pub enum Attempt<E> {
+    Retry(TransportError),
+    Fail(E),
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has been retried `retries` times,
+/// waiting `backoff(first_delay, n)` between tries and saying so on `progress`. Running out of
+/// retries gives the last transport error.
+pub fn retrying<T, E>(
+    url: &str,
+    retries: u32,
+    first_delay: Duration,
+    progress: &dyn crate::progress::Progress,
+    mut attempt: impl FnMut() -> Result<T, Attempt<E>>,
+) -> Result<T, Result<E, TransportError>> {
+    let mut failures = 0;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(Attempt::Fail(e)) => return Err(Ok(e)),
+            Err(Attempt::Retry(e)) if failures >= retries => return Err(Err(e)),
+            Err(Attempt::Retry(e)) => {
+                let delay = backoff(first_delay, failures);
+                failures += 1;
+                progress.note(&format!(
+                    "{}: {e}; retry {failures} of {retries} in {:.1}s",
+                    redact(url),
+                    delay.as_secs_f64()
+                ));
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
 /// A URL fit for logs and errors: no user or password, no query (signed URLs carry tokens).
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));

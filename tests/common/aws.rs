@@ -15,20 +15,12 @@ pub struct Aws {
     _children: super::Children,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Aws {
     /// moto plus the proxy; `proxy_args` go to the proxy (`--throttle N`, `--expired`).
     pub fn start(proxy_args: &[&str]) -> Aws {
         let dir = tempfile::tempdir().unwrap();
         let moto = std::env::var("KATO_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let port = free_port();
+        let port = super::free_port();
         let server = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
@@ -37,12 +29,10 @@ impl Aws {
             .spawn()
             .unwrap_or_else(|e| panic!("{moto} ({e}); scripts/install-test-deps installs moto"));
         let mut children = super::Children(vec![server]);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        assert!(
+            super::wait_for_port(port),
+            "moto did not start on port {port}"
+        );
         let mut proxy = Command::new(super::python())
             .arg(super::repo().join("tests/fixtures/moto/recording_proxy.py"))
             .arg("--upstream")
@@ -74,7 +64,7 @@ impl Aws {
 
     /// `kato-image ARGS` with credentials from the environment, pointed at the proxy, and no
     /// way to reach real AWS (no config files, no instance metadata).
-    pub fn kato(&self, args: &[&str]) -> std::process::Output {
+    pub fn kato<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> std::process::Output {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         super::kato()

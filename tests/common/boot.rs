@@ -26,25 +26,32 @@ pub fn mini_release() -> &'static Path {
     })
 }
 
+/// The build flags that take the mini release served at `template` (with its test key) and
+/// write into `out`, caching in `cache`.
+pub fn mini_build_args(template: &str, cache: &Path, out: &Path) -> Vec<std::ffi::OsString> {
+    let keyring = mini_release().join("keyring.asc");
+    [
+        "--release-url".as_ref(),
+        template.as_ref(),
+        "--keyring".as_ref(),
+        keyring.as_os_str(),
+        "--cache".as_ref(),
+        cache.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]
+    .into_iter()
+    .map(std::ffi::OsStr::to_os_string)
+    .collect()
+}
+
 /// `kato-image build --quiet --role all ARGS` from the mini release served at `template`,
 /// with its test key, into `out`; panics with stderr if it fails.
 pub fn build_from_mini(template: &str, cache: &Path, out: &Path, args: &[&str]) {
     let built = super::kato()
-        .args([
-            "build",
-            "--quiet",
-            "--role",
-            "all",
-            "--release-url",
-            template,
-        ])
+        .args(["build", "--quiet", "--role", "all"])
         .args(args)
-        .arg("--keyring")
-        .arg(mini_release().join("keyring.asc"))
-        .arg("--cache")
-        .arg(cache)
-        .arg("--out")
-        .arg(out)
+        .args(mini_build_args(template, cache, out))
         .output()
         .unwrap();
     assert!(

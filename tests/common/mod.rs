@@ -59,6 +59,44 @@ impl Scratch {
     }
 }
 
+/// A port free on 127.0.0.1 right now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether something listens on 127.0.0.1:`port` within 10 s.
+pub fn wait_for_port(port: u16) -> bool {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// `kato-image publish ami IMAGE --dry-run --json [--parent PARENT]`: the upload plan.
+pub fn upload_plan(image: &Path, parent: Option<&Path>) -> serde_json::Value {
+    let mut cmd = kato();
+    cmd.args(["publish", "ami"])
+        .arg(image)
+        .args(["--dry-run", "--json"]);
+    if let Some(parent) = parent {
+        cmd.arg("--parent").arg(parent);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Child processes (servers) killed and reaped when dropped.
 #[derive(Default)]
 pub struct Children(pub Vec<std::process::Child>);

@@ -93,7 +93,7 @@ impl Registry {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("token server said {line:?}"));
         children.0.push(tokens);
-        let port = free_port();
+        let port = super::free_port();
         std::fs::write(
             path("config.yml"),
             format!(
@@ -114,17 +114,15 @@ impl Registry {
             .spawn()
             .expect("docker-registry (Debian package docker-registry)");
         children.0.push(registry);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Registry {
-                    dir,
-                    port,
-                    _children: children,
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            super::wait_for_port(port),
+            "docker-registry did not start on port {port}"
+        );
+        Registry {
+            dir,
+            port,
+            _children: children,
         }
-        panic!("docker-registry did not start on port {port}");
     }
 
     pub fn host(&self) -> String {
@@ -164,14 +162,6 @@ impl Registry {
             .join(hex)
             .join("data")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -3,7 +3,6 @@
 //! with backoff), then CompleteSnapshot with the changed-block count and the LINEAR aggregate.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -176,12 +175,6 @@ fn client_token(plan: &UploadPlan, spec: &SnapshotSpec) -> String {
 
 fn read_block(image: &File, size: u64, index: u64) -> Result<Vec<u8>, AmiError> {
     let mut data = vec![0u8; BLOCK as usize];
-    let start = index * BLOCK;
-    if start < size {
-        let len = (size - start).min(BLOCK) as usize;
-        image
-            .read_exact_at(&mut data[..len], start)
-            .map_err(AmiError::Read)?;
-    }
+    super::plan::read_block(image, size, index, &mut data).map_err(AmiError::Read)?;
     Ok(data)
 }

@@ -124,7 +124,7 @@ impl Ec2 {
                 request = request.header(name, value);
             }
             let outcome = request.send().await;
-            let retry = match outcome {
+            match outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let text = response.text().await.unwrap_or_default();
@@ -150,17 +150,15 @@ impl Ec2 {
                             message: format!("HTTP {status} {code}: {message}"),
                         });
                     }
-                    format!("HTTP {status} {code}")
                 }
-                Err(e) if failures < self.retries => e.to_string(),
+                Err(_) if failures < self.retries => {}
                 Err(e) => {
                     return Err(AmiError::Aws {
                         call: action,
                         message: e.without_url().to_string(),
                     });
                 }
-            };
-            let _ = retry;
+            }
             tokio::time::sleep(crate::release::transport::backoff(
                 Duration::from_millis(500),
                 failures,

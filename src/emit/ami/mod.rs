@@ -88,6 +88,15 @@ pub async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, A
     Ok(config)
 }
 
+/// The runtime the blocking entry points run the SDK on.
+fn runtime() -> Result<tokio::runtime::Runtime, AmiError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(AmiError::Runtime)
+}
+
 /// What `publish_snapshot` needs.
 pub struct SnapshotUpload<'a> {
     pub image: &'a std::path::Path,
@@ -103,12 +112,7 @@ pub fn publish_snapshot(
     request: &SnapshotUpload,
     progress: &dyn Progress,
 ) -> Result<UploadedSnapshot, AmiError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(AmiError::Runtime)?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let config = sdk_config(request.region).await?;
         upload_with(&config, request, &request.spec, progress).await
     })
@@ -218,12 +222,7 @@ pub fn base_snapshot(
     wait: std::time::Duration,
     progress: &dyn Progress,
 ) -> Result<(String, bool), AmiError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(AmiError::Runtime)?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let config = sdk_config(upload.region).await?;
         let region = config
             .region()
@@ -278,15 +277,20 @@ async fn upload_with(
 /// The tag that makes publishing idempotent.
 pub const BUILD_ID_TAG: &str = "kato:build-id";
 
+impl RegionImage {
+    fn new(region: &str, image_id: String, reused: bool) -> Self {
+        RegionImage {
+            region: region.to_string(),
+            image_id,
+            reused,
+        }
+    }
+}
+
 /// Uploads the image (unless an AMI of this build exists), registers it, tags it, copies it
 /// to the other regions and, if asked, makes every copy public.
 pub fn publish_ami(request: &AmiPublish, progress: &dyn Progress) -> Result<AmiRecord, AmiError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(AmiError::Runtime)?;
-    runtime.block_on(publish_ami_async(request, progress))
+    runtime()?.block_on(publish_ami_async(request, progress))
 }
 
 async fn publish_ami_async(
@@ -311,14 +315,7 @@ async fn publish_ami_async(
                 "{region}: {image_id} ({state}) is already this build ({}); reusing it",
                 identity.build_id
             ));
-            (
-                RegionImage {
-                    region: region.clone(),
-                    image_id,
-                    reused: true,
-                },
-                None,
-            )
+            (RegionImage::new(&region, image_id, true), None)
         }
         None => {
             let mut spec = upload.spec.clone();
@@ -346,14 +343,7 @@ async fn publish_ami_async(
                 .await?;
             ec2.create_tags(&[&image_id], &tags).await?;
             progress.note(&format!("{region}: registered {image_id}"));
-            (
-                RegionImage {
-                    region: region.clone(),
-                    image_id,
-                    reused: false,
-                },
-                Some(snapshot),
-            )
+            (RegionImage::new(&region, image_id, false), Some(snapshot))
         }
     };
     let mut copies = Vec::new();
@@ -364,11 +354,7 @@ async fn publish_ami_async(
                 progress.note(&format!(
                     "{target}: {image_id} is already this build; reusing it"
                 ));
-                RegionImage {
-                    region: target.clone(),
-                    image_id,
-                    reused: true,
-                }
+                RegionImage::new(target, image_id, true)
             }
             None => {
                 let image_id = there
@@ -382,11 +368,7 @@ async fn publish_ami_async(
                 // Tags are copied by EC2 only on request and not everywhere: set them.
                 there.create_tags(&[&image_id], &tags).await?;
                 progress.note(&format!("{target}: copied as {image_id}"));
-                RegionImage {
-                    region: target.clone(),
-                    image_id,
-                    reused: false,
-                }
+                RegionImage::new(target, image_id, false)
             }
         };
         wait_for(&request.wait, "image", &copy.image_id, "available", || {

@@ -77,7 +77,7 @@ fn written_blocks(file: &File, size: u64) -> io::Result<Vec<u64>> {
 }
 
 /// Reads block `index` of `file` (zeros past its end) into `buffer`.
-fn read_block(file: &File, size: u64, index: u64, buffer: &mut [u8]) -> io::Result<()> {
+pub(super) fn read_block(file: &File, size: u64, index: u64, buffer: &mut [u8]) -> io::Result<()> {
     buffer.fill(0);
     let start = index * BLOCK;
     if start < size {
