@@ -207,8 +207,29 @@ impl Partial {
         }
     }
 
-    pub fn record(&self, meta: &PartialMeta) -> io::Result<()> {
-        fsutil::write_atomic(&self.meta, &serde_json::to_vec(meta).expect("serialises"))
+    /// Records that the bytes about to be written come from `url` as of `validator`, and opens
+    /// the data file cut to the `start` bytes being kept.
+    pub fn resume(
+        &self,
+        url: &str,
+        validator: Option<String>,
+        start: u64,
+    ) -> Result<File, CacheError> {
+        let meta = PartialMeta {
+            url: url.to_string(),
+            validator,
+        };
+        fsutil::write_atomic(&self.meta, &serde_json::to_vec(&meta).expect("serialises"))
+            .map_err(error(&self.meta))?;
+        let data = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.data)
+            .map_err(error(&self.data))?;
+        data.set_len(start).map_err(error(&self.data))?;
+        Ok(data)
     }
 
     pub fn discard(&self) {

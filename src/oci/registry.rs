@@ -3,7 +3,7 @@
 //! never used, or even named by its digest, before the check passes.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{self, Challenge, Credentials};
 use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::reference::{Reference, check_digest};
-use crate::cache::{Cache, PartialMeta, hex};
+use crate::cache::{Cache, hex};
 use crate::progress::Progress;
 use crate::release::transport::{Transport, TransportError, TransportOptions, redact};
 
@@ -325,20 +325,14 @@ impl<'a> Registry<'a> {
                 validator.as_deref(),
                 &HeaderMap::new(),
             )?;
-            partial
-                .record(&PartialMeta {
-                    url: url.clone(),
-                    validator: body.validator.clone(),
-                })
-                .map_err(io(&partial.meta))?;
-            let mut out = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&partial.data)
-                .map_err(io(&partial.data))?;
-            out.set_len(body.start).map_err(io(&partial.data))?;
+            let mut out = partial
+                .resume(&url, body.validator.clone(), body.start)
+                .map_err(|e| {
+                    Attempt::Fail(RegistryError::Io {
+                        path: e.path,
+                        source: e.source,
+                    })
+                })?;
             if body.start > 0 {
                 progress.note(&format!("{}: resuming at byte {}", blob.digest, body.start));
             }

@@ -2,7 +2,6 @@
 //! refuse an untrusted signer before downloading, stream the file to disk while hashing it
 //! (SHA-512 here, the signature's hash on the other core), and only then cache it.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use sha2::Digest;
 use super::digests::{self, DigestsError};
 use super::transport::{Transport, TransportError, TransportOptions, redact};
 use super::{ArtifactKind, ReleaseSpec, board_name, channel_name, is_version, parse_version_txt};
-use crate::cache::{ArtifactRecord, Cache, CacheError, PartialMeta, ReleaseKey, hex};
+use crate::cache::{ArtifactRecord, Cache, CacheError, ReleaseKey, hex};
 use crate::io::Sha512Pipe;
 use crate::progress::Progress;
 use crate::verify::{Keyring, SignatureInfo, Signer, VerifyError, parse_detached};
@@ -383,20 +382,14 @@ impl Session<'_> {
             self.progress
                 .note(&format!("{file}: resuming at byte {}", body.start));
         }
-        partial
-            .record(&PartialMeta {
-                url: url.to_string(),
-                validator: body.validator.clone(),
-            })
-            .map_err(io)?;
-        let mut out = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&partial.data)
-            .map_err(io)?;
-        out.set_len(body.start).map_err(io)?;
+        let mut out = partial
+            .resume(url, body.validator.clone(), body.start)
+            .map_err(|e| {
+                Attempt::Fail(ReleaseError::Io {
+                    path: e.path,
+                    source: e.source,
+                })
+            })?;
         self.progress.start(file, body.total);
         let progress = self.progress;
         let result = std::thread::scope(|scope| {

@@ -223,12 +223,7 @@ pub fn base_snapshot(
     progress: &dyn Progress,
 ) -> Result<(String, bool), AmiError> {
     runtime()?.block_on(async {
-        let config = sdk_config(upload.region).await?;
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or(AmiError::NoRegion)?;
-        let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
+        let (config, region, ec2) = connect(upload).await?;
         if let Some(id) = ec2.find_snapshot(BASE_TAG, base_sha512).await? {
             progress.note(&format!(
                 "{region}: base snapshot {id} already holds this vendor image"
@@ -248,6 +243,19 @@ pub fn base_snapshot(
         .await?;
         Ok((snapshot.snapshot_id, false))
     })
+}
+
+/// The SDK configuration, its region and an EC2 client for that region.
+async fn connect(
+    upload: &SnapshotUpload<'_>,
+) -> Result<(aws_config::SdkConfig, String, ec2::Ec2), AmiError> {
+    let config = sdk_config(upload.region).await?;
+    let region = config
+        .region()
+        .map(|r| r.to_string())
+        .ok_or(AmiError::NoRegion)?;
+    let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
+    Ok((config, region, ec2))
 }
 
 /// Plans and uploads `upload.image` with `spec`.
@@ -300,12 +308,7 @@ async fn publish_ami_async(
     let upload = &request.upload;
     let identity = &request.identity;
     let settings = &request.settings;
-    let config = sdk_config(upload.region).await?;
-    let region = config
-        .region()
-        .map(|r| r.to_string())
-        .ok_or(AmiError::NoRegion)?;
-    let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
+    let (config, region, ec2) = connect(upload).await?;
     let mut tags = identity.tags.clone();
     tags.push((BUILD_ID_TAG.into(), identity.build_id.clone()));
 
