@@ -179,17 +179,10 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
 #[test]
 fn expired_credentials_are_named_in_one_line_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("small.raw");
-    let file = std::fs::File::create(&image).unwrap();
-    file.set_len(4 << 20).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, b"data", 1 << 20).unwrap();
+    let image = small_image(dir.path());
     let aws = Aws::start(&["--expired"]);
     let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
-    no_secret(&out);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("credentials have expired"), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    one_line_error(&out, "credentials have expired");
 }
 
 fn calls<'a>(requests: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
@@ -385,4 +378,93 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         "nothing uploaded again"
     );
     assert_eq!(again[0]["ami"]["image"]["reused"], true);
+}
+
+/// A 4 MiB sparse image with one block of data, and a build manifest beside it: enough for
+/// tests about the AWS side alone.
+fn small_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let image = dir.join("small.raw");
+    let file = std::fs::File::create(&image).unwrap();
+    file.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"data", 1 << 20).unwrap();
+    let manifest = serde_json::json!({
+        "role": "small",
+        "build_id": "b-small",
+        "base": {"version": "1.2.3", "board": "amd64-usr", "channel": "stable"},
+    });
+    std::fs::write(
+        dir.join("small.manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    image
+}
+
+fn one_line_error(out: &std::process::Output, expected: &str) {
+    no_secret(out);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(expected), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn pending_snapshots_are_waited_for_and_a_wait_can_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let image = image.to_str().unwrap();
+    let aws = Aws::start_with(&["--complete-after", "3"], &[]);
+
+    let record = json(&aws.kato(&["publish", "ami", image, "--json", "--quiet"]));
+    assert_eq!(record["snapshot"]["status"], "completed");
+    let snapshot = record["snapshot"]["snapshot_id"].as_str().unwrap();
+    let requests = aws.requests();
+    let polls: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r["form"]["Action"] == "DescribeSnapshots" && r["form"]["SnapshotId.1"] == snapshot
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(polls.len() >= 2, "polled while pending: {polls:?}");
+    let register = requests
+        .iter()
+        .position(|r| r["form"]["Action"] == "RegisterImage")
+        .expect("registered");
+    assert!(
+        register > *polls.last().unwrap(),
+        "registered after completion"
+    );
+
+    let out = aws.kato(&[
+        "publish",
+        "snapshot",
+        image,
+        "--wait",
+        "--wait-timeout",
+        "1",
+        "--quiet",
+    ]);
+    one_line_error(&out, "is still pending after 1 s");
+}
+
+#[test]
+fn a_failed_snapshot_is_reported_and_nothing_is_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let aws = Aws::start_with(&["--complete-as", "error"], &[]);
+    let out = aws.kato(&["publish", "ami", image.to_str().unwrap(), "--quiet"]);
+    one_line_error(&out, "is in state error");
+    assert!(calls(&aws.requests(), "RegisterImage").is_empty());
+}
+
+#[test]
+fn a_block_size_other_than_ebs_is_refused_before_any_block_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let aws = Aws::start_with(&["--ebs-block-size", "512"], &[]);
+    let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
+    one_line_error(&out, "block size 512");
+    assert!(sent_blocks(&aws.requests()).is_empty());
 }

@@ -103,6 +103,8 @@ pub struct AmiTarget {
     pub region: Option<String>,
     pub workers: usize,
     pub retries: u32,
+    /// How long to wait for snapshots to complete and copies to become available.
+    pub wait: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -233,16 +235,11 @@ fn publish_base(
             timeout_minutes: 60,
         },
     };
-    let (snapshot, _) = ami::base_snapshot(
-        &upload,
-        &artifact.sha512,
-        std::time::Duration::from_secs(30 * 60),
-        progress,
-    )
-    .map_err(|source| BuildError::Ami {
-        role: "(base)".into(),
-        source,
-    })?;
+    let (snapshot, _) = ami::base_snapshot(&upload, &artifact.sha512, target.wait, progress)
+        .map_err(|source| BuildError::Ami {
+            role: "(base)".into(),
+            source,
+        })?;
     Ok(snapshot)
 }
 
@@ -315,7 +312,7 @@ fn publish_ami(
             regions: settings.regions.clone(),
         },
         identity,
-        wait: std::time::Duration::from_secs(30 * 60),
+        wait: target.wait,
     };
     let record = ami::publish_ami(&request, progress).map_err(|source| BuildError::Ami {
         role: manifest.role.clone(),

@@ -43,6 +43,9 @@ pub struct BuildArgs {
     /// Snapshot blocks uploaded at once (`--output ami`).
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub upload_workers: usize,
+    /// Seconds to wait (`--output ami`) for the snapshot to complete and region copies to become available.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub wait_timeout: u64,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +107,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 region: args.region.clone(),
                 workers: args.upload_workers,
                 retries: options.retries,
+                wait: std::time::Duration::from_secs(args.wait_timeout),
             }),
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);

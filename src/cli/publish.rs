@@ -1,6 +1,5 @@
-//! `kato-image publish`: `snapshot` uploads a raw image to an EBS snapshot; `ami --dry-run`
-//! prints the upload plan. Registering AMIs and copying them to regions is not built yet,
-//! and `publish ami` says so.
+//! `kato-image publish`: `snapshot` uploads a raw image to an EBS snapshot; `ami` does that,
+//! registers the AMI and copies it to regions, or with `--dry-run` prints the upload plan.
 
 use std::path::PathBuf;
 
@@ -12,7 +11,7 @@ use super::progress::bytes;
 
 #[derive(Subcommand, Debug)]
 pub enum PublishCommand {
-    /// Upload a raw image to an EBS snapshot and register it as an AMI (only `--dry-run` so far).
+    /// Upload a raw image to an EBS snapshot, register it as an AMI and copy it to regions.
     Ami(AmiArgs),
     /// Upload a raw image straight to an EBS snapshot (EBS direct APIs; AWS credentials from
     /// the standard chain, AWS_ENDPOINT_URL honoured).
@@ -47,6 +46,17 @@ pub struct SnapshotArgs {
     /// Encrypt with this KMS key.
     #[arg(long, value_name = "ARN")]
     pub kms_key: Option<String>,
+    /// Wait for the snapshot to complete.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds `--wait` waits at most.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1800,
+        requires = "wait"
+    )]
+    pub wait_timeout: u64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +109,9 @@ pub struct AmiArgs {
     /// Attempts after a throttled or failed request (with backoff).
     #[arg(long, default_value_t = 8)]
     pub retries: u32,
+    /// Seconds to wait for the snapshot to complete and region copies to become available.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub wait_timeout: u64,
     /// Print the plan (blocks, bytes, checksums) and call nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -146,7 +159,10 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         },
     };
     let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
-    let uploaded = ami::publish_snapshot(&request, &reporter)
+    let wait = args
+        .wait
+        .then(|| std::time::Duration::from_secs(args.wait_timeout));
+    let uploaded = ami::publish_snapshot(&request, wait, &reporter)
         .with_context(|| args.image.display().to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&uploaded)?);
@@ -293,7 +309,7 @@ fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
             public: args.public,
             regions: args.regions.clone(),
         },
-        wait: std::time::Duration::from_secs(30 * 60),
+        wait: std::time::Duration::from_secs(args.wait_timeout),
     };
     let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
     let record =

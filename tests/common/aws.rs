@@ -18,16 +18,29 @@ pub struct Aws {
 impl Aws {
     /// moto plus the proxy; `proxy_args` go to the proxy (`--throttle N`, `--expired`).
     pub fn start(proxy_args: &[&str]) -> Aws {
+        Aws::start_with(&[], proxy_args)
+    }
+
+    /// Like `start`, with `moto_args` for tests/fixtures/moto/server.py, which runs moto with
+    /// EBS's block size and snapshots that stay pending until completed
+    /// (`--complete-after S`, `--complete-as STATE`, `--ebs-block-size N`).
+    pub fn start_with(moto_args: &[&str], proxy_args: &[&str]) -> Aws {
         let dir = tempfile::tempdir().unwrap();
-        let moto = std::env::var("KATO_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let port = super::free_port();
-        let server = Command::new(&moto)
+        let server = Command::new(super::python())
+            .arg(super::repo().join("tests/fixtures/moto/server.py"))
+            .args(moto_args)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{moto} ({e}); scripts/install-test-deps installs moto"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} ({e}); scripts/install-test-deps installs moto",
+                    super::python()
+                )
+            });
         let mut children = super::Children(vec![server]);
         assert!(
             super::wait_for_port(port),

@@ -74,6 +74,14 @@ pub async fn upload(
         .snapshot_id()
         .ok_or_else(|| AmiError::Answer("StartSnapshot returned no snapshot ID".into()))?
         .to_string();
+    // Our blocks are EBS's documented 512 KiB; a service that answers another size would
+    // store every block at the wrong offset.
+    if let Some(size) = started.block_size().filter(|&s| s as u64 != BLOCK) {
+        return Err(AmiError::Answer(format!(
+            "StartSnapshot answered block size {size} for {snapshot_id}; EBS writes {BLOCK}-byte \
+             blocks, so nothing was sent (the snapshot expires unfinished)"
+        )));
+    }
     progress.note(&format!("snapshot {snapshot_id} started"));
     progress.start(&snapshot_id, Some(plan.bytes()));
 

@@ -1,6 +1,7 @@
-//! AMIs on EC2, uploaded straight to EBS snapshots with the EBS direct APIs. Built so far: the
-//! upload plan (which 512 KiB blocks, with or without a parent snapshot, and the checksums EBS
-//! is told) and the snapshot upload itself. Registering the AMI is not built yet.
+//! AMIs on EC2, uploaded straight to EBS snapshots with the EBS direct APIs: the upload plan
+//! (which 512 KiB blocks, with or without a parent snapshot, and the checksums EBS is told),
+//! the snapshot upload (`ebs`), then RegisterImage, copies to other regions and launch
+//! permissions through a small EC2 Query client (`ec2`), found again by tags on later runs.
 
 pub mod ebs;
 pub mod ec2;
@@ -107,15 +108,36 @@ pub struct SnapshotUpload<'a> {
     pub spec: SnapshotSpec,
 }
 
-/// Plans and uploads one snapshot, blocking (a runtime of its own).
+/// Plans and uploads one snapshot, blocking (a runtime of its own); with `wait`, waits that
+/// long at most for it to complete.
 pub fn publish_snapshot(
     request: &SnapshotUpload,
+    wait: Option<std::time::Duration>,
     progress: &dyn Progress,
 ) -> Result<UploadedSnapshot, AmiError> {
     runtime()?.block_on(async {
-        let config = sdk_config(request.region).await?;
-        upload_with(&config, request, &request.spec, progress).await
+        let (config, _, ec2) = connect(request).await?;
+        let mut snapshot = upload_with(&config, request, &request.spec, progress).await?;
+        if let Some(limit) = wait {
+            wait_completed(&ec2, &mut snapshot, &limit).await?;
+        }
+        Ok(snapshot)
     })
+}
+
+/// Waits for an uploaded snapshot to leave `pending`, for `limit` at most.
+async fn wait_completed(
+    ec2: &ec2::Ec2,
+    snapshot: &mut UploadedSnapshot,
+    limit: &std::time::Duration,
+) -> Result<(), AmiError> {
+    let id = snapshot.snapshot_id.clone();
+    wait_for(limit, "snapshot", &id, "completed", || {
+        ec2.snapshot_state(&id)
+    })
+    .await?;
+    snapshot.status = "completed".into();
+    Ok(())
 }
 
 /// How the AMI is registered.
@@ -232,15 +254,8 @@ pub fn base_snapshot(
         }
         let mut spec = upload.spec.clone();
         spec.tags.push((BASE_TAG.into(), base_sha512.to_string()));
-        let snapshot = upload_with(&config, upload, &spec, progress).await?;
-        wait_for(
-            &wait,
-            "snapshot",
-            &snapshot.snapshot_id,
-            "completed",
-            || ec2.snapshot_state(&snapshot.snapshot_id),
-        )
-        .await?;
+        let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
+        wait_completed(&ec2, &mut snapshot, &wait).await?;
         Ok((snapshot.snapshot_id, false))
     })
 }
@@ -323,15 +338,8 @@ async fn publish_ami_async(
         None => {
             let mut spec = upload.spec.clone();
             spec.tags.extend(tags.iter().cloned());
-            let snapshot = upload_with(&config, upload, &spec, progress).await?;
-            wait_for(
-                &request.wait,
-                "snapshot",
-                &snapshot.snapshot_id,
-                "completed",
-                || ec2.snapshot_state(&snapshot.snapshot_id),
-            )
-            .await?;
+            let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
+            wait_completed(&ec2, &mut snapshot, &request.wait).await?;
             let image_id = ec2
                 .register_image(&ec2::RegisterSpec {
                     name: identity.name.clone(),
@@ -409,6 +417,8 @@ where
     Fut: std::future::Future<Output = Result<String, AmiError>>,
 {
     let started = std::time::Instant::now();
+    // Snapshots of a few GiB take minutes on EBS: poll soon, then every 15 s like AWS's waiters.
+    let mut pause = std::time::Duration::from_secs(2);
     loop {
         let now = state().await?;
         if now == wanted {
@@ -423,6 +433,7 @@ where
                 limit.as_secs()
             )));
         }
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(15));
     }
 }
