@@ -4,15 +4,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The mini release, made once per test binary.
+/// The mini release, made once per test binary. Statics are never dropped, so it lives in the
+/// target's temporary folder under the process ID, and each binary removes the copies of
+/// binaries that have ended.
 pub fn mini_release() -> &'static Path {
     static RELEASE: OnceLock<PathBuf> = OnceLock::new();
     RELEASE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("kato-mini-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_ended(parent);
+        let dir = parent.join(format!("{MINI_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let out = Command::new(super::repo().join("scripts/mini-release"))
             .arg(&dir)
             .output()
@@ -24,6 +26,21 @@ pub fn mini_release() -> &'static Path {
         );
         dir
     })
+}
+
+const MINI_PREFIX: &str = "kato-mini-";
+
+/// Removes the mini releases of test processes that no longer run.
+fn remove_ended(parent: &Path) {
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(MINI_PREFIX)) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The build flags that take the mini release served at `template` (with its test key) and
