@@ -126,10 +126,23 @@ pub async fn upload(
     }
     let mut failure = None;
     let mut reported = 0;
-    while let Some(joined) = workers.join_next().await {
+    let mut report = || {
         let now = sent.load(Ordering::Relaxed);
         progress.advance(now - reported);
         reported = now;
+    };
+    // Workers end only when the blocks run out, so progress is read on a clock too.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        let joined = tokio::select! {
+            joined = workers.join_next() => joined,
+            _ = tick.tick() => {
+                report();
+                continue;
+            }
+        };
+        report();
+        let Some(joined) = joined else { break };
         match joined {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -119,7 +119,7 @@ pub fn publish_snapshot(
         let (config, _, ec2) = connect(request).await?;
         let mut snapshot = upload_with(&config, request, &request.spec, progress).await?;
         if let Some(limit) = wait {
-            wait_completed(&ec2, &mut snapshot, &limit).await?;
+            wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
         }
         Ok(snapshot)
     })
@@ -130,9 +130,10 @@ async fn wait_completed(
     ec2: &ec2::Ec2,
     snapshot: &mut UploadedSnapshot,
     limit: &std::time::Duration,
+    progress: &dyn Progress,
 ) -> Result<(), AmiError> {
     let id = snapshot.snapshot_id.clone();
-    wait_for(limit, "snapshot", &id, "completed", || {
+    wait_for(limit, "snapshot", &id, "completed", progress, || {
         ec2.snapshot_state(&id)
     })
     .await?;
@@ -255,7 +256,7 @@ pub fn base_snapshot(
         let mut spec = upload.spec.clone();
         spec.tags.push((BASE_TAG.into(), base_sha512.to_string()));
         let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
-        wait_completed(&ec2, &mut snapshot, &wait).await?;
+        wait_completed(&ec2, &mut snapshot, &wait, progress).await?;
         Ok((snapshot.snapshot_id, false))
     })
 }
@@ -339,7 +340,7 @@ async fn publish_ami_async(
             let mut spec = upload.spec.clone();
             spec.tags.extend(tags.iter().cloned());
             let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
-            wait_completed(&ec2, &mut snapshot, &request.wait).await?;
+            wait_completed(&ec2, &mut snapshot, &request.wait, progress).await?;
             let image_id = ec2
                 .register_image(&ec2::RegisterSpec {
                     name: identity.name.clone(),
@@ -382,9 +383,14 @@ async fn publish_ami_async(
                 RegionImage::new(target, image_id, false)
             }
         };
-        wait_for(&request.wait, "image", &copy.image_id, "available", || {
-            there.image_state(&copy.image_id)
-        })
+        wait_for(
+            &request.wait,
+            "image",
+            &copy.image_id,
+            "available",
+            progress,
+            || there.image_state(&copy.image_id),
+        )
         .await?;
         if settings.public {
             there.make_public(&copy.image_id).await?;
@@ -405,11 +411,14 @@ async fn publish_ami_async(
 }
 
 /// Polls `state` until it says `wanted`, for at most `limit`.
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn wait_for<F, Fut>(
     limit: &std::time::Duration,
     what: &str,
     id: &str,
     wanted: &str,
+    progress: &dyn Progress,
     mut state: F,
 ) -> Result<(), AmiError>
 where
@@ -418,7 +427,7 @@ where
 {
     let started = std::time::Instant::now();
     // Snapshots of a few GiB take minutes on EBS: poll soon, then every 15 s like AWS's waiters.
-    let mut pause = std::time::Duration::from_secs(2);
+    let mut pause = FIRST_PAUSE;
     loop {
         let now = state().await?;
         if now == wanted {
@@ -426,6 +435,12 @@ where
         }
         if now == "error" || now == "failed" {
             return Err(AmiError::Answer(format!("{what} {id} is in state {now}")));
+        }
+        if pause == FIRST_PAUSE {
+            progress.note(&format!(
+                "{what} {id} is {now}; waiting up to {} s for {wanted}",
+                limit.as_secs()
+            ));
         }
         if started.elapsed() > *limit {
             return Err(AmiError::Answer(format!(
