@@ -295,6 +295,32 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
     assert!(
         calls(&requests, "RegisterImage").is_empty() && calls(&requests, "CopyImage").is_empty()
     );
+    // Worker with master as its parent image: master's snapshot is found by master's build ID.
+    aws.clear();
+    let worker = out.path().join("worker.raw");
+    let result = aws.kato(&[
+        "publish",
+        "ami",
+        worker.to_str().unwrap(),
+        "--parent",
+        master.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
+    let on_master = json(&result);
+    let requests = aws.requests();
+    let start = requests
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
+        .expect("StartSnapshot");
+    assert_eq!(start["json"]["ParentSnapshotId"], snapshot);
+    assert_eq!(on_master["snapshot"]["parent_snapshot_id"], snapshot);
+    let sent = sent_blocks(&requests).len() as u64;
+    let master_blocks = record["snapshot"]["changed_blocks"].as_u64().unwrap();
+    assert!(
+        sent * 10 < master_blocks,
+        "worker sent {sent} blocks on master's {master_blocks}"
+    );
 }
 
 #[test]
@@ -467,4 +493,18 @@ fn a_block_size_other_than_ebs_is_refused_before_any_block_is_sent() {
     let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
     one_line_error(&out, "block size 512");
     assert!(sent_blocks(&aws.requests()).is_empty());
+}
+
+#[test]
+fn a_parent_image_whose_snapshot_is_not_found_is_named_before_any_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let image = image.to_str().unwrap();
+    let aws = Aws::start(&[]);
+    let out = aws.kato(&["publish", "ami", image, "--parent", image, "--quiet"]);
+    one_line_error(&out, "no completed snapshot tagged kato:build-id=b-small");
+    assert!(
+        aws.requests().iter().all(|r| r["path"] != "/snapshots"),
+        "no snapshot started"
+    );
 }

@@ -313,6 +313,7 @@ fn publish_ami(
         },
         identity,
         wait: target.wait,
+        parent_build_id: None,
     };
     let record = ami::publish_ami(&request, progress).map_err(|source| BuildError::Ami {
         role: manifest.role.clone(),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use kato_image::emit::ami;
 
@@ -74,6 +74,8 @@ pub struct AmiArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
     /// The image the parent snapshot was made from: only blocks that differ from it are sent.
+    /// Its snapshot is `--parent-snapshot`, or else the one tagged with the build ID in the
+    /// parent's manifest (`IMAGE` with `.manifest.json`), as `publish ami` tags them.
     #[arg(long, value_name = "IMAGE")]
     pub parent: Option<PathBuf>,
     /// The snapshot `--parent` was uploaded to.
@@ -236,6 +238,31 @@ fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A build manifest read for publishing: its bytes (their digest is a tag) and its fields.
+struct ManifestFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    value: serde_json::Value,
+}
+
+impl ManifestFile {
+    /// `what` names the file in errors and says how to do without it.
+    fn read(path: PathBuf, what: &str) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(&path).with_context(|| format!("{}: {what}", path.display()))?;
+        let value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a kato-image manifest", path.display()))?;
+        Ok(ManifestFile { path, bytes, value })
+    }
+
+    fn field(&self, pointer: &str) -> anyhow::Result<String> {
+        self.value
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("{}: no `{pointer}`", self.path.display()))
+    }
+}
+
 /// The AMI's name, description and tags from the build manifest; the architecture from its
 /// board.
 fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
@@ -244,28 +271,15 @@ fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
         .manifest
         .clone()
         .unwrap_or_else(|| args.image.with_extension("manifest.json"));
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "{}: the build manifest (or pass --manifest)",
-            path.display()
-        )
-    })?;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not a kato-image manifest", path.display()))?;
-    let field = |pointer: &str| -> anyhow::Result<String> {
-        manifest
-            .pointer(pointer)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .with_context(|| format!("{}: no `{pointer}`", path.display()))
-    };
+    let manifest = ManifestFile::read(path, "the build manifest (or pass --manifest)")?;
+    let field = |pointer: &str| manifest.field(pointer);
     let (role, build_id) = (field("/role")?, field("/build_id")?);
     let (version, board, channel) = (
         field("/base/version")?,
         field("/base/board")?,
         field("/base/channel")?,
     );
-    let manifest_sha256 = kato_image::cache::hex(&sha2::Sha256::digest(&bytes));
+    let manifest_sha256 = kato_image::cache::hex(&sha2::Sha256::digest(&manifest.bytes));
     let facts = ami::BuildFacts {
         role: &role,
         build_id: &build_id,
@@ -278,12 +292,18 @@ fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
 }
 
 fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
-    if args.parent.is_some() != args.parent_snapshot.is_some() {
-        bail!(
-            "--parent and --parent-snapshot go together: the image and the snapshot made from it"
-        );
-    }
     let (identity, architecture) = identity(&args)?;
+    // A parent without its snapshot: the parent's build ID finds the snapshot by tag.
+    let parent_build_id = match (&args.parent, &args.parent_snapshot) {
+        (Some(parent), None) => Some(
+            ManifestFile::read(
+                parent.with_extension("manifest.json"),
+                "the parent's build manifest (or pass --parent-snapshot)",
+            )?
+            .field("/build_id")?,
+        ),
+        _ => None,
+    };
     let request = ami::AmiPublish {
         upload: ami::SnapshotUpload {
             image: &args.image,
@@ -310,6 +330,7 @@ fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
             regions: args.regions.clone(),
         },
         wait: std::time::Duration::from_secs(args.wait_timeout),
+        parent_build_id,
     };
     let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
     let record =

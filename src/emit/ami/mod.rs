@@ -212,6 +212,9 @@ pub struct AmiPublish<'a> {
     pub settings: AmiSettings,
     /// How long to wait for the snapshot to complete and copies to become available.
     pub wait: std::time::Duration,
+    /// With a parent image but no parent snapshot: the parent's build ID, whose snapshot is
+    /// found by its `kato:build-id` tag.
+    pub parent_build_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -339,6 +342,17 @@ async fn publish_ami_async(
         None => {
             let mut spec = upload.spec.clone();
             spec.tags.extend(tags.iter().cloned());
+            if let (None, Some(parent)) = (&spec.parent_snapshot_id, &request.parent_build_id) {
+                let found = ec2.find_snapshot(BUILD_ID_TAG, parent).await?;
+                let id = found.ok_or_else(|| {
+                    AmiError::Answer(format!(
+                        "{region}: no completed snapshot tagged {BUILD_ID_TAG}={parent} (the \
+                         parent's build); publish the parent first or pass --parent-snapshot"
+                    ))
+                })?;
+                progress.note(&format!("{region}: on {id}, the parent's snapshot"));
+                spec.parent_snapshot_id = Some(id);
+            }
             let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
             wait_completed(&ec2, &mut snapshot, &request.wait, progress).await?;
             let image_id = ec2
