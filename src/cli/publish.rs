@@ -75,7 +75,8 @@ pub struct AmiArgs {
     pub manifest: Option<PathBuf>,
     /// The image the parent snapshot was made from: only blocks that differ from it are sent.
     /// Its snapshot is `--parent-snapshot`, or else the one tagged with the build ID in the
-    /// parent's manifest (`IMAGE` with `.manifest.json`), as `publish ami` tags them.
+    /// parent's manifest (`IMAGE` with `.manifest.json`), as `publish ami` tags them (in the
+    /// region the parent was published to; its copies' snapshots carry no tags).
     #[arg(long, value_name = "IMAGE")]
     pub parent: Option<PathBuf>,
     /// The snapshot `--parent` was uploaded to.

@@ -44,7 +44,9 @@ impl Aws {
         let mut children = super::Children(vec![server]);
         assert!(
             super::wait_for_port(port),
-            "moto did not start on port {port}"
+            "moto did not start on port {port}: is it installed for {} \
+             (`eval \"$(scripts/install-test-deps)\"` sets KATO_TEST_PYTHON)?",
+            super::python()
         );
         let mut proxy = Command::new(super::python())
             .arg(super::repo().join("tests/fixtures/moto/recording_proxy.py"))

@@ -116,11 +116,13 @@ pub fn publish_snapshot(
     progress: &dyn Progress,
 ) -> Result<UploadedSnapshot, AmiError> {
     runtime()?.block_on(async {
+        let Some(limit) = wait else {
+            let config = sdk_config(request.region).await?;
+            return upload_with(&config, request, &request.spec, progress).await;
+        };
         let (config, _, ec2) = connect(request).await?;
         let mut snapshot = upload_with(&config, request, &request.spec, progress).await?;
-        if let Some(limit) = wait {
-            wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
-        }
+        wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
         Ok(snapshot)
     })
 }
@@ -424,9 +426,9 @@ async fn publish_ami_async(
     })
 }
 
-/// Polls `state` until it says `wanted`, for at most `limit`.
 const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Polls `state` until it says `wanted`, for at most `limit` (the last poll is at the limit).
 async fn wait_for<F, Fut>(
     limit: &std::time::Duration,
     what: &str,
@@ -456,13 +458,14 @@ where
                 limit.as_secs()
             ));
         }
-        if started.elapsed() > *limit {
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
             return Err(AmiError::Answer(format!(
                 "{what} {id} is still {now} after {} s",
                 limit.as_secs()
             )));
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(std::time::Duration::from_secs(15));
     }
 }
