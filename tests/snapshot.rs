@@ -435,11 +435,11 @@ fn one_line_error(out: &std::process::Output, expected: &str) {
 }
 
 #[test]
-fn pending_snapshots_are_waited_for_and_a_wait_can_time_out() {
+fn pending_snapshots_and_images_are_waited_for_and_a_wait_can_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let image = small_image(dir.path());
     let image = image.to_str().unwrap();
-    let aws = Aws::start_with(&["--complete-after", "3"], &[]);
+    let aws = Aws::start_with(&["--complete-after", "3", "--images-pending", "3"], &[]);
 
     let record = json(&aws.kato(&["publish", "ami", image, "--json", "--quiet"]));
     let snapshot = record["snapshot"]["snapshot_id"].as_str().unwrap();
@@ -461,6 +461,12 @@ fn pending_snapshots_are_waited_for_and_a_wait_can_time_out() {
         register > *polls.last().unwrap(),
         "registered after completion"
     );
+    let image_id = record["image"]["image_id"].as_str().unwrap();
+    let image_polls = requests
+        .iter()
+        .filter(|r| r["form"]["Action"] == "DescribeImages" && r["form"]["ImageId.1"] == image_id)
+        .count();
+    assert!(image_polls >= 2, "the pending image was waited for");
 
     // A snapshot pending for longer than the wait: one line, and no AMI.
     let aws = Aws::start_with(&["--complete-after", "120"], &[]);

@@ -374,6 +374,16 @@ async fn publish_ami_async(
             (RegionImage::new(&region, image_id, false), Some(snapshot))
         }
     };
+    // Launching or copying a pending AMI fails, and the record is what CI jobs launch next.
+    wait_for(
+        &request.wait,
+        "image",
+        &image.image_id,
+        "available",
+        progress,
+        || ec2.image_state(&image.image_id),
+    )
+    .await?;
     let mut copies = Vec::new();
     for target in settings.regions.iter().filter(|r| **r != region) {
         let there = ec2::Ec2::new(&config, target, upload.retries)?;
