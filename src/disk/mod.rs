@@ -1,6 +1,7 @@
 //! The disk engine: vendor images decompressed once into a sparse cache, per-role working
 //! copies that copy no holes, the partition table, partition windows and layout changes.
 
+pub mod bzip2_blocks;
 pub mod decompress;
 pub mod gpt;
 pub mod guid;

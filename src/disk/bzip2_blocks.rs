@@ -1,0 +1,473 @@
+//! bzip2 decoded on several cores. Vendor images come as `.bz2`, and one core decodes
+//! bzip2 at about 200 MB/s of output, so the first build of a release waits on it.
+//!
+//! A bzip2 stream is laid out as follows (bit offsets; only the header is byte-aligned):
+//!
+//! | bits | field |
+//! |---|---|
+//! | 0..32 | `BZh` and the level, `1`..=`9` (blocks hold at most level × 100 000 bytes) |
+//! | then, per block: 0..48 | block magic `0x314159265359` |
+//! | 48..80 | the CRC of the block's output |
+//! | 80.. | the Huffman-coded block, any number of bits, up to the next magic |
+//! | then: 0..48 | end magic `0x177245385090` |
+//! | 48..80 | the stream CRC: for each block, `crc = crc.rotate_left(1) ^ block_crc` |
+//! | 80.. | zero bits up to a byte boundary; another stream may follow |
+//!
+//! Blocks do not depend on each other. Each one is cut out at its magic, wrapped as a stream
+//! of its own (header, the block's bits, end magic, the block's CRC as the stream CRC) and
+//! decoded on a worker thread, which checks the block CRC; the outputs are put back in order.
+//! The splitter checks every stream CRC against the block CRCs it saw.
+//!
+//! The magics are not escaped, so a block's coded bits may contain one by chance (about
+//! once in 2^48 bit positions). That split shows as a bad block or a stream CRC mismatch,
+//! and any such failure is reported as `InvalidData`: the caller then decodes the file again
+//! with the sequential decoder, which also gives the exact error for a file that is corrupt.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
+const END_MAGIC: u64 = 0x1772_4538_5090;
+/// Level 9 allows the largest blocks, so every block decodes under this header.
+const HEADER: &[u8; 4] = b"BZh9";
+/// A level-9 block codes 900 000 bytes; its bits can exceed that a little on random data.
+/// Anything much longer between two magics is not a bzip2 block.
+const MAX_BLOCK_BYTES: usize = 2 << 20;
+const READ_SIZE: usize = 1 << 20;
+const OUTPUT_CHUNK: usize = 1 << 20;
+/// Worker count limit: past this, memory grows and the writer is the bottleneck anyway.
+const MAX_WORKERS: usize = 8;
+
+fn corrupt(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// The `n` (≤ 57) bits of `bytes` starting at bit `bit`, most significant first; bits past
+/// the end read as zero.
+fn bits_at(bytes: &[u8], bit: usize, n: u32) -> u64 {
+    debug_assert!((1..=57).contains(&n));
+    (window_at(bytes, bit / 8) << (bit % 8)) >> (64 - n)
+}
+
+/// The 8 bytes of `bytes` from `first`, big-endian; bytes past the end read as zero.
+fn window_at(bytes: &[u8], first: usize) -> u64 {
+    match bytes.get(first..first + 8) {
+        Some(eight) => u64::from_be_bytes(eight.try_into().expect("8 bytes")),
+        None => (0..8).fold(0, |window, i| {
+            (window << 8) | u64::from(bytes.get(first + i).copied().unwrap_or(0))
+        }),
+    }
+}
+
+/// For each value of the byte after the one a magic starts in, the bit shifts (within the
+/// first byte) at which either magic would put that value there. Most bytes allow none, so
+/// one lookup rules out most positions.
+const SHIFTS_BY_SECOND_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut shift = 0;
+    while shift < 8 {
+        // The magic placed at `shift` in a 64-bit window; its second byte is bits 8..16.
+        table[(((BLOCK_MAGIC << 16) >> shift) >> 48) as usize & 0xff] |= 1 << shift;
+        table[(((END_MAGIC << 16) >> shift) >> 48) as usize & 0xff] |= 1 << shift;
+        shift += 1;
+    }
+    table
+};
+
+/// The first bit position at or after `from` where a block or end magic starts, among those
+/// whose 48 bits lie inside `bytes`.
+fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
+    if bytes.len() < 6 {
+        return None;
+    }
+    let last_start = bytes.len() * 8 - 48;
+    let mut byte = from / 8;
+    while byte * 8 <= last_start {
+        let shifts = SHIFTS_BY_SECOND_BYTE[bytes[byte + 1] as usize];
+        if shifts == 0 {
+            byte += 1;
+            continue;
+        }
+        let window = window_at(bytes, byte);
+        for shift in 0..8 {
+            if shifts & (1 << shift) == 0 {
+                continue;
+            }
+            let bit = byte * 8 + shift;
+            if bit < from || bit > last_start {
+                continue;
+            }
+            let value = (window >> (16 - shift)) & ((1 << 48) - 1);
+            if value == BLOCK_MAGIC || value == END_MAGIC {
+                return Some(bit);
+            }
+        }
+        byte += 1;
+    }
+    None
+}
+
+/// A one-block stream holding bits `start..end` of `bytes` (the block, from its magic).
+fn wrap_block(bytes: &[u8], start: usize, end: usize, block_crc: u32) -> Vec<u8> {
+    let mut out = BitWriter::default();
+    out.bytes.extend_from_slice(HEADER);
+    let mut bit = start;
+    while end - bit >= 57 {
+        out.push(bits_at(bytes, bit, 56), 56);
+        bit += 56;
+    }
+    if end > bit {
+        out.push(bits_at(bytes, bit, (end - bit) as u32), (end - bit) as u32);
+    }
+    out.push(END_MAGIC, 48);
+    out.push(u64::from(block_crc), 32);
+    out.bytes
+}
+
+/// Appends bits, most significant first.
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits used in the last byte (0 = it is full or there is none).
+    used: u32,
+}
+
+impl BitWriter {
+    fn push(&mut self, value: u64, mut n: u32) {
+        if self.used == 0 && n.is_multiple_of(8) {
+            let bytes = value.to_be_bytes();
+            self.bytes.extend_from_slice(&bytes[8 - n as usize / 8..]);
+            return;
+        }
+        while n > 0 {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            let room = 8 - self.used;
+            let take = room.min(n);
+            let part = ((value >> (n - take)) & ((1 << take) - 1)) as u8;
+            let last = self.bytes.last_mut().expect("a byte was pushed");
+            *last |= part << (room - take);
+            self.used = (self.used + take) % 8;
+            n -= take;
+        }
+    }
+}
+
+/// Reads the compressed file through a buffer that keeps only what the current block needs.
+struct Input<R> {
+    reader: R,
+    buffer: Vec<u8>,
+    /// File offset of `buffer[0]`.
+    base: u64,
+    eof: bool,
+}
+
+impl<R: Read> Input<R> {
+    /// Reads more; false at the end of the file.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let old = self.buffer.len();
+        self.buffer.resize(old + READ_SIZE, 0);
+        let n = loop {
+            match self.reader.read(&mut self.buffer[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        self.buffer.truncate(old + n);
+        self.eof = n == 0;
+        Ok(n > 0)
+    }
+
+    /// Makes at least `bytes` bytes available; false if the file is shorter.
+    fn have(&mut self, bytes: usize) -> io::Result<bool> {
+        while self.buffer.len() < bytes {
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forgets the bytes before `byte`.
+    fn drop_before(&mut self, byte: usize) {
+        self.buffer.drain(..byte);
+        self.base += byte as u64;
+    }
+}
+
+struct Job {
+    stream: Vec<u8>,
+    output: SyncSender<io::Result<Vec<u8>>>,
+}
+
+/// Decodes the bzip2 file `reader` (one or more streams) on up to `workers` threads and hands
+/// the output to `emit` in order, in chunks of at most 1 MiB. Errors of kind `InvalidData`
+/// mean "not decodable this way".
+pub fn decode<R, E>(reader: R, workers: usize, emit: E) -> io::Result<()>
+where
+    R: Read + Send,
+    E: FnMut(Vec<u8>) -> io::Result<()>,
+{
+    let workers = workers.clamp(1, MAX_WORKERS);
+    let (job_sender, job_receiver) = sync_channel::<Job>(workers);
+    let job_receiver = Arc::new(Mutex::new(job_receiver));
+    // Each block's output channel, in block order; bounded so the splitter stays close.
+    let (order_sender, order_receiver) = sync_channel::<Receiver<io::Result<Vec<u8>>>>(workers * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let jobs = job_receiver.clone();
+            scope.spawn(move || decode_jobs(&jobs));
+        }
+        let splitter = scope.spawn(move || split(reader, &job_sender, &order_sender));
+        let written = collect(&order_receiver, emit);
+        // Unblocks the splitter if the writer stopped first.
+        drop(order_receiver);
+        let split = splitter.join().expect("the splitter does not panic");
+        written.and(split)
+    })
+}
+
+fn collect(
+    order: &Receiver<Receiver<io::Result<Vec<u8>>>>,
+    mut emit: impl FnMut(Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    for block in order.iter() {
+        for chunk in block.iter() {
+            emit(chunk?)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_jobs(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock().expect("no worker panics holding it").recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let mut decoder = bzip2::read::BzDecoder::new(&job.stream[..]);
+        loop {
+            let mut chunk = vec![0u8; OUTPUT_CHUNK];
+            let mut filled = 0;
+            let result = loop {
+                match decoder.read(&mut chunk[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == chunk.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(corrupt(format!("block: {e}"))),
+                }
+            };
+            let done = filled < chunk.len() || result.is_err();
+            chunk.truncate(filled);
+            let message = result.map(|()| chunk);
+            if job.output.send(message).is_err() || done {
+                break;
+            }
+        }
+    }
+}
+
+/// Walks the streams, hands each block to the workers and its output channel to the
+/// collector, and checks each stream CRC.
+fn split<R: Read>(
+    reader: R,
+    jobs: &SyncSender<Job>,
+    order: &SyncSender<Receiver<io::Result<Vec<u8>>>>,
+) -> io::Result<()> {
+    let mut input = Input {
+        reader,
+        buffer: Vec::new(),
+        base: 0,
+        eof: false,
+    };
+    let mut streams = 0u64;
+    loop {
+        // A stream header, byte-aligned at the start of the buffer.
+        if !input.have(1)? {
+            return if streams > 0 {
+                Ok(())
+            } else {
+                Err(corrupt("empty file"))
+            };
+        }
+        if !input.have(4)?
+            || &input.buffer[..3] != b"BZh"
+            || !(b'1'..=b'9').contains(&input.buffer[3])
+        {
+            return Err(corrupt(format!(
+                "no bzip2 stream header at byte {}",
+                input.base
+            )));
+        }
+        let mut bit: usize = 32;
+        let mut stream_crc = 0u32;
+        loop {
+            if !input.have((bit + 80).div_ceil(8))? {
+                return Err(corrupt("the stream ends inside a block"));
+            }
+            let magic = bits_at(&input.buffer, bit, 48);
+            if magic == END_MAGIC {
+                let stored = bits_at(&input.buffer, bit + 48, 32) as u32;
+                if stored != stream_crc {
+                    return Err(corrupt(format!(
+                        "stream CRC {stored:08x} is not that of its blocks ({stream_crc:08x})"
+                    )));
+                }
+                input.drop_before((bit + 80).div_ceil(8));
+                streams += 1;
+                break;
+            }
+            if magic != BLOCK_MAGIC {
+                return Err(corrupt(format!(
+                    "no block magic at byte {}",
+                    input.base + (bit / 8) as u64
+                )));
+            }
+            let block_crc = bits_at(&input.buffer, bit + 48, 32) as u32;
+            let mut search = bit + 80;
+            let end = loop {
+                if let Some(next) = find_magic(&input.buffer, search) {
+                    break next;
+                }
+                if input.buffer.len() - bit / 8 > MAX_BLOCK_BYTES {
+                    return Err(corrupt("a block longer than bzip2 allows"));
+                }
+                // Resume where a magic could still start once more bytes arrive.
+                search = search.max((input.buffer.len() * 8).saturating_sub(47));
+                if !input.fill()? {
+                    return Err(corrupt("the stream ends inside a block"));
+                }
+            };
+            let stream = wrap_block(&input.buffer, bit, end, block_crc);
+            let (sender, receiver) = sync_channel(4);
+            if jobs
+                .send(Job {
+                    stream,
+                    output: sender,
+                })
+                .is_err()
+                || order.send(receiver).is_err()
+            {
+                return Ok(()); // The collector stopped; it reports why.
+            }
+            stream_crc = stream_crc.rotate_left(1) ^ block_crc;
+            input.drop_before(end / 8);
+            bit = end % 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn compress(data: &[u8], level: u32) -> Vec<u8> {
+        let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn decoded(file: &[u8], workers: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        decode(file, workers, |chunk| {
+            out.extend(chunk);
+            Ok(())
+        })
+        .map(|()| out)
+    }
+
+    #[test]
+    fn magics_are_found_at_every_bit_offset() {
+        for shift in 0..8 {
+            let mut writer = BitWriter::default();
+            writer.push(0, 3 + shift);
+            writer.push(BLOCK_MAGIC, 48);
+            writer.push(0x5, 7);
+            let at = 3 + shift as usize;
+            assert_eq!(find_magic(&writer.bytes, 0), Some(at), "shift {shift}");
+            assert_eq!(find_magic(&writer.bytes, at), Some(at));
+            assert_eq!(find_magic(&writer.bytes, at + 1), None);
+            assert_eq!(bits_at(&writer.bytes, at, 48), BLOCK_MAGIC);
+        }
+    }
+
+    #[test]
+    fn a_block_wrapped_alone_is_a_valid_stream() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let file = compress(&data, 1);
+        let out = decoded(&file, 3).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn damage_is_invalid_data() {
+        let data: Vec<u8> = (0..250_000u32)
+            .map(|i| (i % 13) as u8 ^ (i >> 9) as u8)
+            .collect();
+        let mut file = compress(&data, 1);
+        let middle = file.len() / 2;
+        file[middle] ^= 0x10;
+        let error = decoded(&file, 2).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        file.truncate(middle);
+        assert_eq!(
+            decoded(&file, 2).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            decoded(b"", 2).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            decoded(b"BZh9garbage", 2).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Concatenated streams of random data with runs (several blocks each at level 1)
+        /// decode to what the sequential decoder gives.
+        #[test]
+        fn streams_decode_in_order(
+            parts in prop::collection::vec(
+                (prop::collection::vec((any::<u8>(), 1usize..3000), 0..400), 1u32..=9),
+                1..4,
+            ),
+            workers in 1usize..5,
+        ) {
+            let mut file = Vec::new();
+            let mut expected = Vec::new();
+            for (runs, level) in &parts {
+                let mut data = Vec::new();
+                for (i, (byte, len)) in runs.iter().enumerate() {
+                    if i % 3 == 0 {
+                        data.extend(std::iter::repeat_n(*byte, *len));
+                    } else {
+                        data.extend((0..*len).map(|j| byte.wrapping_add((j * 31 % 97) as u8)));
+                    }
+                }
+                file.extend(compress(&data, *level));
+                expected.extend(data);
+            }
+            let mut sequential = Vec::new();
+            bzip2::read::MultiBzDecoder::new(&file[..]).read_to_end(&mut sequential).unwrap();
+            prop_assert_eq!(&sequential, &expected);
+            prop_assert_eq!(decoded(&file, workers).unwrap(), expected);
+        }
+    }
+}
