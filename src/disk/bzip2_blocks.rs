@@ -5,7 +5,7 @@
 //!
 //! | bits | field |
 //! |---|---|
-//! | 0..32 | `BZh` and the level, `1`..=`9` (blocks hold at most level × 100 000 bytes) |
+//! | 0..32 | `BZh` and the level, `1`..=`9` (a block codes at most level × 100 000 bytes of run-length-encoded data) |
 //! | then, per block: 0..48 | block magic `0x314159265359` |
 //! | 48..80 | the CRC of the block's output |
 //! | 80.. | the Huffman-coded block, any number of bits, up to the next magic |
@@ -19,20 +19,19 @@
 //! The splitter checks every stream CRC against the block CRCs it saw.
 //!
 //! The magics are not escaped, so a block's coded bits may contain one by chance (about
-//! once in 2^48 bit positions). That split shows as a bad block or a stream CRC mismatch,
+//! once in 2^47 bit positions, for two magics). That split shows as a bad block or a stream CRC mismatch,
 //! and any such failure is reported as `InvalidData`: the caller then decodes the file again
 //! with the sequential decoder, which also gives the exact error for a file that is corrupt.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
 const END_MAGIC: u64 = 0x1772_4538_5090;
-/// Level 9 allows the largest blocks, so every block decodes under this header.
-const HEADER: &[u8; 4] = b"BZh9";
-/// A level-9 block codes 900 000 bytes; its bits can exceed that a little on random data.
-/// Anything much longer between two magics is not a bzip2 block.
+/// A level-9 block codes 900 000 bytes; the reference encoder's bits can exceed that a
+/// little on random data. Anything much longer between two magics is left to the sequential
+/// decoder.
 const MAX_BLOCK_BYTES: usize = 2 << 20;
 const READ_SIZE: usize = 1 << 20;
 const OUTPUT_CHUNK: usize = 1 << 20;
@@ -108,10 +107,12 @@ fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// A one-block stream holding bits `start..end` of `bytes` (the block, from its magic).
-fn wrap_block(bytes: &[u8], start: usize, end: usize, block_crc: u32) -> Vec<u8> {
+/// A one-block stream holding bits `start..end` of `bytes` (the block, from its magic),
+/// under its own stream's level so that the decoder enforces the same block size limit.
+fn wrap_block(bytes: &[u8], start: usize, end: usize, level: u8, block_crc: u32) -> Vec<u8> {
     let mut out = BitWriter::default();
-    out.bytes.extend_from_slice(HEADER);
+    out.bytes.extend_from_slice(b"BZh");
+    out.bytes.push(level);
     let mut bit = start;
     while end - bit >= 57 {
         out.push(bits_at(bytes, bit, 56), 56);
@@ -201,9 +202,12 @@ impl<R: Read> Input<R> {
     }
 }
 
+/// A block's output: chunks, then an empty chunk to say it is complete.
+type Output = io::Result<Vec<u8>>;
+
 struct Job {
     stream: Vec<u8>,
-    output: SyncSender<io::Result<Vec<u8>>>,
+    output: SyncSender<Output>,
 }
 
 /// Decodes the bzip2 file `reader` (one or more streams) on up to `workers` threads and hands
@@ -217,29 +221,50 @@ where
     let workers = workers.clamp(1, MAX_WORKERS);
     let (job_sender, job_receiver) = sync_channel::<Job>(workers);
     let job_receiver = Arc::new(Mutex::new(job_receiver));
-    // Each block's output channel, in block order; bounded so the splitter stays close.
-    let (order_sender, order_receiver) = sync_channel::<Receiver<io::Result<Vec<u8>>>>(workers * 2);
+    // Each block's output channel, in block order; bounded so the splitter stays close and
+    // memory stays near 2 × workers × (decoder state + 2 MiB of output): 70 MiB for 8.
+    let (order_sender, order_receiver) = sync_channel::<Receiver<Output>>(workers * 2);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let jobs = job_receiver.clone();
-            scope.spawn(move || decode_jobs(&jobs));
-        }
+        let decoders: Vec<_> = (0..workers)
+            .map(|_| {
+                let jobs = job_receiver.clone();
+                scope.spawn(move || decode_jobs(&jobs))
+            })
+            .collect();
+        // Only workers hold the queue now: if they all die, the splitter's sends fail.
+        drop(job_receiver);
         let splitter = scope.spawn(move || split(reader, &job_sender, &order_sender));
         let written = collect(&order_receiver, emit);
         // Unblocks the splitter if the writer stopped first.
         drop(order_receiver);
         let split = splitter.join().expect("the splitter does not panic");
-        written.and(split)
+        // A decoder that panicked (joined here, so the scope does not panic) is a failed
+        // split: the sequential decoder gets the file.
+        let panicked = decoders
+            .into_iter()
+            .map(|d| d.join())
+            .filter(Result::is_err)
+            .count();
+        let decoded = match panicked {
+            0 => Ok(()),
+            n => Err(corrupt(format!("{n} decoder threads panicked"))),
+        };
+        written.and(split).and(decoded)
     })
 }
 
 fn collect(
-    order: &Receiver<Receiver<io::Result<Vec<u8>>>>,
+    order: &Receiver<Receiver<Output>>,
     mut emit: impl FnMut(Vec<u8>) -> io::Result<()>,
 ) -> io::Result<()> {
     for block in order.iter() {
-        for chunk in block.iter() {
-            emit(chunk?)?;
+        loop {
+            match block.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => break,
+                Ok(chunk) => emit(chunk?)?,
+                // A worker that stops without saying the block is complete has failed.
+                Err(_) => return Err(corrupt("a decoder thread stopped inside a block")),
+            }
         }
     }
     Ok(())
@@ -247,10 +272,8 @@ fn collect(
 
 fn decode_jobs(jobs: &Mutex<Receiver<Job>>) {
     loop {
-        let job = match jobs.lock().expect("no worker panics holding it").recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
+        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = next else { return };
         let mut decoder = bzip2::read::BzDecoder::new(&job.stream[..]);
         loop {
             let mut chunk = vec![0u8; OUTPUT_CHUNK];
@@ -268,10 +291,21 @@ fn decode_jobs(jobs: &Mutex<Receiver<Job>>) {
                     Err(e) => break Err(corrupt(format!("block: {e}"))),
                 }
             };
-            let done = filled < chunk.len() || result.is_err();
+            let complete = filled < chunk.len();
             chunk.truncate(filled);
-            let message = result.map(|()| chunk);
-            if job.output.send(message).is_err() || done {
+            let sent = match result {
+                Err(e) => {
+                    let _ = job.output.send(Err(e));
+                    break;
+                }
+                Ok(()) if chunk.is_empty() => job.output.send(Ok(chunk)),
+                Ok(()) if complete => job
+                    .output
+                    .send(Ok(chunk))
+                    .and_then(|()| job.output.send(Ok(Vec::new()))),
+                Ok(()) => job.output.send(Ok(chunk)),
+            };
+            if sent.is_err() || complete {
                 break;
             }
         }
@@ -283,7 +317,7 @@ fn decode_jobs(jobs: &Mutex<Receiver<Job>>) {
 fn split<R: Read>(
     reader: R,
     jobs: &SyncSender<Job>,
-    order: &SyncSender<Receiver<io::Result<Vec<u8>>>>,
+    order: &SyncSender<Receiver<Output>>,
 ) -> io::Result<()> {
     let mut input = Input {
         reader,
@@ -310,6 +344,7 @@ fn split<R: Read>(
                 input.base
             )));
         }
+        let level = input.buffer[3];
         let mut bit: usize = 32;
         let mut stream_crc = 0u32;
         loop {
@@ -349,8 +384,8 @@ fn split<R: Read>(
                     return Err(corrupt("the stream ends inside a block"));
                 }
             };
-            let stream = wrap_block(&input.buffer, bit, end, block_crc);
-            let (sender, receiver) = sync_channel(4);
+            let stream = wrap_block(&input.buffer, bit, end, level, block_crc);
+            let (sender, receiver) = sync_channel(2);
             if jobs
                 .send(Job {
                     stream,

@@ -137,7 +137,10 @@ pub fn decompress_to_sparse(
         // number inside a block, or damage) is left to the sequential decoder to judge.
         Err(DecompressError::Corrupt {
             format: "bzip2", ..
-        }) if cores > 1 => decompress_with(source, destination, progress, 1),
+        }) if cores > 1 => {
+            progress.note("the bzip2 blocks did not decode apart; decoding again on one core");
+            decompress_with(source, destination, progress, 1)
+        }
         result => result,
     }
 }
