@@ -46,12 +46,10 @@ with open(image, "rb") as f:
                     digests.append(hashlib.sha256(mine).digest())
 print(len(digests), base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode())
 "#;
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg("-c").arg(script).arg(image);
-    if let Some(parent) = parent {
-        cmd.arg(parent);
-    }
-    let out = cmd.output().unwrap();
+    let image = image.to_str().unwrap();
+    let mut args = vec!["-c", script, image];
+    args.extend(parent.map(|p| p.to_str().unwrap()));
+    let out = common::judge(&common::python(), &args, None);
     assert!(
         out.status.success(),
         "{}",

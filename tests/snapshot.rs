@@ -120,10 +120,7 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
         .filter(|r| r["answered"] == "throttled")
         .count();
     assert_eq!(throttled, 3, "throttled requests were retried");
-    let start = requests
-        .iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
-        .unwrap();
+    let start = starts(&requests)[0];
     assert_eq!(start["json"]["VolumeSize"], expected["volume_size_gib"]);
     assert!(start["json"]["Tags"].to_string().contains("kato:role"));
     let complete = completion(&requests);
@@ -164,10 +161,7 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
         expected["changed_blocks"].as_u64().unwrap()
     );
     assert!(blocks.len() * 10 < first["changed_blocks"].as_u64().unwrap() as usize);
-    let start = requests
-        .iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
-        .unwrap();
+    let start = starts(&requests)[0];
     assert_eq!(start["json"]["ParentSnapshotId"], first_id.as_str());
     assert_eq!(
         header(completion(&requests), "x-amz-checksum"),
@@ -183,6 +177,14 @@ fn expired_credentials_are_named_in_one_line_without_secrets() {
     let aws = Aws::start(&["--expired"]);
     let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
     one_line_error(&out, "credentials have expired");
+}
+
+/// The StartSnapshot requests, in order.
+fn starts(requests: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    requests
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/snapshots")
+        .collect()
 }
 
 fn calls<'a>(requests: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
@@ -288,10 +290,7 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
     assert_eq!(again["image"]["reused"], true);
     assert_eq!(again["copies"][0]["reused"], true);
     assert!(again["snapshot"].is_null());
-    assert!(
-        requests.iter().all(|r| r["path"] != "/snapshots"),
-        "no new snapshot"
-    );
+    assert!(starts(&requests).is_empty(), "no new snapshot");
     assert!(
         calls(&requests, "RegisterImage").is_empty() && calls(&requests, "CopyImage").is_empty()
     );
@@ -309,10 +308,7 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
     ]);
     let on_master = json(&result);
     let requests = aws.requests();
-    let start = requests
-        .iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/snapshots")
-        .expect("StartSnapshot");
+    let start = starts(&requests)[0];
     assert_eq!(start["json"]["ParentSnapshotId"], snapshot);
     assert_eq!(on_master["snapshot"]["parent_snapshot_id"], snapshot);
     let sent = sent_blocks(&requests).len() as u64;
@@ -361,18 +357,15 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         master["base"]["file"],
         "flatcar_production_ami_image.bin.bz2"
     );
-    let starts: Vec<&serde_json::Value> = requests
-        .iter()
-        .filter(|r| r["path"] == "/snapshots")
-        .collect();
+    let started = starts(&requests);
     assert_eq!(
-        starts.len(),
+        started.len(),
         3,
         "the vendor image once, then each role on it"
     );
-    assert!(starts[0]["json"]["ParentSnapshotId"].is_null());
+    assert!(started[0]["json"]["ParentSnapshotId"].is_null());
     assert!(
-        starts[0]["json"]["Tags"]
+        started[0]["json"]["Tags"]
             .to_string()
             .contains("kato:base-sha512")
     );
@@ -399,10 +392,7 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
     aws.clear();
     let again = json(&aws.kato(&args));
     let requests = aws.requests();
-    assert!(
-        requests.iter().all(|r| r["path"] != "/snapshots"),
-        "nothing uploaded again"
-    );
+    assert!(starts(&requests).is_empty(), "nothing uploaded again");
     assert_eq!(again[0]["ami"]["image"]["reused"], true);
 }
 
@@ -514,8 +504,5 @@ fn a_parent_image_whose_snapshot_is_not_found_is_named_before_any_upload() {
     let aws = Aws::start(&[]);
     let out = aws.kato(&["publish", "ami", image, "--parent", image, "--quiet"]);
     one_line_error(&out, "no completed snapshot tagged kato:build-id=b-small");
-    assert!(
-        aws.requests().iter().all(|r| r["path"] != "/snapshots"),
-        "no snapshot started"
-    );
+    assert!(starts(&aws.requests()).is_empty(), "no snapshot started");
 }

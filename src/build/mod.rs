@@ -200,7 +200,7 @@ pub fn build(
                 }
             };
             let built = builds.last_mut().expect("just built");
-            publish_ami(target, &profile, built, Some(parent), progress)?;
+            publish_ami(target, &profile, built, parent, progress)?;
         }
         let unknown = profile.outputs.ipxe.as_ref().map(|i| i.unknown);
         machines.push((profile.role.clone(), profile.machines.clone(), unknown));
@@ -232,25 +232,25 @@ fn publish_base(
             parent_snapshot_id: None,
             kms_key_arn: None,
             workers: target.workers,
-            timeout_minutes: 60,
         },
     };
-    let (snapshot, _) = ami::base_snapshot(&upload, &artifact.sha512, target.wait, progress)
-        .map_err(|source| BuildError::Ami {
+    ami::base_snapshot(&upload, &artifact.sha512, target.wait, progress).map_err(|source| {
+        BuildError::Ami {
             role: "(base)".into(),
             source,
-        })?;
-    Ok(snapshot)
+        }
+    })
 }
 
-/// Uploads a role's image, registers the AMI and records it in the role's manifest.
+/// Uploads a role's image on `parent` (the vendor image and its snapshot), registers the AMI
+/// and records it in the role's manifest.
 fn publish_ami(
     target: &AmiTarget,
     profile: &Profile,
     built: &mut RoleBuild,
-    parent: Option<(PathBuf, String)>,
+    (parent_image, parent_snapshot): (PathBuf, String),
     progress: &dyn Progress,
-) -> Result<ami::AmiRecord, BuildError> {
+) -> Result<(), BuildError> {
     let image = built.image.clone().expect("AMIs are built from raw images");
     let manifest_bytes =
         std::fs::read(&built.manifest_path).map_err(|source| BuildError::Output {
@@ -269,43 +269,26 @@ fn publish_ami(
         manifest_sha256: &manifest_sha256,
     };
     let identity = facts.identity();
-    let settings = profile
-        .outputs
-        .ami
-        .clone()
-        .unwrap_or(crate::profile::AmiOutput {
-            regions: Vec::new(),
-            boot_mode: crate::profile::AmiBootMode::UefiPreferred,
-            imds_v2: crate::profile::ImdsSupport::Required,
-            tpm: false,
-            public: false,
-            volume_type: "gp3".into(),
-        });
+    let settings = profile.outputs.ami.clone().unwrap_or_default();
     progress.note(&format!("publishing role {} as an AMI", manifest.role));
     let request = ami::AmiPublish {
         upload: ami::SnapshotUpload {
             image: &image,
-            parent_image: parent.as_ref().map(|(image, _)| image.as_path()),
+            parent_image: Some(&parent_image),
             region: target.region.as_deref(),
             retries: target.retries,
             spec: ami::SnapshotSpec {
                 description: identity.description.clone(),
                 tags: Vec::new(),
-                parent_snapshot_id: parent.as_ref().map(|(_, id)| id.clone()),
+                parent_snapshot_id: Some(parent_snapshot),
                 kms_key_arn: None,
                 workers: target.workers,
-                timeout_minutes: 60,
             },
         },
         settings: ami::AmiSettings {
             architecture: facts.architecture().into(),
             volume_type: settings.volume_type.clone(),
-            boot_mode: match settings.boot_mode {
-                crate::profile::AmiBootMode::UefiPreferred => "uefi-preferred",
-                crate::profile::AmiBootMode::Uefi => "uefi",
-                crate::profile::AmiBootMode::LegacyBios => "legacy-bios",
-            }
-            .into(),
+            boot_mode: settings.boot_mode.as_str().into(),
             imds_v2_required: settings.imds_v2 == crate::profile::ImdsSupport::Required,
             tpm: settings.tpm,
             public: settings.public,
@@ -319,16 +302,18 @@ fn publish_ami(
         role: manifest.role.clone(),
         source,
     })?;
-    built.manifest.ami = Some(record.clone());
-    let mut json = serde_json::to_vec_pretty(&built.manifest).expect("manifests serialise");
+    built.manifest.ami = Some(record);
+    write_manifest(&built.manifest_path, &built.manifest)
+}
+
+/// The manifest as pretty JSON with a final newline, replaced whole.
+fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BuildError> {
+    let mut json = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
     json.push(b'\n');
-    crate::fsutil::write_atomic(&built.manifest_path, &json).map_err(|source| {
-        BuildError::Output {
-            path: built.manifest_path.clone(),
-            source,
-        }
-    })?;
-    Ok(record)
+    crate::fsutil::write_atomic(path, &json).map_err(|source| BuildError::Output {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A role, the MACs of its machines, and its profile's choice for unknown machines.
@@ -667,12 +652,7 @@ fn build_role(
         ami: None,
     };
     let manifest_path = request.out_dir.join(format!("{role}.manifest.json"));
-    let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
-    json.push(b'\n');
-    crate::fsutil::write_atomic(&manifest_path, &json).map_err(|source| BuildError::Output {
-        path: manifest_path.clone(),
-        source,
-    })?;
+    write_manifest(&manifest_path, &manifest)?;
     Ok(RoleBuild {
         role: role.clone(),
         image,

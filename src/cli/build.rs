@@ -43,7 +43,8 @@ pub struct BuildArgs {
     /// Snapshot blocks uploaded at once (`--output ami`).
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub upload_workers: usize,
-    /// Seconds to wait (`--output ami`) for the snapshot to complete and region copies to become available.
+    /// Seconds to wait (`--output ami`) for snapshots to complete and AMIs to become
+    /// available.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     pub wait_timeout: u64,
     /// Print a JSON summary on stdout.

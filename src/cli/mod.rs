@@ -89,11 +89,10 @@ enum Command {
         after_help = "Examples:\n  kato-image pull docker.io/library/zookeeper:3.9 -o zookeeper.tar\n  kato-image pull 127.0.0.1:5000/kato/app@sha256:... -o app.tar --board arm64-usr --json"
     )]
     Pull(pull::PullArgs),
-    /// Publish a built image. `ami --dry-run` prints the EBS upload plan; uploading is not
-    /// built yet.
+    /// Publish a built image: an AMI (`ami`) or just its EBS snapshot (`snapshot`).
     #[command(
         subcommand,
-        after_help = "Examples:\n  kato-image publish ami out/master.raw --dry-run\n  kato-image publish ami out/worker.raw --parent out/master.raw --dry-run --json"
+        after_help = "Examples:\n  kato-image publish ami out/master.raw --regions eu-west-1,us-east-1 --public\n  kato-image publish ami out/worker.raw --parent out/master.raw\n  kato-image publish ami out/worker.raw --parent out/master.raw --dry-run --json\n  kato-image publish snapshot out/master.raw --wait"
     )]
     Publish(publish::PublishCommand),
     /// Serve a folder (iPXE payloads) over HTTP, loopback by default.

@@ -158,7 +158,6 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
             parent_snapshot_id: args.parent_snapshot.clone(),
             kms_key_arn: args.kms_key.clone(),
             workers: args.workers,
-            timeout_minutes: 60,
         },
     };
     let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
@@ -317,7 +316,6 @@ fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
                 parent_snapshot_id: args.parent_snapshot.clone(),
                 kms_key_arn: args.kms_key.clone(),
                 workers: args.workers,
-                timeout_minutes: 60,
             },
         },
         identity,

@@ -88,17 +88,11 @@ fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
             byte += 1;
             continue;
         }
-        let window = window_at(bytes, byte);
-        for shift in 0..8 {
-            if shifts & (1 << shift) == 0 {
-                continue;
-            }
+        for shift in (0..8).filter(|shift| shifts & (1 << shift) != 0) {
             let bit = byte * 8 + shift;
-            if bit < from || bit > last_start {
-                continue;
-            }
-            let value = (window >> (16 - shift)) & ((1 << 48) - 1);
-            if value == BLOCK_MAGIC || value == END_MAGIC {
+            if (from..=last_start).contains(&bit)
+                && matches!(bits_at(bytes, bit, 48), BLOCK_MAGIC | END_MAGIC)
+            {
                 return Some(bit);
             }
         }

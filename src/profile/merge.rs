@@ -9,8 +9,8 @@ use serde_saphyr::Spanned;
 use super::load::Layer;
 use super::schema::{FileDoc, ImageDoc, OutputsDoc, Scalar, UnitEntryDoc};
 use super::{
-    AmiBootMode, AmiOutput, FileSpec, ImageSource, ImdsSupport, Instances, IpxeOutput, IpxePreset,
-    Located, Outputs, Profile, ProfileError, Release, UnitSpec, User,
+    AmiOutput, FileSpec, ImageSource, Instances, IpxeOutput, IpxePreset, Located, Outputs, Profile,
+    ProfileError, Release, UnitSpec, User,
 };
 use crate::origin::Origin;
 
@@ -341,13 +341,16 @@ fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
 fn resolve_outputs(doc: OutputsDoc) -> Outputs {
     Outputs {
         raw: doc.raw.is_some(),
-        ami: doc.ami.map(|ami| AmiOutput {
-            regions: ami.regions.unwrap_or_default(),
-            boot_mode: ami.boot_mode.unwrap_or(AmiBootMode::UefiPreferred),
-            imds_v2: ami.imds_v2.unwrap_or(ImdsSupport::Required),
-            tpm: ami.tpm.unwrap_or(false),
-            public: ami.public.unwrap_or(false),
-            volume_type: ami.volume_type.unwrap_or_else(|| "gp3".into()),
+        ami: doc.ami.map(|ami| {
+            let default = AmiOutput::default();
+            AmiOutput {
+                regions: ami.regions.unwrap_or(default.regions),
+                boot_mode: ami.boot_mode.unwrap_or(default.boot_mode),
+                imds_v2: ami.imds_v2.unwrap_or(default.imds_v2),
+                tpm: ami.tpm.unwrap_or(default.tpm),
+                public: ami.public.unwrap_or(default.public),
+                volume_type: ami.volume_type.unwrap_or(default.volume_type),
+            }
         }),
         ipxe: doc.ipxe.map(|ipxe| IpxeOutput {
             preset: ipxe.preset.unwrap_or(IpxePreset::Metal),

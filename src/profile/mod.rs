@@ -142,6 +142,21 @@ pub struct AmiOutput {
     pub volume_type: String,
 }
 
+/// What a profile gets for every `outputs.ami` setting it leaves out (and a build with
+/// `--output ami` for a profile without the section).
+impl Default for AmiOutput {
+    fn default() -> Self {
+        AmiOutput {
+            regions: Vec::new(),
+            boot_mode: AmiBootMode::UefiPreferred,
+            imds_v2: ImdsSupport::Required,
+            tpm: false,
+            public: false,
+            volume_type: "gp3".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct IpxeOutput {
     pub preset: IpxePreset,

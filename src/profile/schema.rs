@@ -164,6 +164,17 @@ pub enum AmiBootMode {
     LegacyBios,
 }
 
+impl AmiBootMode {
+    /// The name in profiles, which is also EC2's `BootMode` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmiBootMode::UefiPreferred => "uefi-preferred",
+            AmiBootMode::Uefi => "uefi",
+            AmiBootMode::LegacyBios => "legacy-bios",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImdsSupport {

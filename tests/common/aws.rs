@@ -3,7 +3,7 @@
 //! answer with expired credentials.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// A secret the tests use, to check it never appears in any output.
@@ -118,8 +118,4 @@ impl Aws {
 
 pub fn header<'a>(request: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     request["headers"][name].as_str()
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

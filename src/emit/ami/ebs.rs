@@ -25,9 +25,10 @@ pub struct SnapshotSpec {
     pub kms_key_arn: Option<String>,
     /// Blocks in flight at once.
     pub workers: usize,
-    /// Minutes EBS waits for CompleteSnapshot before giving up on the snapshot.
-    pub timeout_minutes: i32,
 }
+
+/// Minutes EBS waits for CompleteSnapshot before giving up on the snapshot.
+const COMPLETE_WITHIN_MINUTES: i32 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UploadedSnapshot {
@@ -55,7 +56,7 @@ pub async fn upload(
         .start_snapshot()
         .volume_size(plan.volume_size_gib as i64)
         .description(&spec.description)
-        .timeout(spec.timeout_minutes)
+        .timeout(COMPLETE_WITHIN_MINUTES)
         .client_token(client_token(&plan, spec));
     for (key, value) in &spec.tags {
         start = start.tags(Tag::builder().key(key).value(value).build());

@@ -67,10 +67,6 @@ impl Ec2 {
         })
     }
 
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
     /// One signed call; throttling and 5xx answers are retried with backoff.
     async fn call(
         &self,
@@ -94,6 +90,8 @@ impl Ec2 {
                 .map_err(|e| AmiError::Credentials(e.to_string()))?;
             let identity = credentials.into();
             let settings = SigningSettings::default();
+            let signing_error =
+                |e: &dyn std::fmt::Display| AmiError::Answer(format!("{action}: signing: {e}"));
             let signing = v4::SigningParams::builder()
                 .identity(&identity)
                 .region(&self.region)
@@ -101,7 +99,7 @@ impl Ec2 {
                 .time(SystemTime::now())
                 .settings(settings)
                 .build()
-                .map_err(|e| AmiError::Answer(format!("{action}: signing: {e}")))?
+                .map_err(|e| signing_error(&e))?
                 .into();
             let content_type = "application/x-www-form-urlencoded; charset=utf-8";
             let headers = [("content-type", content_type)];
@@ -111,9 +109,9 @@ impl Ec2 {
                 headers.iter().copied(),
                 SignableBody::Bytes(body.as_bytes()),
             )
-            .map_err(|e| AmiError::Answer(format!("{action}: signing: {e}")))?;
+            .map_err(|e| signing_error(&e))?;
             let (instructions, _) = sign(signable, &signing)
-                .map_err(|e| AmiError::Answer(format!("{action}: signing: {e}")))?
+                .map_err(|e| signing_error(&e))?
                 .into_parts();
             let mut request = self
                 .http
@@ -133,10 +131,7 @@ impl Ec2 {
                     }
                     let code = first(&text, "Code").unwrap_or_default();
                     let message = first(&text, "Message").unwrap_or_default();
-                    if matches!(
-                        code.as_str(),
-                        "RequestExpired" | "ExpiredToken" | "ExpiredTokenException"
-                    ) {
+                    if super::is_expired(&code) {
                         return Err(AmiError::Expired { call: action });
                     }
                     let throttled = matches!(
@@ -175,14 +170,7 @@ impl Ec2 {
         value: &str,
     ) -> Result<Option<(String, String)>, AmiError> {
         let xml = self
-            .call(
-                "DescribeImages",
-                &[
-                    ("Owner.1".into(), "self".into()),
-                    ("Filter.1.Name".into(), format!("tag:{key}")),
-                    ("Filter.1.Value.1".into(), value.into()),
-                ],
-            )
+            .call("DescribeImages", &ours_tagged(key, value))
             .await?;
         Ok(first(&xml, "imageId").map(|id| (id, first(&xml, "imageState").unwrap_or_default())))
     }
@@ -197,18 +185,10 @@ impl Ec2 {
 
     /// A completed snapshot of ours tagged `key=value` in this region.
     pub async fn find_snapshot(&self, key: &str, value: &str) -> Result<Option<String>, AmiError> {
-        let xml = self
-            .call(
-                "DescribeSnapshots",
-                &[
-                    ("Owner.1".into(), "self".into()),
-                    ("Filter.1.Name".into(), format!("tag:{key}")),
-                    ("Filter.1.Value.1".into(), value.into()),
-                    ("Filter.2.Name".into(), "status".into()),
-                    ("Filter.2.Value.1".into(), "completed".into()),
-                ],
-            )
-            .await?;
+        let mut params = ours_tagged(key, value);
+        params.push(("Filter.2.Name".into(), "status".into()));
+        params.push(("Filter.2.Value.1".into(), "completed".into()));
+        let xml = self.call("DescribeSnapshots", &params).await?;
         Ok(first(&xml, "snapshotId"))
     }
 
@@ -310,6 +290,15 @@ impl Ec2 {
         .await
         .map(|_| ())
     }
+}
+
+/// Describe* filters for resources of this account tagged `key=value`.
+fn ours_tagged(key: &str, value: &str) -> Vec<(String, String)> {
+    vec![
+        ("Owner.1".into(), "self".into()),
+        ("Filter.1.Name".into(), format!("tag:{key}")),
+        ("Filter.1.Value.1".into(), value.into()),
+    ]
 }
 
 /// `application/x-www-form-urlencoded`, RFC 3986 unreserved characters kept.

@@ -50,16 +50,20 @@ impl AmiError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        let code = error.code().unwrap_or_default();
-        if matches!(
-            code,
-            "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired"
-        ) {
+        if is_expired(error.code().unwrap_or_default()) {
             return AmiError::Expired { call };
         }
         let message = DisplayErrorContext(&error).to_string().replace('\n', " ");
         AmiError::Aws { call, message }
     }
+}
+
+/// Whether an AWS error code means the credentials (or the request's signature time) expired.
+fn is_expired(code: &str) -> bool {
+    matches!(
+        code,
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired"
+    )
 }
 
 /// The SDK's configuration from the standard chain (environment, shared config and
@@ -116,13 +120,12 @@ pub fn publish_snapshot(
     progress: &dyn Progress,
 ) -> Result<UploadedSnapshot, AmiError> {
     runtime()?.block_on(async {
-        let Some(limit) = wait else {
-            let config = sdk_config(request.region).await?;
-            return upload_with(&config, request, &request.spec, progress).await;
-        };
-        let (config, _, ec2) = connect(request).await?;
+        let config = sdk_config(request.region).await?;
         let mut snapshot = upload_with(&config, request, &request.spec, progress).await?;
-        wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
+        if let Some(limit) = wait {
+            let (_, ec2) = ec2_client(&config, request.retries)?;
+            wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
+        }
         Ok(snapshot)
     })
 }
@@ -141,6 +144,19 @@ async fn wait_completed(
     .await?;
     snapshot.status = "completed".into();
     Ok(())
+}
+
+/// Waits for an image to be `available` (launching or copying a pending one fails).
+async fn wait_available(
+    ec2: &ec2::Ec2,
+    image_id: &str,
+    limit: &std::time::Duration,
+    progress: &dyn Progress,
+) -> Result<(), AmiError> {
+    wait_for(limit, "image", image_id, "available", progress, || {
+        ec2.image_state(image_id)
+    })
+    .await
 }
 
 /// How the AMI is registered.
@@ -242,27 +258,26 @@ pub struct AmiRecord {
 pub const BASE_TAG: &str = "kato:base-sha512";
 
 /// The snapshot of an unmodified vendor image, which role snapshots are made on: found by its
-/// tag (`BASE_TAG` = the image's SHA-512), else uploaded and tagged. Returns its ID and
-/// whether it already existed.
+/// tag (`BASE_TAG` = the image's SHA-512), else uploaded and tagged. Returns its ID.
 pub fn base_snapshot(
     upload: &SnapshotUpload,
     base_sha512: &str,
     wait: std::time::Duration,
     progress: &dyn Progress,
-) -> Result<(String, bool), AmiError> {
+) -> Result<String, AmiError> {
     runtime()?.block_on(async {
         let (config, region, ec2) = connect(upload).await?;
         if let Some(id) = ec2.find_snapshot(BASE_TAG, base_sha512).await? {
             progress.note(&format!(
                 "{region}: base snapshot {id} already holds this vendor image"
             ));
-            return Ok((id, true));
+            return Ok(id);
         }
         let mut spec = upload.spec.clone();
         spec.tags.push((BASE_TAG.into(), base_sha512.to_string()));
         let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
         wait_completed(&ec2, &mut snapshot, &wait, progress).await?;
-        Ok((snapshot.snapshot_id, false))
+        Ok(snapshot.snapshot_id)
     })
 }
 
@@ -271,12 +286,21 @@ async fn connect(
     upload: &SnapshotUpload<'_>,
 ) -> Result<(aws_config::SdkConfig, String, ec2::Ec2), AmiError> {
     let config = sdk_config(upload.region).await?;
+    let (region, ec2) = ec2_client(&config, upload.retries)?;
+    Ok((config, region, ec2))
+}
+
+/// The configuration's region and an EC2 client for it.
+fn ec2_client(
+    config: &aws_config::SdkConfig,
+    retries: u32,
+) -> Result<(String, ec2::Ec2), AmiError> {
     let region = config
         .region()
         .map(|r| r.to_string())
         .ok_or(AmiError::NoRegion)?;
-    let ec2 = ec2::Ec2::new(&config, &region, upload.retries)?;
-    Ok((config, region, ec2))
+    let ec2 = ec2::Ec2::new(config, &region, retries)?;
+    Ok((region, ec2))
 }
 
 /// Plans and uploads `upload.image` with `spec`.
@@ -374,16 +398,8 @@ async fn publish_ami_async(
             (RegionImage::new(&region, image_id, false), Some(snapshot))
         }
     };
-    // Launching or copying a pending AMI fails, and the record is what CI jobs launch next.
-    wait_for(
-        &request.wait,
-        "image",
-        &image.image_id,
-        "available",
-        progress,
-        || ec2.image_state(&image.image_id),
-    )
-    .await?;
+    // The record is what CI jobs launch next.
+    wait_available(&ec2, &image.image_id, &request.wait, progress).await?;
     let mut copies = Vec::new();
     for target in settings.regions.iter().filter(|r| **r != region) {
         let there = ec2::Ec2::new(&config, target, upload.retries)?;
@@ -409,15 +425,7 @@ async fn publish_ami_async(
                 RegionImage::new(target, image_id, false)
             }
         };
-        wait_for(
-            &request.wait,
-            "image",
-            &copy.image_id,
-            "available",
-            progress,
-            || there.image_state(&copy.image_id),
-        )
-        .await?;
+        wait_available(&there, &copy.image_id, &request.wait, progress).await?;
         if settings.public {
             there.make_public(&copy.image_id).await?;
         }
