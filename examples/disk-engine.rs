@@ -1,6 +1,6 @@
 //! Drives the disk engine's two costly steps on their own, for `scripts/bench disk`:
 //!
-//!   disk-engine decompress ARTIFACT CACHE_DIR   cold: decompress into the raw cache
+//!   disk-engine decompress ARTIFACT CACHE_DIR   cold: decompress (and hash) into the raw cache
 //!   disk-engine copy BASE.raw OUT.raw           warm: a role's working copy, committed
 
 use std::path::Path;
@@ -19,8 +19,15 @@ fn main() -> anyhow::Result<()> {
     {
         ["decompress", artifact, cache] => {
             let cache = Cache::open(Path::new(cache))?;
-            let path = disk::cached_raw(&cache, Path::new(artifact), "bench", &Silent)?;
-            println!("{}", path.display());
+            let mut zeros = disk::ZeroLeaves::load(&cache.zero_leaves_path());
+            let source = disk::Source {
+                path: Path::new(artifact),
+                name: artifact,
+                sha512: "bench",
+            };
+            let cached = disk::cached_raw(&cache, &source, &mut zeros, &Silent)?;
+            zeros.save();
+            println!("{}", cached.path.display());
         }
         ["copy", base, out] => {
             let copy = WorkingCopy::create(Path::new(base), Path::new(out), &["OEM", "ROOT"])?;

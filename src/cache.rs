@@ -8,6 +8,11 @@
 //! CACHE/releases/<channel>/<board>/<version>/<file>.json   what <file> is (digest, signer)
 //! CACHE/releases/<channel>/<board>/current.json            the last version `current` named
 //! CACHE/partial/<key>.part, <key>.json, <key>.lock         downloads in progress (never trusted)
+//! CACHE/raw/<sha512>.raw                                   a verified disk image, decompressed (sparse)
+//! CACHE/raw/<sha512>.digests                               its BLAKE3 leaf and partition digests
+//! CACHE/digests/zero-leaves                                BLAKE3 values of zero leaves, by offset
+//! CACHE/archives/<key>.tar, <key>.json                     container images as `docker load` tars
+//! CACHE/tags/<key>.json                                    the digest a registry tag last resolved to
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::release::{Board, Channel};
 use crate::verify::SignatureInfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +56,8 @@ pub struct ArtifactRecord {
 /// Release coordinates inside the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseKey {
-    pub channel: String,
-    pub board: String,
+    pub channel: Channel,
+    pub board: Board,
     pub version: String,
 }
 
@@ -91,9 +97,19 @@ impl Cache {
     }
 
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        for sub in ["blobs/sha512", "blobs/sha256", "releases", "partial"] {
+        for sub in [
+            "blobs/sha512",
+            "blobs/sha256",
+            "releases",
+            "partial",
+            "raw",
+            "digests",
+            "archives",
+            "tags",
+        ] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(error(&dir))?;
+            fsutil::remove_stale_temps(&dir);
         }
         Ok(Cache {
             root: root.to_path_buf(),
@@ -108,6 +124,35 @@ impl Cache {
         self.root.join("blobs/sha512").join(sha512)
     }
 
+    /// The decompressed, sparse form of the verified file `sha512`.
+    pub fn raw_path(&self, sha512: &str) -> PathBuf {
+        self.root.join("raw").join(format!("{sha512}.raw"))
+    }
+
+    /// The digests of `raw_path(sha512)`, computed when it was decompressed.
+    pub fn raw_digests_path(&self, sha512: &str) -> PathBuf {
+        self.root.join("raw").join(format!("{sha512}.digests"))
+    }
+
+    /// BLAKE3 values of all-zero leaves, which depend only on their offset.
+    pub fn zero_leaves_path(&self) -> PathBuf {
+        self.root.join("digests").join("zero-leaves")
+    }
+
+    /// A container image archive and its record, by the archive's key.
+    pub fn archive_paths(&self, key: &str) -> (PathBuf, PathBuf) {
+        let dir = self.root.join("archives");
+        (
+            dir.join(format!("{key}.tar")),
+            dir.join(format!("{key}.json")),
+        )
+    }
+
+    /// What a registry tag last resolved to, by a key derived from the tag's reference.
+    pub fn tag_path(&self, key: &str) -> PathBuf {
+        self.root.join("tags").join(format!("{key}.json"))
+    }
+
     /// A registry blob (layer, config, manifest) by the hex of its SHA-256.
     pub fn blob_sha256_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs/sha256").join(sha256)
@@ -116,8 +161,8 @@ impl Cache {
     fn release_dir(&self, key: &ReleaseKey) -> PathBuf {
         self.root
             .join("releases")
-            .join(&key.channel)
-            .join(&key.board)
+            .join(key.channel.name())
+            .join(key.board.name())
             .join(&key.version)
     }
 
@@ -147,19 +192,28 @@ impl Cache {
         Ok(blob)
     }
 
-    pub fn current(&self, channel: &str, board: &str) -> Option<String> {
+    pub fn current(&self, channel: Channel, board: Board) -> Option<String> {
         let path = self
             .root
             .join("releases")
-            .join(channel)
-            .join(board)
+            .join(channel.name())
+            .join(board.name())
             .join("current.json");
         let record: CurrentRecord = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
         Some(record.version)
     }
 
-    pub fn set_current(&self, channel: &str, board: &str, version: &str) -> Result<(), CacheError> {
-        let dir = self.root.join("releases").join(channel).join(board);
+    pub fn set_current(
+        &self,
+        channel: Channel,
+        board: Board,
+        version: &str,
+    ) -> Result<(), CacheError> {
+        let dir = self
+            .root
+            .join("releases")
+            .join(channel.name())
+            .join(board.name());
         fs::create_dir_all(&dir).map_err(error(&dir))?;
         let path = dir.join("current.json");
         let json = serde_json::to_vec(&CurrentRecord {

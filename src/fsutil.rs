@@ -57,3 +57,52 @@ pub fn start_writeback(file: &File, offset: u64, length: u64) {
     #[cfg(not(target_os = "linux"))]
     let _ = (file, offset, length);
 }
+
+/// The process ID in a name `temp_path` made (`.NAME.PID.N.tmp`).
+fn temp_owner(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let _counter: u64 = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    parts.next().filter(|rest| !rest.is_empty())?;
+    Some(pid)
+}
+
+/// Removes the temporary files of processes that no longer run (a killed build leaves its
+/// half-written image under its temporary name; nothing would ever use or remove it).
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_ended_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = temp_path(&dir.path().join("master.raw"));
+        fs::write(&mine, b"in progress").unwrap();
+        // PID 0 is never a process of ours; a huge one is not running either.
+        let dead = dir.path().join(".master.raw.4000000000.3.tmp");
+        fs::write(&dead, b"left by kill -9").unwrap();
+        let other = dir.path().join(".notes.tmp");
+        fs::write(&other, b"not ours").unwrap();
+        remove_stale_temps(dir.path());
+        assert!(mine.exists() && other.exists());
+        assert!(!dead.exists());
+        assert_eq!(temp_owner(".a.b.raw.12.0.tmp"), Some(12));
+        assert_eq!(temp_owner(".12.0.tmp"), None);
+    }
+}

@@ -87,7 +87,8 @@ pub fn inspect(
     } else {
         temp_dir = TempDir::new().map_err(DiskError::io(path))?;
         let raw = temp_dir.0.join("image.raw");
-        disk::decompress::decompress_to_sparse(path, &raw, progress)?;
+        let label = path.display().to_string();
+        disk::decompress::decompress_to_sparse(path, &label, &raw, None, progress)?;
         raw
     };
     let (file, table) = disk::open_table(&raw, allow_backup).map_err(|e| match e {

@@ -2,6 +2,11 @@
 //!
 //! The library does the work and returns typed errors; the `kato-image` binary parses
 //! arguments, reports, and chooses exit codes.
+//!
+//! A build runs `profile` (load and merge) and `role` (units, files) into `plan`, then
+//! `gather` (`release` fetches and `verify` checks the vendor files, `disk` decompresses and
+//! hashes them, `oci` pulls images), then `emit` (a copy of the vendor disk with `fs` writing
+//! its OEM btrfs; iPXE payloads; AMIs), and `manifest` records it all; `build` drives them.
 
 pub mod build;
 pub mod cache;
@@ -10,10 +15,13 @@ pub mod disk;
 pub mod emit;
 pub mod fs;
 pub mod fsutil;
+pub mod gather;
 pub mod inspect;
 pub mod io;
+pub mod manifest;
 pub mod oci;
 pub mod origin;
+pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod project;

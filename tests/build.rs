@@ -1,5 +1,5 @@
 //! `kato-image build` from a signed, bzip2'd Flatcar-shaped release on a loopback mirror,
-//! judged by sgdisk, sha256sum, btrfs check and GRUB's own btrfs driver.
+//! judged by sgdisk, b3sum, btrfs check and GRUB's own btrfs driver.
 
 mod common;
 
@@ -10,37 +10,12 @@ use common::disk::{extract, fixture, sgdisk_verify};
 use common::mirror::{IMAGE, Mirror, sha512_hex};
 use common::signing::fixtures;
 
-/// A mirror publishing the bzip2'd fixture.
 fn mirror_with(image: &Path) -> Mirror {
-    let mirror = Mirror::new();
-    let compressed = mirror.cache.path().join("image.bin.bz2");
-    let out = Command::new("bzip2").arg("-c").arg(image).output().unwrap();
-    std::fs::write(&compressed, out.stdout).unwrap();
-    mirror.publish_image(&compressed);
-    std::fs::remove_file(&compressed).unwrap();
-    mirror
+    Mirror::with_image(image)
 }
 
 fn build(mirror: &Mirror, out: &Path, extra: &[&str]) -> Output {
-    common::kato()
-        .args([
-            "build",
-            "--json",
-            "--release-url",
-            &mirror.template(),
-            "--retry-delay-ms",
-            "20",
-        ])
-        .arg("--cache")
-        .arg(mirror.cache.path())
-        .arg("--keyring")
-        .arg(&fixtures().keyring)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
+    mirror.build_with(common::kato(), out, extra)
 }
 
 fn ok(out: &Output) -> serde_json::Value {
@@ -105,29 +80,27 @@ fn master_image_carries_its_config_and_nothing_else_changes() {
 
     // The vendor artifact, as fetched and verified.
     let published = std::fs::read(mirror.dir().join(IMAGE)).unwrap();
-    assert_eq!(m["base"]["sha512"], sha512_hex(&published));
-    assert_eq!(m["base"]["version"], "1.2.3");
+    let vendor = &m["vendor"][0];
+    assert_eq!(vendor["file"], IMAGE);
+    assert_eq!(vendor["sha512"], sha512_hex(&published));
+    assert_eq!(m["release"]["version"], "1.2.3");
     assert_eq!(
-        m["base"]["signature"]["primary_fingerprint"],
+        vendor["signature"]["primary_fingerprint"],
         fixtures().primary
     );
     assert_eq!(m["profiles"][0]["path"], "base.yaml");
     assert_eq!(m["profiles"][1]["path"], "master.yaml");
 
     // Only OEM changed; every other partition hashes as before.
-    assert_eq!(m["changed_partitions"], serde_json::json!(["OEM"]));
-    for p in m["partitions"].as_array().unwrap() {
+    let disk = &m["disks"][0];
+    assert_eq!(disk["file"], "master.raw");
+    assert_eq!(disk["from"], IMAGE);
+    assert_eq!(disk["changed_partitions"], serde_json::json!(["OEM"]));
+    for p in disk["partitions"].as_array().unwrap() {
         assert_eq!(p["changed"], p["name"] == "OEM", "{p}");
     }
     // The image digest, by an independent judge.
-    let sum = Command::new("sha256sum").arg(&image).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&sum.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap(),
-        m["output"]["sha256"]
-    );
+    assert_eq!(common::disk::b3sum(&image), disk["blake3"]);
     assert!(sgdisk_verify(&image).0);
 
     // GRUB reads the config and the kernel arguments through the GPT, old lines kept.

@@ -137,7 +137,15 @@ fn decompressed_cache_is_exact_sparse_and_made_once() {
         .unwrap();
     std::fs::write(&compressed, out.stdout).unwrap();
     let cache = kato_image::cache::Cache::open(&dir.path().join("cache")).unwrap();
-    let raw = disk::cached_raw(&cache, &compressed, "abc", &kato_image::progress::Silent).unwrap();
+    let mut zeros = disk::ZeroLeaves::in_memory();
+    let source = disk::Source {
+        path: &compressed,
+        name: "flatcar_production_image.bin.bz2",
+        sha512: "abc",
+    };
+    let cached =
+        disk::cached_raw(&cache, &source, &mut zeros, &kato_image::progress::Silent).unwrap();
+    let raw = cached.path.clone();
     let status = Command::new("cmp")
         .arg(&raw)
         .arg(fixture())
@@ -154,8 +162,9 @@ fn decompressed_cache_is_exact_sparse_and_made_once() {
     assert!(allocated(&raw) < std::fs::metadata(&raw).unwrap().len() / 4);
     let modified = std::fs::metadata(&raw).unwrap().modified().unwrap();
     let again =
-        disk::cached_raw(&cache, &compressed, "abc", &kato_image::progress::Silent).unwrap();
-    assert_eq!(again, raw);
+        disk::cached_raw(&cache, &source, &mut zeros, &kato_image::progress::Silent).unwrap();
+    assert_eq!(again.path, raw);
+    assert_eq!(again.digests, cached.digests, "digests kept beside it");
     assert_eq!(
         std::fs::metadata(&raw).unwrap().modified().unwrap(),
         modified,
@@ -181,8 +190,19 @@ fn corrupt_or_fake_compressed_input_leaves_no_cache_entry() {
         .unwrap();
     std::fs::write(&cut, &out.stdout[..out.stdout.len() / 2]).unwrap();
     for (path, digest) in [(&fake, "fake"), (&cut, "cut")] {
-        let error =
-            disk::cached_raw(&cache, path, digest, &kato_image::progress::Silent).unwrap_err();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let source = disk::Source {
+            path,
+            name,
+            sha512: digest,
+        };
+        let error = disk::cached_raw(
+            &cache,
+            &source,
+            &mut disk::ZeroLeaves::in_memory(),
+            &kato_image::progress::Silent,
+        )
+        .unwrap_err();
         let text = error.to_string();
         assert!(
             text.contains("bzip2 data is corrupt near compressed byte"),
@@ -206,20 +226,6 @@ fn digests(path: &Path) -> BTreeMap<u32, String> {
     disk::partition_digests(&file, &table).unwrap()
 }
 
-/// SHA-256 of `[offset, offset + len)` read with dd, independent of our reader.
-fn dd_sha256(path: &Path, offset: u64, len: u64) -> String {
-    let script = format!(
-        "dd if='{}' bs=1M iflag=skip_bytes,count_bytes skip={offset} count={len} status=none | sha256sum",
-        path.display()
-    );
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn working_copy_keeps_every_partition_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,8 +239,8 @@ fn working_copy_keeps_every_partition_byte_identical() {
     for p in table.partitions() {
         assert_eq!(
             before[&p.slot],
-            dd_sha256(fixture(), p.start(), p.len()),
-            "our digest of slot {} matches dd|sha256sum",
+            common::disk::dd_b3sum(fixture(), p.start(), p.len()),
+            "our digest of slot {} matches dd | b3sum",
             p.slot
         );
     }
@@ -272,7 +278,13 @@ fn new_partition_before_root_keeps_root_last_and_intact() {
         unique_guid: "9C1A6B2E-4D7F-4E3A-9B5C-0123456789AB".parse().unwrap(),
         size: 48 << 20,
     };
-    let added = layout::insert_before_root(&mut file, &mut table, &new).unwrap();
+    let mut written = disk::Ranges::default();
+    let added = layout::insert_before_root(
+        &mut disk::Tracked::new(&file, &mut written),
+        &mut table,
+        &new,
+    )
+    .unwrap();
     drop(file);
     assert_eq!(added.len(), 48 << 20);
     assert_eq!(
@@ -455,7 +467,8 @@ fn damaged_primary_header_names_the_backup_and_uses_it_only_when_asked() {
         .open(&path)
         .unwrap();
     let mut table = PartitionTable::read(&mut file, true).unwrap();
-    table.write(&mut file).unwrap();
+    let len = file.metadata().unwrap().len();
+    table.write(&mut file, len).unwrap();
     drop(file);
     assert!(sgdisk_verify(&path).0);
     assert_eq!(inspect_json(&path, &[])["table_from_backup"], false);

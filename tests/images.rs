@@ -360,7 +360,7 @@ fn a_build_bakes_images_into_kato_data_before_root_and_the_machine_sees_them() {
     assert_eq!(baked[1]["source"], "docker-archive");
     assert_eq!(baked[1]["sha256"], local_sha.trim_start_matches("sha256:"));
     assert!(
-        manifest["changed_partitions"]
+        manifest["disks"][0]["changed_partitions"]
             .as_array()
             .unwrap()
             .iter()

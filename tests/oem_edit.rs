@@ -9,7 +9,7 @@ use std::process::Command;
 use common::btrfs::{TIME, meta};
 use common::disk::{fixture_copy, sgdisk_verify};
 use kato_image::disk;
-use kato_image::fs::btrfs::{edit_partition, read_partition};
+use kato_image::fs::btrfs::{read_partition, rewrite_partition};
 use kato_image::fs::tree::{Contents, Entry, Kind};
 
 #[test]
@@ -23,36 +23,47 @@ fn baking_a_config_keeps_every_other_file_and_partition() {
     drop(file);
 
     let config = br#"{"ignition":{"version":"3.3.0"}}"#.to_vec();
-    let mut disk_file = std::fs::OpenOptions::new()
+    let disk_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&image)
         .unwrap();
-    edit_partition(&mut disk_file, oem.start(), oem.len(), TIME, |tree| {
-        let d = meta(0o755);
-        tree.insert("config.ign", Entry::file(meta(0o644), config.clone()), &d)
-            .map_err(|e| e.to_string())?;
-        tree.insert(
-            "base/base.ign",
-            Entry::file(meta(0o644), config.clone()),
-            &d,
-        )
-        .map_err(|e| e.to_string())?;
-        let Some(Entry {
-            kind: Kind::File(Contents::Bytes(grub)),
-            ..
-        }) = tree.get("grub.cfg").cloned()
-        else {
-            return Err("no grub.cfg".into());
-        };
-        let mut grub = grub;
-        grub.extend_from_slice(b"set linux_append=\"$linux_append kato.role=master\"\n");
-        let old = tree.get("grub.cfg").unwrap().meta.clone();
-        tree.insert("grub.cfg", Entry::file(old, grub), &d)
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    })
+    let (mut tree, label, fsid) = read_partition(&disk_file, oem.start(), oem.len()).unwrap();
+    let d = meta(0o755);
+    tree.insert("config.ign", Entry::file(meta(0o644), config.clone()), &d)
+        .unwrap();
+    tree.insert(
+        "base/base.ign",
+        Entry::file(meta(0o644), config.clone()),
+        &d,
+    )
     .unwrap();
+    let Some(Entry {
+        kind: Kind::File(Contents::Bytes(mut grub)),
+        ..
+    }) = tree.get("grub.cfg").cloned()
+    else {
+        panic!("no grub.cfg");
+    };
+    grub.extend_from_slice(b"set linux_append=\"$linux_append kato.role=master\"\n");
+    let old = tree.get("grub.cfg").unwrap().meta.clone();
+    tree.insert("grub.cfg", Entry::file(old, grub), &d).unwrap();
+    let mut written = disk::Ranges::default();
+    rewrite_partition(
+        &mut disk::Tracked::new(&disk_file, &mut written),
+        oem.start(),
+        oem.len(),
+        &tree,
+        (label, fsid),
+        TIME,
+    )
+    .unwrap();
+    // Only the OEM partition was written to.
+    assert!(
+        written
+            .iter()
+            .all(|(s, e)| s >= oem.start() && e <= oem.end())
+    );
     drop(disk_file);
 
     // Every partition but OEM is byte-identical; the table is intact.

@@ -246,7 +246,7 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
     }
     assert!(r["Name"].as_str().unwrap().starts_with("kato-master-"));
     assert!(r["Description"].as_str().unwrap().contains(build_id));
-    // Tags: role, Flatcar version, build ID and manifest digest, on the image and its copy.
+    // Tags: role, Flatcar version, build ID and image digest, on the image and its copy.
     let tags = calls(&requests, "CreateTags");
     let tagged: Vec<&str> = tags
         .iter()
@@ -259,7 +259,7 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
         for expected in [
             "kato:role",
             "kato:flatcar-version",
-            "kato:manifest-sha256",
+            "kato:image-blake3",
             "kato:build-id",
             build_id,
         ] {
@@ -353,9 +353,16 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         .unwrap()
     };
     let (master, worker) = (manifest("master"), manifest("worker"));
+    let ami_disk = |m: &serde_json::Value| m["disks"][0].clone();
     assert_eq!(
-        master["base"]["file"],
+        ami_disk(&master)["from"],
         "flatcar_production_ami_image.bin.bz2"
+    );
+    assert_eq!(ami_disk(&master)["file"], "master-ami.raw");
+    assert!(out.path().join("master-ami.raw").exists());
+    assert!(
+        !out.path().join("master.raw").exists(),
+        "--output ami alone makes no generic image"
     );
     let started = starts(&requests);
     assert_eq!(
@@ -371,7 +378,7 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
     );
     let base_blocks = sent_blocks(&requests).len() as u64;
     for role in [&master, &worker] {
-        let snapshot = &role["ami"]["snapshot"];
+        let snapshot = &ami_disk(role)["ami"]["snapshot"];
         assert!(snapshot["parent_snapshot_id"].is_string(), "{snapshot}");
         assert!(
             snapshot["changed_blocks"].as_u64().unwrap() * 4 < base_blocks,
@@ -379,13 +386,28 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         );
     }
     assert_eq!(
-        master["ami"]["snapshot"]["parent_snapshot_id"],
-        worker["ami"]["snapshot"]["parent_snapshot_id"]
+        ami_disk(&master)["ami"]["snapshot"]["parent_snapshot_id"],
+        ami_disk(&worker)["ami"]["snapshot"]["parent_snapshot_id"]
     );
     assert_eq!(calls(&requests, "RegisterImage").len(), 2);
     assert_eq!(
-        summary[1]["ami"]["image"]["image_id"],
-        worker["ami"]["image"]["image_id"]
+        summary[1]["disks"][0]["ami"]["image"]["image_id"],
+        ami_disk(&worker)["ami"]["image"]["image_id"]
+    );
+    // The image's tag names its digest, which the manifest written after publishing has.
+    let tags = calls(&requests, "CreateTags");
+    let worker_image = ami_disk(&worker)["ami"]["image"]["image_id"].clone();
+    let tagged = tags
+        .iter()
+        .find(|t| t["ResourceId.1"] == worker_image)
+        .unwrap()
+        .to_string();
+    let digest = ami_disk(&worker)["blake3"].as_str().unwrap().to_string();
+    assert!(tagged.contains("kato:image-blake3"), "{tagged}");
+    assert!(tagged.contains(&digest), "{tagged}");
+    assert_eq!(
+        digest,
+        common::disk::b3sum(&out.path().join("worker-ami.raw"))
     );
 
     // A later run finds the base snapshot and the AMIs by their tags and uploads nothing.
@@ -393,7 +415,7 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
     let again = json(&aws.kato(&args));
     let requests = aws.requests();
     assert!(starts(&requests).is_empty(), "nothing uploaded again");
-    assert_eq!(again[0]["ami"]["image"]["reused"], true);
+    assert_eq!(again[0]["disks"][0]["ami"]["image"]["reused"], true);
 }
 
 /// A 4 MiB sparse image with one block of data, and a build manifest beside it: enough for
@@ -403,10 +425,20 @@ fn small_image(dir: &std::path::Path) -> std::path::PathBuf {
     let file = std::fs::File::create(&image).unwrap();
     file.set_len(4 << 20).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, b"data", 1 << 20).unwrap();
+    drop(file);
     let manifest = serde_json::json!({
-        "role": "small",
+        "tool": {"name": "kato-image", "version": "0"},
         "build_id": "b-small",
-        "base": {"version": "1.2.3", "board": "amd64-usr", "channel": "stable"},
+        "role": "small",
+        "release": {"channel": "stable", "board": "amd64-usr", "requested_version": "1.2.3",
+                    "version": "1.2.3", "base_url": "http://mirror/", "insecure_skip_signature": false},
+        "vendor": [],
+        "profiles": [],
+        "config": {"format": "ignition", "spec": "3.3.0", "path": "config.ign", "sha256": ""},
+        "kernel_args": [],
+        "timestamp": 0,
+        "disks": [{"file": "small.raw", "from": "flatcar_production_image.bin.bz2", "size": 4 << 20,
+                   "blake3": common::disk::b3sum(&image), "partitions": [], "changed_partitions": []}],
     });
     std::fs::write(
         dir.join("small.manifest.json"),

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use kato_image::build::{BuildRequest, build};
+use kato_image::build::{BuildRequest, RoleBuild, build};
+use kato_image::emit::ami::AwsOptions;
+use kato_image::plan::OutputKind;
 
 use super::ProjectArgs;
 use super::fetch::{INSECURE_WARNING, ReleaseArgs};
@@ -21,11 +23,12 @@ pub struct BuildArgs {
     /// Where the images and manifests go.
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
-    /// What to emit: any of `raw`, `ipxe` and `ami` (`raw,ipxe,ami`). `ami` uploads each
-    /// role's image (from Flatcar's EC2 image) to EBS and registers it; the second and later
-    /// roles send only the blocks that differ from the first.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
-    pub output: Vec<OutputArg>,
+    /// What to emit: any of `raw`, `ipxe` and `ami` (`raw,ipxe,ami`) [default: what each
+    /// profile lists under `outputs:`, else `raw`]. `ami` makes OUT/<role>-ami.raw from
+    /// Flatcar's EC2 image, uploads it to EBS on a snapshot of that image (sending only the
+    /// blocks the role changed) and registers it.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub output: Option<Vec<OutputArg>>,
     /// URL prefix for the kernel and initrds in iPXE scripts (default: relative to the
     /// script, which iPXE resolves against the script's own URL).
     #[arg(long, value_name = "URL")]
@@ -65,6 +68,16 @@ pub enum OutputArg {
     Ami,
 }
 
+impl From<OutputArg> for OutputKind {
+    fn from(value: OutputArg) -> Self {
+        match value {
+            OutputArg::Raw => OutputKind::Raw,
+            OutputArg::Ipxe => OutputKind::Ipxe,
+            OutputArg::Ami => OutputKind::Ami,
+        }
+    }
+}
+
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let project = super::open(&args.project)?;
     let roles = if args.role.iter().any(|r| r == "all") {
@@ -82,93 +95,98 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         })?),
         Err(_) => None,
     };
-    let release_for =
+    let release =
         |profile: &kato_image::profile::Profile| args.release.spec(profile.release.clone());
+    let outputs: Option<Vec<OutputKind>> = args
+        .output
+        .as_ref()
+        .map(|o| o.iter().map(|&o| o.into()).collect());
     let request = BuildRequest {
         project: &project,
         roles: &roles,
-        release_for: &release_for,
+        outputs: outputs.as_deref(),
+        release: &release,
         fetch: &options,
         out_dir: &args.out,
         source_date_epoch,
-        // An AMI is uploaded from the raw image, so `ami` makes one too.
-        raw: args
-            .output
-            .iter()
-            .any(|o| matches!(o, OutputArg::Raw | OutputArg::Ami)),
-        ipxe: args.output.iter().any(|o| matches!(o, OutputArg::Ipxe)),
-        ipxe_base_url: args.base_url.clone(),
+        ipxe_base_url: args.base_url.as_deref(),
         allow_unpinned: args.allow_unpinned,
         pull_workers: args.pull_workers,
-        ami: args
-            .output
-            .iter()
-            .any(|o| matches!(o, OutputArg::Ami))
-            .then(|| kato_image::build::AmiTarget {
-                region: args.region.clone(),
-                workers: args.upload_workers,
-                retries: options.retries,
-                wait: std::time::Duration::from_secs(args.wait_timeout),
-            }),
+        aws: AwsOptions {
+            region: args.region.clone(),
+            workers: args.upload_workers,
+            retries: options.retries,
+            wait: std::time::Duration::from_secs(args.wait_timeout),
+        },
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;
     if args.json {
-        let summary: Vec<_> = builds
-            .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "role": b.role,
-                    "image": b.image,
-                    "manifest": b.manifest_path,
-                    "build_id": b.manifest.build_id,
-                    "sha256": b.manifest.output.as_ref().map(|o| o.sha256.clone()),
-                    "changed_partitions": b.manifest.changed_partitions,
-                    "ipxe": b.manifest.ipxe.as_ref().map(|i| args.out.join("ipxe").join(&i.script)),
-                    "ami": b.manifest.ami,
-                })
-            })
-            .collect();
+        let summary: Vec<_> = builds.iter().map(|b| summary(&args.out, b)).collect();
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for b in &builds {
-            let m = &b.manifest;
-            println!("{}: build id {}", b.role, m.build_id);
-            println!("  manifest:  {}", b.manifest_path.display());
-            println!("  config:    sha256 {}", m.config.sha256);
-            if let (Some(image), Some(output), Some(base)) = (&b.image, &m.output, &m.base) {
-                println!(
-                    "  image:     {} ({}, sha256 {})",
-                    image.display(),
-                    bytes(output.size),
-                    output.sha256
-                );
-                println!(
-                    "  base:      Flatcar {} {} {} ({})",
-                    base.channel, base.board, base.version, base.file
-                );
-                println!("  changed:   {}", m.changed_partitions.join(", "));
-            }
-            if let Some(ami) = &m.ami {
-                let reused = if ami.image.reused { " (reused)" } else { "" };
-                println!(
-                    "  ami:       {} {}{reused}",
-                    ami.image.region, ami.image.image_id
-                );
-                for copy in &ami.copies {
-                    println!("  copy:      {} {}", copy.region, copy.image_id);
-                }
-            }
-            if let Some(ipxe) = &m.ipxe {
-                println!(
-                    "  ipxe:      {}",
-                    args.out.join("ipxe").join(&ipxe.script).display()
-                );
-            }
+            print_text(&args.out, b);
         }
     }
     if options.insecure_skip_signature {
         eprintln!("{INSECURE_WARNING}");
     }
     Ok(())
+}
+
+/// One role's JSON summary: where its outputs are, and what a CI job uses next.
+fn summary(out: &std::path::Path, b: &RoleBuild) -> serde_json::Value {
+    let m = &b.manifest;
+    serde_json::json!({
+        "role": b.role,
+        "manifest": b.manifest_path,
+        "build_id": m.build_id,
+        "disks": m.disks.iter().map(|d| serde_json::json!({
+            "path": out.join(&d.file),
+            "from": d.from,
+            "size": d.size,
+            "blake3": d.blake3,
+            "changed_partitions": d.changed_partitions,
+            "ami": d.ami,
+        })).collect::<Vec<_>>(),
+        "ipxe": m.ipxe.as_ref().map(|i| out.join("ipxe").join(&i.script)),
+    })
+}
+
+fn print_text(out: &std::path::Path, b: &RoleBuild) {
+    let m = &b.manifest;
+    println!("{}: build id {}", b.role, m.build_id);
+    println!("  manifest:  {}", b.manifest_path.display());
+    println!("  config:    sha256 {}", m.config.sha256);
+    println!(
+        "  release:   Flatcar {} {} {}",
+        m.release.channel, m.release.board, m.release.version
+    );
+    for disk in &m.disks {
+        println!(
+            "  image:     {} ({}, blake3 {})",
+            out.join(&disk.file).display(),
+            bytes(disk.size),
+            disk.blake3
+        );
+        println!("    from:    {}", disk.from);
+        println!("    changed: {}", disk.changed_partitions.join(", "));
+        if let Some(ami) = &disk.ami {
+            let reused = if ami.image.reused { " (reused)" } else { "" };
+            println!(
+                "    ami:     {} {}{reused}",
+                ami.image.region, ami.image.image_id
+            );
+            for copy in &ami.copies {
+                println!("    copy:    {} {}", copy.region, copy.image_id);
+            }
+        }
+    }
+    if let Some(ipxe) = &m.ipxe {
+        println!(
+            "  ipxe:      {}",
+            out.join("ipxe").join(&ipxe.script).display()
+        );
+    }
 }

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use super::Prefix;
 use clap::{Args, ValueEnum};
 use kato_image::cache::Cache;
-use kato_image::profile::{Board, Channel};
 use kato_image::release::transport::TransportOptions;
 use kato_image::release::{self, ArtifactKind, FetchOptions, FetchedRelease, ReleaseSpec};
+use kato_image::release::{Board, Channel};
 use kato_image::verify::{Keyring, format_time};
 
 use super::progress::{Reporter, bytes};
@@ -54,6 +54,17 @@ pub enum ChannelArg {
     Beta,
     Alpha,
     Lts,
+}
+
+impl From<ChannelArg> for Channel {
+    fn from(value: ChannelArg) -> Self {
+        match value {
+            ChannelArg::Stable => Channel::Stable,
+            ChannelArg::Beta => Channel::Beta,
+            ChannelArg::Alpha => Channel::Alpha,
+            ChannelArg::Lts => Channel::Lts,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,21 +120,10 @@ impl ReleaseArgs {
         ReleaseSpec {
             channel: self
                 .channel
-                .map(|c| match c {
-                    ChannelArg::Stable => Channel::Stable,
-                    ChannelArg::Beta => Channel::Beta,
-                    ChannelArg::Alpha => Channel::Alpha,
-                    ChannelArg::Lts => Channel::Lts,
-                })
+                .map(Channel::from)
                 .unwrap_or(from_profile.channel),
             version: self.version.clone().unwrap_or(from_profile.version),
-            board: self
-                .board
-                .map(|b| match b {
-                    BoardArg::Amd64 => Board::Amd64,
-                    BoardArg::Arm64 => Board::Arm64,
-                })
-                .unwrap_or(from_profile.board),
+            board: self.board.map(Board::from).unwrap_or(from_profile.board),
             url_template: self
                 .release_url
                 .clone()
@@ -139,7 +139,7 @@ impl ReleaseArgs {
             let mut data = Vec::new();
             for path in &self.keyring {
                 data.extend(
-                    std::fs::read(path).with_context(|| format!("--keyring {}", path.display()))?,
+                    std::fs::read(path).prefix(|| format!("--keyring {}", path.display()))?,
                 );
                 data.push(b'\n');
             }
@@ -195,26 +195,28 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
 }
 
 fn print_text(fetched: &FetchedRelease) {
-    let requested = if fetched.requested_version == fetched.version {
+    let release = &fetched.release;
+    let requested = if release.requested_version == release.version {
         String::new()
     } else {
-        format!(" ({})", fetched.requested_version)
+        format!(" ({})", release.requested_version)
     };
     println!(
         "Flatcar {} {} {}{requested}",
-        fetched.channel, fetched.board, fetched.version
+        release.channel, release.board, release.version
     );
     for artifact in &fetched.artifacts {
+        let record = &artifact.record;
         println!("{}", artifact.path.display());
-        println!("  file:      {} ({})", artifact.file, bytes(artifact.size));
-        println!("  sha512:    {}", artifact.sha512);
-        match &artifact.signature {
+        println!("  file:      {} ({})", record.file, bytes(record.size));
+        println!("  sha512:    {}", record.sha512);
+        match &record.signature {
             Some(s) => println!(
                 "  signed:    by {} (key {}) at {}{}",
                 s.signer_fingerprint,
                 s.primary_fingerprint,
                 format_time(s.created),
-                if artifact.digests_asc_verified {
+                if record.digests_asc_verified {
                     "; DIGESTS.asc verified"
                 } else {
                     ""
@@ -224,7 +226,7 @@ fn print_text(fetched: &FetchedRelease) {
         }
         println!(
             "  source:    {}{}",
-            artifact.url,
+            record.url,
             if artifact.from_cache { " (cached)" } else { "" }
         );
     }

@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use kato_image::config::Format;
 use kato_image::project::Project;
@@ -141,17 +140,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and those causes its message does not already include, on one line.
+/// The error on one line. Every error's message already includes its causes (library errors
+/// embed their sources; `Prefix` puts the command line's context in front), so no chain of
+/// sources is walked here.
 fn one_line(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
+    error.to_string().replace('\n', " ")
+}
+
+/// Where an error happened, in front of its message, on the same line: the command line's
+/// only way to add context to an error.
+pub trait Prefix<T> {
+    fn prefix<D: std::fmt::Display>(self, place: impl FnOnce() -> D) -> anyhow::Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Prefix<T> for Result<T, E> {
+    fn prefix<D: std::fmt::Display>(self, place: impl FnOnce() -> D) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{}: {e}", place()))
     }
-    text.replace('\n', " ")
 }
 
 pub fn open(project: &ProjectArgs) -> anyhow::Result<Project> {
@@ -169,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes)
                 .and_then(|()| out.flush())
-                .context("cannot write to standard output")?;
+                .prefix(|| "cannot write to standard output")?;
         }
         Command::Validate { role, project } => {
             let project = open(&project)?;
@@ -210,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Man => {
             clap_mangen::Man::new(Cli::command())
                 .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
+                .prefix(|| "cannot write the man page")?;
         }
     }
     Ok(())

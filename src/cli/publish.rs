@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use super::Prefix;
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
-use kato_image::emit::ami;
+use kato_image::disk::ZeroLeaves;
+use kato_image::emit::ami::{self, AwsOptions};
+use kato_image::manifest::{DiskRecord, Manifest, ManifestError};
+use kato_image::profile::{AmiBootMode, AmiOutput, ImdsSupport, VolumeType};
 
 use super::progress::bytes;
 
@@ -92,8 +96,8 @@ pub struct AmiArgs {
     #[arg(long)]
     pub public: bool,
     /// Boot mode.
-    #[arg(long, default_value = "uefi-preferred", value_parser = ["uefi-preferred", "uefi", "legacy-bios"])]
-    pub boot_mode: String,
+    #[arg(long, default_value_t = AmiOutput::default().boot_mode, value_parser = choice::<AmiBootMode>(&["uefi-preferred", "uefi", "legacy-bios"]))]
+    pub boot_mode: AmiBootMode,
     /// Let instances use IMDSv1 too (default: IMDSv2 required).
     #[arg(long)]
     pub imds_optional: bool,
@@ -101,8 +105,8 @@ pub struct AmiArgs {
     #[arg(long)]
     pub tpm: bool,
     /// Root volume type.
-    #[arg(long, default_value = "gp3")]
-    pub volume_type: String,
+    #[arg(long, default_value_t = AmiOutput::default().volume_type, value_parser = choice::<VolumeType>(&["gp3", "gp2", "io1", "io2", "standard"]))]
+    pub volume_type: VolumeType,
     /// Encrypt the snapshot with this KMS key.
     #[arg(long, value_name = "ARN")]
     pub kms_key: Option<String>,
@@ -126,10 +130,30 @@ pub struct AmiArgs {
     pub quiet: bool,
 }
 
+/// A flag whose values are the names of a profile setting (the same words either way).
+fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    clap::builder::PossibleValuesParser::new(names).map(|name| {
+        serde_json::from_value(serde_json::Value::String(name))
+            .expect("every listed name is a variant")
+    })
+}
+
 pub fn run(command: PublishCommand) -> anyhow::Result<()> {
     match command {
-        PublishCommand::Ami(args) => ami_plan(args),
+        PublishCommand::Ami(args) => ami(args),
         PublishCommand::Snapshot(args) => snapshot(args),
+    }
+}
+
+fn aws_options(region: &Option<String>, workers: usize, retries: u32, wait: u64) -> AwsOptions {
+    AwsOptions {
+        region: region.clone(),
+        workers,
+        retries,
+        wait: std::time::Duration::from_secs(wait),
     }
 }
 
@@ -138,7 +162,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     for tag in &args.tags {
         let (key, value) = tag
             .split_once('=')
-            .with_context(|| format!("--tag {tag:?}: expected KEY=VALUE"))?;
+            .ok_or_else(|| anyhow::anyhow!("--tag {tag:?}: expected KEY=VALUE"))?;
         tags.push((key.to_string(), value.to_string()));
     }
     let description = args.description.clone().unwrap_or_else(|| {
@@ -147,25 +171,22 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
             args.image.file_name().unwrap_or_default().to_string_lossy()
         )
     });
-    let request = ami::SnapshotUpload {
+    let source = ami::SnapshotSource {
         image: &args.image,
         parent_image: args.parent_image.as_deref(),
-        region: args.region.as_deref(),
-        retries: args.retries,
-        spec: ami::SnapshotSpec {
-            description,
-            tags,
-            parent_snapshot_id: args.parent_snapshot.clone(),
-            kms_key_arn: args.kms_key.clone(),
-            workers: args.workers,
-        },
+    };
+    let spec = ami::SnapshotSpec {
+        description,
+        tags,
+        parent_snapshot_id: args.parent_snapshot.clone(),
+        kms_key_arn: args.kms_key.clone(),
+        workers: args.workers,
     };
     let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
-    let wait = args
-        .wait
-        .then(|| std::time::Duration::from_secs(args.wait_timeout));
-    let uploaded = ami::publish_snapshot(&request, wait, &reporter)
-        .with_context(|| args.image.display().to_string())?;
+    let options = aws_options(&args.region, args.workers, args.retries, args.wait_timeout);
+    let uploaded = ami::Publisher::connect(&options)
+        .and_then(|publisher| publisher.snapshot(&source, &spec, args.wait, &reporter))
+        .prefix(|| args.image.display().to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&uploaded)?);
     } else {
@@ -187,16 +208,168 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
-    if !args.dry_run {
-        return ami_publish(args);
+/// The image's build manifest, and its record of the image, checked against the file: a
+/// manifest of another image, or an image changed since its build, stops here, before AWS.
+fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
+    let path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| Manifest::beside(&args.image));
+    let manifest = Manifest::read(&path).map_err(|e| match e {
+        ManifestError::Io { path, source } => anyhow::anyhow!(
+            "{}: the build manifest of {} ({source}); pass --manifest FILE",
+            path.display(),
+            args.image.display()
+        ),
+        e => e.into(),
+    })?;
+    let file = args
+        .image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let disk = manifest.disk(&file).cloned().ok_or_else(|| {
+        let listed: Vec<&str> = manifest.disks.iter().map(|d| d.file.as_str()).collect();
+        anyhow::anyhow!(
+            "{}: the manifest of role {} lists {}, not {file}",
+            path.display(),
+            manifest.role,
+            if listed.is_empty() {
+                "no disk images".to_string()
+            } else {
+                listed.join(", ")
+            }
+        )
+    })?;
+    let image = std::fs::File::open(&args.image).prefix(|| args.image.display().to_string())?;
+    let size = image
+        .metadata()
+        .prefix(|| args.image.display().to_string())?
+        .len();
+    if size != disk.size {
+        anyhow::bail!(
+            "{}: {size} bytes, but its manifest {} says {} bytes: it is not the image that build made",
+            args.image.display(),
+            path.display(),
+            disk.size
+        );
     }
-    let open =
-        |path: &PathBuf| std::fs::File::open(path).with_context(|| path.display().to_string());
+    let cache = kato_image::cache::Cache::open(&kato_image::cache::Cache::default_dir()).ok();
+    let mut zeros = match &cache {
+        Some(cache) => ZeroLeaves::load(&cache.zero_leaves_path()),
+        None => ZeroLeaves::in_memory(),
+    };
+    let blake3 = kato_image::disk::digest::hash_range(&image, 0, size, &mut zeros)
+        .prefix(|| args.image.display().to_string())?;
+    zeros.save();
+    let blake3 = kato_image::disk::digest::hex(&blake3);
+    if blake3 != disk.blake3 {
+        anyhow::bail!(
+            "{}: BLAKE3 {blake3}, but its manifest {} says {}: the image changed after its build",
+            args.image.display(),
+            path.display(),
+            disk.blake3
+        );
+    }
+    if let Some(why) = ami_settings(args).unbootable(manifest.release.board) {
+        anyhow::bail!("--boot-mode: {why}");
+    }
+    Ok((manifest, disk))
+}
+
+fn ami_settings(args: &AmiArgs) -> AmiOutput {
+    AmiOutput {
+        regions: args.regions.clone(),
+        boot_mode: args.boot_mode,
+        imds_v2: if args.imds_optional {
+            ImdsSupport::Optional
+        } else {
+            ImdsSupport::Required
+        },
+        tpm: args.tpm,
+        public: args.public,
+        volume_type: args.volume_type,
+    }
+}
+
+fn ami(args: AmiArgs) -> anyhow::Result<()> {
+    let (manifest, disk) = checked_manifest(&args)?;
+    if args.dry_run {
+        return ami_plan(&args);
+    }
+    let identity =
+        ami::AmiIdentity::new(&manifest.role, &manifest.build_id, &manifest.release, &disk);
+    // A parent without its snapshot: the parent's build ID finds the snapshot by tag.
+    let parent = match (&args.parent, &args.parent_snapshot) {
+        (Some(_), Some(id)) => Some(ami::ParentSnapshot::Id(id.clone())),
+        (Some(parent), None) => {
+            let path = Manifest::beside(parent);
+            let parent_manifest = Manifest::read(&path).prefix(|| {
+                format!(
+                    "the parent's build manifest {} (or pass --parent-snapshot)",
+                    path.display()
+                )
+            })?;
+            Some(ami::ParentSnapshot::OfBuild(parent_manifest.build_id))
+        }
+        (None, _) => None,
+    };
+    let settings = ami_settings(&args);
+    let request = ami::AmiPublish {
+        source: ami::SnapshotSource {
+            image: &args.image,
+            parent_image: args.parent.as_deref(),
+        },
+        parent,
+        kms_key_arn: args.kms_key.clone(),
+        identity,
+        settings: &settings,
+        board: manifest.release.board,
+    };
+    let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
+    let options = aws_options(&args.region, args.workers, args.retries, args.wait_timeout);
+    let record = ami::Publisher::connect(&options)
+        .and_then(|publisher| publisher.publish_ami(&request, &reporter))
+        .prefix(|| args.image.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(());
+    }
+    let reused = |yes: bool| if yes { " (reused)" } else { "" };
+    println!(
+        "{}: {} {}{}",
+        record.name,
+        record.image.region,
+        record.image.image_id,
+        reused(record.image.reused)
+    );
+    if let Some(snapshot) = &record.snapshot {
+        println!(
+            "  snapshot:  {} ({} blocks, {})",
+            snapshot.snapshot_id,
+            snapshot.changed_blocks,
+            bytes(snapshot.bytes_sent)
+        );
+    }
+    for copy in &record.copies {
+        println!(
+            "  copy:      {} {}{}",
+            copy.region,
+            copy.image_id,
+            reused(copy.reused)
+        );
+    }
+    if record.public {
+        println!("  public:    yes");
+    }
+    Ok(())
+}
+
+fn ami_plan(args: &AmiArgs) -> anyhow::Result<()> {
+    let open = |path: &PathBuf| std::fs::File::open(path).prefix(|| path.display().to_string());
     let image = open(&args.image)?;
     let parent = args.parent.as_ref().map(open).transpose()?;
-    let plan =
-        ami::plan(&image, parent.as_ref()).with_context(|| args.image.display().to_string())?;
+    let plan = ami::plan(&image, parent.as_ref()).prefix(|| args.image.display().to_string())?;
     if args.json {
         let summary = serde_json::json!({
             "image": args.image,
@@ -234,136 +407,6 @@ fn ami_plan(args: AmiArgs) -> anyhow::Result<()> {
             bytes(plan.bytes())
         );
         println!("  checksum:  LINEAR SHA256 {}", plan.aggregate_checksum());
-    }
-    Ok(())
-}
-
-/// A build manifest read for publishing: its bytes (their digest is a tag) and its fields.
-struct ManifestFile {
-    path: PathBuf,
-    bytes: Vec<u8>,
-    value: serde_json::Value,
-}
-
-impl ManifestFile {
-    /// `what` names the file in errors and says how to do without it.
-    fn read(path: PathBuf, what: &str) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(&path).with_context(|| format!("{}: {what}", path.display()))?;
-        let value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not a kato-image manifest", path.display()))?;
-        Ok(ManifestFile { path, bytes, value })
-    }
-
-    fn field(&self, pointer: &str) -> anyhow::Result<String> {
-        self.value
-            .pointer(pointer)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .with_context(|| format!("{}: no `{pointer}`", self.path.display()))
-    }
-}
-
-/// The AMI's name, description and tags from the build manifest; the architecture from its
-/// board.
-fn identity(args: &AmiArgs) -> anyhow::Result<(ami::AmiIdentity, String)> {
-    use sha2::Digest;
-    let path = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| args.image.with_extension("manifest.json"));
-    let manifest = ManifestFile::read(path, "the build manifest (or pass --manifest)")?;
-    let field = |pointer: &str| manifest.field(pointer);
-    let (role, build_id) = (field("/role")?, field("/build_id")?);
-    let (version, board, channel) = (
-        field("/base/version")?,
-        field("/base/board")?,
-        field("/base/channel")?,
-    );
-    let manifest_sha256 = kato_image::cache::hex(&sha2::Sha256::digest(&manifest.bytes));
-    let facts = ami::BuildFacts {
-        role: &role,
-        build_id: &build_id,
-        channel: &channel,
-        version: &version,
-        board: &board,
-        manifest_sha256: &manifest_sha256,
-    };
-    Ok((facts.identity(), facts.architecture().to_string()))
-}
-
-fn ami_publish(args: AmiArgs) -> anyhow::Result<()> {
-    let (identity, architecture) = identity(&args)?;
-    // A parent without its snapshot: the parent's build ID finds the snapshot by tag.
-    let parent_build_id = match (&args.parent, &args.parent_snapshot) {
-        (Some(parent), None) => Some(
-            ManifestFile::read(
-                parent.with_extension("manifest.json"),
-                "the parent's build manifest (or pass --parent-snapshot)",
-            )?
-            .field("/build_id")?,
-        ),
-        _ => None,
-    };
-    let request = ami::AmiPublish {
-        upload: ami::SnapshotUpload {
-            image: &args.image,
-            parent_image: args.parent.as_deref(),
-            region: args.region.as_deref(),
-            retries: args.retries,
-            spec: ami::SnapshotSpec {
-                description: identity.description.clone(),
-                tags: Vec::new(),
-                parent_snapshot_id: args.parent_snapshot.clone(),
-                kms_key_arn: args.kms_key.clone(),
-                workers: args.workers,
-            },
-        },
-        identity,
-        settings: ami::AmiSettings {
-            architecture,
-            volume_type: args.volume_type.clone(),
-            boot_mode: args.boot_mode.clone(),
-            imds_v2_required: !args.imds_optional,
-            tpm: args.tpm,
-            public: args.public,
-            regions: args.regions.clone(),
-        },
-        wait: std::time::Duration::from_secs(args.wait_timeout),
-        parent_build_id,
-    };
-    let reporter = super::progress::Reporter::for_stderr(args.quiet, args.json);
-    let record =
-        ami::publish_ami(&request, &reporter).with_context(|| args.image.display().to_string())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
-        return Ok(());
-    }
-    let reused = |yes: bool| if yes { " (reused)" } else { "" };
-    println!(
-        "{}: {} {}{}",
-        record.name,
-        record.image.region,
-        record.image.image_id,
-        reused(record.image.reused)
-    );
-    if let Some(snapshot) = &record.snapshot {
-        println!(
-            "  snapshot:  {} ({} blocks, {})",
-            snapshot.snapshot_id,
-            snapshot.changed_blocks,
-            bytes(snapshot.bytes_sent)
-        );
-    }
-    for copy in &record.copies {
-        println!(
-            "  copy:      {} {}{}",
-            copy.region,
-            copy.image_id,
-            reused(copy.reused)
-        );
-    }
-    if record.public {
-        println!("  public:    yes");
     }
     Ok(())
 }

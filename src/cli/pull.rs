@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use super::Prefix;
 use clap::Args;
-use kato_image::build::images::architecture;
 use kato_image::cache::Cache;
 use kato_image::oci::{PullOptions, Reference, Registry, archive};
 use kato_image::profile::Board;
@@ -35,6 +34,10 @@ pub struct PullArgs {
     /// Further attempts after a network failure.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Make no request: use only what the cache holds (a tag: the digest it last resolved
+    /// to).
+    #[arg(long)]
+    pub offline: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -53,13 +56,13 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
         retry_delay: Duration::from_secs(1),
         transport: TransportOptions::default(),
         workers: args.workers,
+        offline: args.offline,
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let registry = Registry::new(&options)?;
-    let pulled = registry.pull(&reference, architecture(board), &reporter)?;
+    let pulled = registry.pull(&reference, board.oci_architecture(), &reporter)?;
     let output = &args.output;
-    let written =
-        archive::write_file(&pulled, output).with_context(|| output.display().to_string())?;
+    let written = archive::write_file(&pulled, output).prefix(|| output.display().to_string())?;
     let (sha256, size) = (written.sha256, written.size);
     let pinned = reference.pinned(&pulled.digest);
     if args.json {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use super::digest::{ImageDigests, StreamDigests, ZeroLeaves};
 use super::sparse::SparseWriter;
 use crate::progress::Progress;
 
@@ -124,22 +125,40 @@ impl Write for ChunkWriter {
     }
 }
 
+/// A decompressed image: its length and, if asked for, its digests, computed as it was
+/// written.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub len: u64,
+    pub digests: Option<ImageDigests>,
+}
+
 /// Decompresses `source` (whatever its compression, or none) into a new sparse file at
-/// `destination`. Returns the raw length.
+/// `destination`; with `zeros`, hashing it on the way.
+/// `label` names the file in progress and errors (a cached file's own name is a digest).
 pub fn decompress_to_sparse(
     source: &Path,
+    label: &str,
     destination: &Path,
+    mut zeros: Option<&mut ZeroLeaves>,
     progress: &dyn Progress,
-) -> Result<u64, DecompressError> {
+) -> Result<Decoded, DecompressError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match decompress_with(source, destination, progress, cores) {
+    match decompress_with(
+        source,
+        label,
+        destination,
+        zeros.as_deref_mut(),
+        progress,
+        cores,
+    ) {
         // bzip2 is split into blocks for the cores; a split that does not decode (a magic
         // number inside a block, or damage) is left to the sequential decoder to judge.
         Err(DecompressError::Corrupt {
             format: "bzip2", ..
         }) if cores > 1 => {
             progress.note("the bzip2 blocks did not decode apart; decoding again on one core");
-            decompress_with(source, destination, progress, 1)
+            decompress_with(source, label, destination, zeros, progress, 1)
         }
         result => result,
     }
@@ -147,11 +166,13 @@ pub fn decompress_to_sparse(
 
 fn decompress_with(
     source: &Path,
+    label: &str,
     destination: &Path,
+    zeros: Option<&mut ZeroLeaves>,
     progress: &dyn Progress,
     workers: usize,
-) -> Result<u64, DecompressError> {
-    let name = source.display().to_string();
+) -> Result<Decoded, DecompressError> {
+    let name = label.to_string();
     let io_error = |source: io::Error| DecompressError::Io {
         file: name.clone(),
         source,
@@ -168,16 +189,7 @@ fn decompress_with(
         file: destination.display().to_string(),
         source,
     })?;
-    progress.start(
-        &format!(
-            "decompressing {}",
-            source
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("image")
-        ),
-        Some(compressed_len),
-    );
+    progress.start(&format!("decompressing {label}"), Some(compressed_len));
 
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let decoder = std::thread::spawn(move || -> io::Result<()> {
@@ -207,7 +219,7 @@ fn decompress_with(
         }
         writer.flush()
     });
-    let mut sparse = SparseWriter::new(output);
+    let mut sparse = SparseWriter::observed(output, zeros.map(StreamDigests::new));
     let mut reported = 0u64;
     let mut write_error = None;
     for chunk in receiver.iter() {
@@ -244,15 +256,21 @@ fn decompress_with(
         }
         _ => io_error(e),
     })?;
-    let length = sparse.len();
-    sparse
-        .finish()
-        .and_then(|f| f.sync_all())
+    let len = sparse.len();
+    let (file, digests) = sparse
+        .finish_observed()
         .map_err(|source| DecompressError::Io {
             file: destination.display().to_string(),
             source,
         })?;
-    Ok(length)
+    file.sync_all().map_err(|source| DecompressError::Io {
+        file: destination.display().to_string(),
+        source,
+    })?;
+    Ok(Decoded {
+        len,
+        digests: digests.map(StreamDigests::finish),
+    })
 }
 
 #[cfg(test)]
@@ -297,9 +315,21 @@ mod tests {
             let compressed = dir.path().join(format!("c.{tool}"));
             std::fs::write(&compressed, out.stdout).unwrap();
             let decoded = dir.path().join(format!("d.{tool}"));
-            let len =
-                decompress_to_sparse(&compressed, &decoded, &crate::progress::Silent).unwrap();
-            assert_eq!(len, data.len() as u64, "{tool}");
+            let mut zeros = ZeroLeaves::in_memory();
+            let done = decompress_to_sparse(
+                &compressed,
+                tool,
+                &decoded,
+                Some(&mut zeros),
+                &crate::progress::Silent,
+            )
+            .unwrap();
+            assert_eq!(done.len, data.len() as u64, "{tool}");
+            assert_eq!(
+                done.digests.unwrap().leaves.root(),
+                blake3::hash(&data),
+                "{tool}"
+            );
             assert_eq!(std::fs::read(&decoded).unwrap(), data, "{tool}");
         }
     }
@@ -336,8 +366,18 @@ mod tests {
         let compressed = dir.path().join("image.bz2");
         std::fs::write(&compressed, &file).unwrap();
         let decoded = dir.path().join("decoded");
-        let len = decompress_with(&compressed, &decoded, &crate::progress::Silent, 3).unwrap();
-        assert_eq!(len, data.len() as u64);
+        let mut zeros = ZeroLeaves::in_memory();
+        let done = decompress_with(
+            &compressed,
+            "image.bz2",
+            &decoded,
+            Some(&mut zeros),
+            &crate::progress::Silent,
+            3,
+        )
+        .unwrap();
+        assert_eq!(done.len, data.len() as u64);
+        assert_eq!(done.digests.unwrap().leaves.root(), blake3::hash(&data));
         assert_eq!(std::fs::read(&decoded).unwrap(), data);
     }
 
@@ -348,8 +388,14 @@ mod tests {
         let mut bytes = b"BZh91AY&SY".to_vec();
         bytes.extend(std::iter::repeat_n(0x55u8, 5000));
         std::fs::write(&bad, bytes).unwrap();
-        let error = decompress_to_sparse(&bad, &dir.path().join("out"), &crate::progress::Silent)
-            .unwrap_err();
+        let error = decompress_to_sparse(
+            &bad,
+            "image.bin.bz2",
+            &dir.path().join("out"),
+            None,
+            &crate::progress::Silent,
+        )
+        .unwrap_err();
         let text = error.to_string();
         assert!(
             text.contains("image.bin.bz2: bzip2 data is corrupt near compressed byte"),

@@ -10,7 +10,6 @@
 //! bytes (type GUID, unique GUID, first and last LBA, attributes, UTF-16LE name); the backup
 //! header in the disk's last sector with its entries just before it.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use gptman::{GPT, GPTHeader, GPTPartitionEntry};
@@ -144,10 +143,83 @@ fn read_header(
     if header.primary_lba != lba {
         return Err(format!("says it is at LBA {}", header.primary_lba));
     }
+    check_entry_array(
+        header.number_of_partition_entries,
+        header.size_of_partition_entry,
+    )?;
     let entries = header
         .read_partitions(disk, SECTOR)
         .map_err(|e| describe(&e))?;
     Ok((header, entries))
+}
+
+/// Entry arrays larger than this are refused before anything is allocated (Flatcar's is
+/// 128 entries of 128 bytes; the UEFI minimum is 16 KiB).
+pub const MAX_ENTRY_ARRAY: u64 = 1 << 20;
+
+/// The header's entry count and size, bounded as the UEFI spec allows (an entry is 128 bytes
+/// times a power of two) and the array to `MAX_ENTRY_ARRAY`.
+fn check_entry_array(count: u32, size: u32) -> Result<(), String> {
+    if size < 128 || !size.is_power_of_two() {
+        return Err(format!(
+            "partition entry size {size} is not 128 times a power of two"
+        ));
+    }
+    if u64::from(count) * u64::from(size) > MAX_ENTRY_ARRAY {
+        return Err(format!(
+            "{count} partition entries of {size} bytes exceed the {MAX_ENTRY_ARRAY}-byte limit"
+        ));
+    }
+    Ok(())
+}
+
+/// The used entries of the primary GPT as `(slot, start byte, end byte)`, sorted by start,
+/// from the disk's first bytes (LBA 0 onward), if they hold a primary header and its entries
+/// with good CRCs and no overlaps. Used to hash partitions while an image is being
+/// decompressed; the whole table is checked again, both copies, once the image is complete.
+pub fn primary_layout(head: &[u8]) -> Option<Vec<(u32, u64, u64)>> {
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let header = head.get(SECTOR as usize..2 * SECTOR as usize)?;
+    if &header[..8] != b"EFI PART" {
+        return None;
+    }
+    let size = u32_at(header, 12) as usize;
+    if !(92..=SECTOR as usize).contains(&size) {
+        return None;
+    }
+    let mut copy = header[..size].to_vec();
+    copy[16..20].fill(0);
+    if crc.checksum(&copy) != u32_at(header, 16) {
+        return None;
+    }
+    let (first_usable, last_usable) = (u64_at(header, 40), u64_at(header, 48));
+    let entries_lba = u64_at(header, 72);
+    let (count, entry_size) = (u32_at(header, 80), u32_at(header, 84));
+    check_entry_array(count, entry_size).ok()?;
+    let start = usize::try_from(entries_lba.checked_mul(SECTOR)?).ok()?;
+    let len = count as usize * entry_size as usize;
+    let entries = head.get(start..start.checked_add(len)?)?;
+    if crc.checksum(entries) != u32_at(header, 88) {
+        return None;
+    }
+    let mut used = Vec::new();
+    for (i, entry) in entries.chunks_exact(entry_size as usize).enumerate() {
+        if entry[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let (first, last) = (u64_at(entry, 32), u64_at(entry, 40));
+        if first < first_usable || last > last_usable || last < first {
+            return None;
+        }
+        used.push((i as u32 + 1, first * SECTOR, (last + 1) * SECTOR));
+    }
+    used.sort_by_key(|&(_, start, _)| start);
+    if used.windows(2).any(|w| w[1].1 < w[0].2) {
+        return None;
+    }
+    Some(used)
 }
 
 /// Checks sector 0: a protective MBR, not a plain MBR, not something else.
@@ -339,14 +411,17 @@ impl PartitionTable {
         Ok(())
     }
 
-    /// Writes both headers and entry arrays, and keeps the protective MBR's size field in step
-    /// with the disk (the MBR's boot code is left alone).
-    pub fn write(&mut self, disk: &mut File) -> Result<(), GptError> {
+    /// Writes both headers and entry arrays to a disk of `len` bytes, and keeps the
+    /// protective MBR's size field in step with it (the MBR's boot code is left alone).
+    pub fn write(
+        &mut self,
+        disk: &mut (impl Read + Write + Seek),
+        len: u64,
+    ) -> Result<(), GptError> {
         self.check_bounds()?;
         self.gpt
             .write_into(disk)
             .map_err(|e| GptError::Write(describe(&e)))?;
-        let len = disk.metadata()?.len();
         let mut mbr = [0u8; 512];
         disk.seek(SeekFrom::Start(0))?;
         disk.read_exact(&mut mbr)?;

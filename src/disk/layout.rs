@@ -1,11 +1,9 @@
 //! Layout changes: a new partition before ROOT, made by moving ROOT's bytes further out and
 //! growing the disk. ROOT stays last, so Flatcar's first boot can still grow it to the disk.
 
-use std::fs::File;
-
+use super::Tracked;
 use super::gpt::{GptError, Partition, PartitionTable, SECTOR};
 use super::guid::Guid;
-use super::sparse;
 
 /// Partitions start on 2 MiB boundaries, as in Flatcar's own layout.
 pub const ALIGN: u64 = 2 << 20;
@@ -36,7 +34,7 @@ pub struct NewPartition {
 /// Inserts `new` where ROOT starts and moves ROOT (its data extents only; holes stay holes)
 /// `new.size` further out. Returns the new partition.
 pub fn insert_before_root(
-    disk: &mut File,
+    disk: &mut Tracked,
     table: &mut PartitionTable,
     new: &NewPartition,
 ) -> Result<Partition, LayoutError> {
@@ -49,36 +47,35 @@ pub fn insert_before_root(
         return Err(LayoutError::RootNotLast(after.name.clone()));
     }
     let shift = new.size.div_ceil(ALIGN) * ALIGN;
-    let old_len = disk.metadata()?.len();
+    let old_len = disk.len()?;
     let new_len = old_len + shift;
     disk.set_len(new_len)?;
 
     // Back to front, so no source bytes are overwritten before they are copied; holes in
     // the source become holes in the destination.
     let (start, end) = (root.start(), root.end());
-    let extents = sparse::data_extents(disk, start, end)?;
-    sparse::punch_hole(disk, end, shift)?;
+    let extents = disk.data_extents(start, end)?;
+    disk.punch_hole(end, shift)?;
     let mut cursor = end;
     for &(offset, length) in extents.iter().rev() {
         let data_end = offset + length;
         if data_end < cursor {
-            sparse::punch_hole(disk, data_end + shift, cursor - data_end)?;
+            disk.punch_hole(data_end + shift, cursor - data_end)?;
         }
         let mut done = length;
         while done > 0 {
             let step = done.min(shift).min(64 << 20);
             let from = offset + done - step;
-            let source = disk.try_clone()?;
-            sparse::copy_range(&source, from, disk, from + shift, step)?;
+            disk.copy_within(from, from + shift, step)?;
             done -= step;
         }
         cursor = offset;
     }
     if cursor > start {
-        sparse::punch_hole(disk, start + shift, cursor - start)?;
+        disk.punch_hole(start + shift, cursor - start)?;
     }
     // The new partition starts empty.
-    sparse::punch_hole(disk, start, shift)?;
+    disk.punch_hole(start, shift)?;
 
     table.grow_to(new_len);
     let moved_root = Partition {
@@ -97,6 +94,6 @@ pub fn insert_before_root(
     };
     table.set(&moved_root)?;
     table.set(&added)?;
-    table.write(disk)?;
+    table.write(disk, new_len)?;
     Ok(added)
 }

@@ -3,6 +3,7 @@
 
 pub mod bzip2_blocks;
 pub mod decompress;
+pub mod digest;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
@@ -11,17 +12,16 @@ pub mod window;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 pub use decompress::{Compression, DecompressError};
+pub use digest::{ImageDigests, PartitionHash, Ranges, ZeroLeaves};
 pub use gpt::{GptError, Partition, PartitionTable};
 pub use guid::Guid;
 pub use window::Window;
 
-use crate::cache::{Cache, hex};
+use crate::cache::Cache;
 use crate::progress::Progress;
 
 /// Flatcar's partition type GUIDs, by role.
@@ -69,213 +69,278 @@ pub fn open_table(path: &Path, allow_backup: bool) -> Result<(File, PartitionTab
     Ok((file, table))
 }
 
-/// The decompressed, sparse form of a verified artifact, made once per artifact digest.
-/// An interrupted decompression leaves only a temporary file that nothing reads.
-pub fn cached_raw(
-    cache: &Cache,
-    artifact: &Path,
-    sha512: &str,
-    progress: &dyn Progress,
-) -> Result<PathBuf, DiskError> {
-    let dir = cache.root().join("raw");
-    std::fs::create_dir_all(&dir).map_err(DiskError::io(&dir))?;
-    let path = dir.join(format!("{sha512}.raw"));
-    if path.exists() {
-        return Ok(path);
-    }
-    let temp = crate::fsutil::temp_path(&path);
-    let result = decompress::decompress_to_sparse(artifact, &temp, progress)
-        .map_err(DiskError::from)
-        .and_then(|_| std::fs::rename(&temp, &path).map_err(DiskError::io(&path)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map(|()| path)
+/// A verified compressed disk image: where it is, its name, its SHA-512.
+pub struct Source<'a> {
+    pub path: &'a Path,
+    /// Its name in the release (`flatcar_production_image.bin.bz2`), for messages.
+    pub name: &'a str,
+    pub sha512: &'a str,
 }
 
-/// SHA-256 of each used partition, by slot. Holes are hashed as zeros without being read.
+/// A verified disk image decompressed into the cache, and its digests.
+#[derive(Debug, Clone)]
+pub struct CachedImage {
+    pub path: PathBuf,
+    pub digests: ImageDigests,
+}
+
+/// The decompressed, sparse form of a verified artifact, made once per artifact digest, with
+/// its digests computed while it is written. An interrupted decompression leaves only a
+/// temporary file that nothing reads; digests whose record is missing, damaged or older than
+/// the file are computed again from the file.
+pub fn cached_raw(
+    cache: &Cache,
+    source: &Source,
+    zeros: &mut ZeroLeaves,
+    progress: &dyn Progress,
+) -> Result<CachedImage, DiskError> {
+    let path = cache.raw_path(source.sha512);
+    let record = cache.raw_digests_path(source.sha512);
+    if path.exists() {
+        let file = File::open(&path).map_err(DiskError::io(&path))?;
+        let digests = match ImageDigests::load(&record, &file) {
+            Some(digests) => digests,
+            None => {
+                progress.note(&format!(
+                    "{}: hashing the cached image (its digest record is missing or out of date)",
+                    source.name
+                ));
+                let digests = image_digests(&file, zeros).map_err(DiskError::io(&path))?;
+                digests
+                    .save(&record, &file)
+                    .map_err(DiskError::io(&record))?;
+                digests
+            }
+        };
+        return Ok(CachedImage { path, digests });
+    }
+    let temp = crate::fsutil::temp_path(&path);
+    let result = decompress::decompress_to_sparse(
+        source.path,
+        source.name,
+        &temp,
+        Some(&mut *zeros),
+        progress,
+    )
+    .map_err(DiskError::from)
+    .and_then(|decoded| {
+        std::fs::rename(&temp, &path).map_err(DiskError::io(&path))?;
+        Ok(decoded)
+    });
+    let decoded = match result {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    let file = File::open(&path).map_err(DiskError::io(&path))?;
+    let mut digests = decoded.digests.expect("asked for");
+    // The partitions were hashed from the primary table as it went by; the table must say
+    // the same once read whole (both copies), or they are hashed again from the file.
+    let table = PartitionTable::read(&mut file.try_clone().map_err(DiskError::io(&path))?, false)
+        .ok()
+        .map(|t| layout_of(&t));
+    let streamed: Vec<(u32, u64, u64)> = digests
+        .partitions
+        .iter()
+        .map(|p| (p.slot, p.start, p.len))
+        .collect();
+    if table.as_ref() != Some(&streamed) {
+        digests.partitions = match &table {
+            Some(_) => partition_hashes(&file, zeros).map_err(DiskError::io(&path))?,
+            None => Vec::new(),
+        };
+    }
+    digests
+        .save(&record, &file)
+        .map_err(DiskError::io(&record))?;
+    Ok(CachedImage { path, digests })
+}
+
+/// `(slot, start, len)` of each partition, by start.
+fn layout_of(table: &PartitionTable) -> Vec<(u32, u64, u64)> {
+    let mut layout: Vec<_> = table
+        .partitions()
+        .into_iter()
+        .map(|p| (p.slot, p.start(), p.len()))
+        .collect();
+    layout.sort_by_key(|&(_, start, _)| start);
+    layout
+}
+
+/// The leaves of `file` and the digests of its partitions (none if it has no readable
+/// table), reading only its data extents.
+pub fn image_digests(file: &File, zeros: &mut ZeroLeaves) -> io::Result<ImageDigests> {
+    let len = file.metadata()?.len();
+    Ok(ImageDigests {
+        leaves: digest::leaves_of(file, 0, len, zeros)?,
+        partitions: partition_hashes(file, zeros)?,
+    })
+}
+
+fn partition_hashes(file: &File, zeros: &mut ZeroLeaves) -> io::Result<Vec<PartitionHash>> {
+    let Ok(table) = PartitionTable::read(&mut file.try_clone()?, false) else {
+        return Ok(Vec::new());
+    };
+    layout_of(&table)
+        .into_iter()
+        .map(|(slot, start, len)| {
+            Ok(PartitionHash {
+                slot,
+                start,
+                len,
+                blake3: digest::hex(&digest::hash_range(file, start, start + len, zeros)?),
+            })
+        })
+        .collect()
+}
+
+/// The BLAKE3 of each used partition, by slot (what `dd` of the partition piped to `b3sum`
+/// prints). Holes are not read.
 pub fn partition_digests(
     file: &File,
     table: &PartitionTable,
 ) -> Result<BTreeMap<u32, String>, io::Error> {
+    let mut zeros = ZeroLeaves::in_memory();
     table
         .partitions()
         .into_iter()
-        .map(|p| Ok((p.slot, sha256_range(file, p.start(), p.end())?)))
+        .map(|p| {
+            let hash = digest::hash_range(file, p.start(), p.end(), &mut zeros)?;
+            Ok((p.slot, digest::hex(&hash)))
+        })
         .collect()
 }
 
-/// SHA-256 of the whole file and of each partition, in one read: the image's hash on one
-/// core, the partitions' on the other. Holes are hashed as zeros without being read.
-pub fn image_and_partition_digests(
-    file: &File,
-    table: &PartitionTable,
-) -> Result<(String, BTreeMap<u32, String>), io::Error> {
-    use std::sync::Arc;
-    use std::sync::mpsc::sync_channel;
-    enum Piece {
-        Data(Arc<Vec<u8>>),
-        Zeros(u64),
-    }
-    let len = file.metadata()?.len();
-    let mut partitions = table.partitions();
-    partitions.sort_by_key(|p| p.first_lba);
-    let (to_image, image_rx) = sync_channel::<Piece>(8);
-    let (to_parts, parts_rx) = sync_channel::<(u64, Piece)>(8);
-    let zeros = Arc::new(vec![0u8; 1 << 20]);
-    let feed_zeros = |sha: &mut Sha256, zeros: &[u8], mut n: u64| {
-        while n > 0 {
-            let step = n.min(zeros.len() as u64) as usize;
-            sha.update(&zeros[..step]);
-            n -= step as u64;
-        }
-    };
-    std::thread::scope(|scope| {
-        let image = scope.spawn({
-            let zeros = zeros.clone();
-            move || {
-                let mut sha = Sha256::new();
-                for piece in image_rx {
-                    match piece {
-                        Piece::Data(d) => sha.update(&d[..]),
-                        Piece::Zeros(n) => feed_zeros(&mut sha, &zeros, n),
-                    }
-                }
-                hex(&sha.finalize())
-            }
-        });
-        let parts = scope.spawn({
-            let zeros = zeros.clone();
-            let partitions = partitions.clone();
-            move || {
-                // Pieces arrive in file order with their offset; each byte goes to the
-                // partition that holds it.
-                let mut digests = BTreeMap::new();
-                let mut current: Option<(usize, Sha256)> = None;
-                let mut next = 0usize;
-                let finish = |current: &mut Option<(usize, Sha256)>,
-                              digests: &mut BTreeMap<u32, String>| {
-                    if let Some((i, sha)) = current.take() {
-                        digests.insert(partitions[i].slot, hex(&sha.finalize()));
-                    }
-                };
-                for (mut at, piece) in parts_rx {
-                    let (mut data, mut zero_len): (&[u8], u64) = match &piece {
-                        Piece::Data(d) => (&d[..], 0),
-                        Piece::Zeros(n) => (&[], *n),
-                    };
-                    let mut remaining = data.len() as u64 + zero_len;
-                    while remaining > 0 {
-                        if let Some((i, _)) = &current
-                            && at >= partitions[*i].end()
-                        {
-                            finish(&mut current, &mut digests);
-                        }
-                        if current.is_none()
-                            && next < partitions.len()
-                            && at >= partitions[next].start()
-                        {
-                            current = Some((next, Sha256::new()));
-                            next += 1;
-                        }
-                        let limit = match &current {
-                            Some((i, _)) => partitions[*i].end(),
-                            None => partitions.get(next).map_or(u64::MAX, |p| p.start()),
-                        };
-                        let step = remaining.min(limit - at);
-                        if let Some((_, sha)) = &mut current {
-                            if zero_len > 0 {
-                                feed_zeros(sha, &zeros, step);
-                            } else {
-                                sha.update(&data[..step as usize]);
-                            }
-                        }
-                        if zero_len > 0 {
-                            zero_len -= step;
-                        } else {
-                            data = &data[step as usize..];
-                        }
-                        at += step;
-                        remaining -= step;
-                    }
-                }
-                finish(&mut current, &mut digests);
-                digests
-            }
-        });
-        let mut reader = file.try_clone()?;
-        let mut at = 0u64;
-        let send = |at: u64, piece: Piece| {
-            let copy = match &piece {
-                Piece::Data(d) => Piece::Data(d.clone()),
-                Piece::Zeros(n) => Piece::Zeros(*n),
-            };
-            let _ = to_image.send(piece);
-            let _ = to_parts.send((at, copy));
-        };
-        for (offset, length) in sparse::data_extents(file, 0, len)? {
-            if offset > at {
-                send(at, Piece::Zeros(offset - at));
-            }
-            reader.seek(SeekFrom::Start(offset))?;
-            let mut done = 0;
-            while done < length {
-                let step = (length - done).min(1 << 20) as usize;
-                let mut buffer = vec![0u8; step];
-                reader.read_exact(&mut buffer)?;
-                send(offset + done, Piece::Data(Arc::new(buffer)));
-                done += step as u64;
-            }
-            at = offset + length;
-        }
-        if len > at {
-            send(at, Piece::Zeros(len - at));
-        }
-        drop(to_image);
-        drop(to_parts);
-        let image = image.join().expect("the image hasher does not panic");
-        let parts = parts.join().expect("the partition hasher does not panic");
-        Ok((image, parts))
-    })
+/// A working copy's file as its writers see it: every write, hole and change of length is
+/// recorded, so digests of what was not written can be carried over from the base.
+pub struct Tracked<'a> {
+    file: &'a File,
+    written: &'a mut Ranges,
+    position: u64,
 }
 
-/// SHA-256 of the bytes `[start, end)` of a (sparse) file; holes are hashed as zeros
-/// without being read.
-pub fn sha256_range(file: &File, start: u64, end: u64) -> Result<String, io::Error> {
-    let zeros = vec![0u8; 1 << 20];
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut reader = file.try_clone()?;
-    let mut sha = Sha256::new();
-    let feed_zeros = |sha: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let step = n.min(zeros.len() as u64) as usize;
-            sha.update(&zeros[..step]);
-            n -= step as u64;
+impl<'a> Tracked<'a> {
+    /// `file`, with what is written to it recorded in `written`.
+    pub fn new(file: &'a File, written: &'a mut Ranges) -> Self {
+        Tracked {
+            file,
+            written,
+            position: 0,
         }
-    };
-    let mut at = start;
-    for (offset, length) in sparse::data_extents(file, start, end)? {
-        feed_zeros(&mut sha, offset - at);
-        reader.seek(SeekFrom::Start(offset))?;
-        let mut left = length;
-        while left > 0 {
-            let step = left.min(buffer.len() as u64) as usize;
-            reader.read_exact(&mut buffer[..step])?;
-            sha.update(&buffer[..step]);
-            left -= step as u64;
-        }
-        at = offset + length;
     }
-    feed_zeros(&mut sha, end - at);
-    Ok(hex(&sha.finalize()))
+
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Changes the length; a new tail reads as zeros.
+    pub fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let old = self.len()?;
+        self.file.set_len(len)?;
+        self.written.add(old.min(len), old.max(len));
+        Ok(())
+    }
+
+    /// Makes `[offset, offset + len)` a hole.
+    pub fn punch_hole(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let mut file = self.file.try_clone()?;
+        sparse::punch_hole(&mut file, offset, len)?;
+        self.written.add(offset, offset + len);
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `from` to `to` within the file (the ranges must not overlap).
+    pub fn copy_within(&mut self, from: u64, to: u64, len: u64) -> io::Result<()> {
+        let mut destination = self.file.try_clone()?;
+        sparse::copy_range(self.file, from, &mut destination, to, len)?;
+        self.written.add(to, to + len);
+        Ok(())
+    }
+
+    /// The data extents within `[start, end)`.
+    pub fn data_extents(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        sparse::data_extents(self.file, start, end)
+    }
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Tracked<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.write_at(buf, self.position)?;
+        self.written.add(self.position, self.position + n as u64);
+        self.position += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Tracked<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len()?.checked_add_signed(d),
+            SeekFrom::Current(d) => self.position.checked_add_signed(d),
+        };
+        self.position = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.position)
+    }
+}
+
+/// A read-only view of a working copy.
+pub struct ReadView<'a> {
+    file: &'a File,
+    position: u64,
+}
+
+impl Read for ReadView<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ReadView<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.file.metadata()?.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.position.checked_add_signed(d),
+        };
+        self.position = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.position)
+    }
 }
 
 /// A role's image being made from a cached base: a copy under a temporary name beside the
-/// output that becomes the output only on `commit`, and is deleted if dropped before.
+/// output that becomes the output only on `commit`, and is deleted if dropped before. Writes
+/// go through `tracked`, which records what changed.
 pub struct WorkingCopy {
-    pub file: File,
+    file: File,
     pub table: PartitionTable,
     pub method: sparse::CopyMethod,
+    written: Ranges,
     temp: PathBuf,
     output: PathBuf,
     committed: bool,
@@ -309,6 +374,7 @@ impl WorkingCopy {
             file,
             table,
             method,
+            written: Ranges::default(),
             temp,
             output: output.to_path_buf(),
             committed: false,
@@ -317,6 +383,63 @@ impl WorkingCopy {
 
     pub fn temp_path(&self) -> &Path {
         &self.temp
+    }
+
+    /// The copy, for reading.
+    pub fn reader(&self) -> ReadView<'_> {
+        ReadView {
+            file: &self.file,
+            position: 0,
+        }
+    }
+
+    /// The copy, for writing; what is written is recorded.
+    pub fn tracked(&mut self) -> Tracked<'_> {
+        Tracked {
+            file: &self.file,
+            written: &mut self.written,
+            position: 0,
+        }
+    }
+
+    /// Every byte range written since the copy was made.
+    pub fn written(&self) -> &Ranges {
+        &self.written
+    }
+
+    /// The copy's digests, from the digests of the base it was copied from: leaves and
+    /// partitions nothing was written to keep the base's values.
+    pub fn digests(
+        &self,
+        base: &ImageDigests,
+        zeros: &mut ZeroLeaves,
+    ) -> Result<ImageDigests, DiskError> {
+        let io = DiskError::io(&self.temp);
+        let len = self.file.metadata().map_err(io)?.len();
+        let leaves = digest::update_leaves(&self.file, len, &base.leaves, &self.written, zeros)
+            .map_err(DiskError::io(&self.temp))?;
+        let mut partitions = Vec::new();
+        for (slot, start, len) in layout_of(&self.table) {
+            let unchanged = base
+                .partitions
+                .iter()
+                .find(|p| p.slot == slot && p.start == start && p.len == len)
+                .filter(|_| !self.written.touches(start, start + len));
+            let blake3 = match unchanged {
+                Some(p) => p.blake3.clone(),
+                None => digest::hex(
+                    &digest::hash_range(&self.file, start, start + len, zeros)
+                        .map_err(DiskError::io(&self.temp))?,
+                ),
+            };
+            partitions.push(PartitionHash {
+                slot,
+                start,
+                len,
+                blake3,
+            });
+        }
+        Ok(ImageDigests { leaves, partitions })
     }
 
     /// Syncs the copy and renames it to the output name.

@@ -8,21 +8,57 @@ use std::os::fd::AsRawFd;
 /// Holes are made at this granularity, the usual filesystem block size.
 pub const BLOCK: usize = 4096;
 
+/// Told, in order, what a `SparseWriter` wrote: so a digest of the stream can skip the zero
+/// runs the writer already found.
+pub trait Observe {
+    fn data(&mut self, bytes: &[u8]);
+    fn zeros(&mut self, len: u64);
+}
+
+/// Observes nothing.
+impl Observe for () {
+    fn data(&mut self, _: &[u8]) {}
+    fn zeros(&mut self, _: u64) {}
+}
+
+impl<T: Observe> Observe for Option<T> {
+    fn data(&mut self, bytes: &[u8]) {
+        if let Some(inner) = self {
+            inner.data(bytes);
+        }
+    }
+
+    fn zeros(&mut self, len: u64) {
+        if let Some(inner) = self {
+            inner.zeros(len);
+        }
+    }
+}
+
 /// A `Write` that leaves all-zero 4 KiB blocks as holes. Writes must cover the file from
 /// offset 0 in order; `finish` sets the final length (a trailing hole has no blocks).
-pub struct SparseWriter {
+pub struct SparseWriter<O: Observe = ()> {
     file: File,
     position: u64,
     /// Bytes of a block that is not complete yet.
     pending: Vec<u8>,
+    observer: O,
 }
 
-impl SparseWriter {
+impl SparseWriter<()> {
     pub fn new(file: File) -> Self {
+        SparseWriter::observed(file, ())
+    }
+}
+
+impl<O: Observe> SparseWriter<O> {
+    /// A writer that reports every data and zero run to `observer`.
+    pub fn observed(file: File, observer: O) -> Self {
         SparseWriter {
             file,
             position: 0,
             pending: Vec::with_capacity(BLOCK),
+            observer,
         }
     }
 
@@ -37,26 +73,25 @@ impl SparseWriter {
 
     fn put_blocks(&mut self, data: &[u8]) -> io::Result<()> {
         debug_assert!(data.len().is_multiple_of(BLOCK));
-        let mut run_start: Option<usize> = None;
-        for (i, block) in data.chunks(BLOCK).enumerate() {
-            let zero = is_zero(block);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(i),
-                (true, Some(start)) => {
-                    self.write_at(
-                        self.position + (start * BLOCK) as u64,
-                        &data[start * BLOCK..i * BLOCK],
-                    )?;
-                    run_start = None;
+        // Runs of equal kind: (start block, zero?).
+        let mut run: Option<(usize, bool)> = None;
+        let blocks = data.len() / BLOCK;
+        for i in 0..=blocks {
+            let zero = (i < blocks).then(|| is_zero(&data[i * BLOCK..(i + 1) * BLOCK]));
+            match (run, zero) {
+                (Some((_, was)), Some(now)) if was == now => continue,
+                (Some((start, was)), _) => {
+                    let piece = &data[start * BLOCK..i * BLOCK];
+                    if was {
+                        self.observer.zeros(piece.len() as u64);
+                    } else {
+                        self.write_at(self.position + (start * BLOCK) as u64, piece)?;
+                        self.observer.data(piece);
+                    }
                 }
-                _ => {}
+                (None, _) => {}
             }
-        }
-        if let Some(start) = run_start {
-            self.write_at(
-                self.position + (start * BLOCK) as u64,
-                &data[start * BLOCK..],
-            )?;
+            run = zero.map(|z| (i, z));
         }
         self.position += data.len() as u64;
         Ok(())
@@ -67,21 +102,29 @@ impl SparseWriter {
         self.file.write_all(data)
     }
 
-    /// Writes what is pending, sets the length, and returns the file.
-    pub fn finish(mut self) -> io::Result<File> {
+    /// Writes what is pending, sets the length, and returns the file and the observer.
+    pub fn finish_observed(mut self) -> io::Result<(File, O)> {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            if !is_zero(&pending) {
+            if is_zero(&pending) {
+                self.observer.zeros(pending.len() as u64);
+            } else {
                 self.write_at(self.position, &pending)?;
+                self.observer.data(&pending);
             }
             self.position += pending.len() as u64;
         }
         self.file.set_len(self.position)?;
-        Ok(self.file)
+        Ok((self.file, self.observer))
+    }
+
+    /// Writes what is pending, sets the length, and returns the file.
+    pub fn finish(self) -> io::Result<File> {
+        self.finish_observed().map(|(file, _)| file)
     }
 }
 
-impl Write for SparseWriter {
+impl<O: Observe> Write for SparseWriter<O> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let total = buf.len();
         if !self.pending.is_empty() {

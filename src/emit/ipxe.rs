@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::cpio;
 use crate::cache::hex;
-use crate::profile::{IpxeOutput, IpxePreset};
+use crate::plan::MachineMap;
+use crate::profile::{IpxeOutput, IpxePreset, UnknownMachine};
+use crate::release::FetchedArtifact;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
@@ -22,7 +24,7 @@ pub struct IpxeError {
     pub source: std::io::Error,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct IpxeRecord {
     pub script: String,
     pub kernel: String,
@@ -32,11 +34,10 @@ pub struct IpxeRecord {
     pub kernel_args: Vec<String>,
 }
 
-/// The files the PXE artifacts are copied from: (file name in the release, cached path,
-/// SHA-512).
+/// The verified PXE files the payload is copied from.
 pub struct PxeInputs<'a> {
-    pub kernel: (&'a str, &'a Path, &'a str),
-    pub initramfs: (&'a str, &'a Path, &'a str),
+    pub kernel: &'a FetchedArtifact,
+    pub initramfs: &'a FetchedArtifact,
 }
 
 /// The overlay archive: the config at both paths Flatcar's initrds read, with folders.
@@ -148,10 +149,10 @@ pub fn emit(
         path: dir.to_path_buf(),
         source,
     })?;
-    let kernel = addressed(inputs.kernel.0, inputs.kernel.2);
-    let initramfs = addressed(inputs.initramfs.0, inputs.initramfs.2);
-    place(inputs.kernel.1, dir, &kernel)?;
-    place(inputs.initramfs.1, dir, &initramfs)?;
+    let name = |a: &FetchedArtifact| addressed(&a.record.file, &a.record.sha512);
+    let (kernel, initramfs) = (name(inputs.kernel), name(inputs.initramfs));
+    place(&inputs.kernel.path, dir, &kernel)?;
+    place(&inputs.initramfs.path, dir, &initramfs)?;
     let overlay_bytes = overlay(config, mtime);
     let overlay_sha256 = hex(&Sha256::digest(&overlay_bytes));
     let overlay_name = format!("{role}-{}.cpio.gz", &overlay_sha256[..16]);
@@ -186,12 +187,12 @@ pub fn emit(
 
 /// `boot.ipxe`: chains each listed machine (by `${net0/mac}`) to its role's script; any
 /// other machine gets `unknown`: an error on the console, or a menu of roles.
-pub fn machine_map(
-    dir: &Path,
-    machines: &BTreeMap<String, String>,
-    roles: &[String],
-    unknown: crate::profile::UnknownMachine,
-) -> Result<String, IpxeError> {
+pub fn machine_map(dir: &Path, map: &MachineMap) -> Result<String, IpxeError> {
+    let MachineMap {
+        machines,
+        roles,
+        unknown,
+    } = map;
     let mut script = String::from(
         "#!ipxe\n# kato-image machine map: each machine boots its role by MAC address.\n",
     );
@@ -201,7 +202,7 @@ pub fn machine_map(
         ));
     }
     match unknown {
-        crate::profile::UnknownMachine::Error => {
+        UnknownMachine::Error => {
             script
                 .push_str("echo kato-image: no role for machine ${net0/mac} in the machine map\n");
             script.push_str(
@@ -209,7 +210,7 @@ pub fn machine_map(
             );
             script.push_str("sleep 60\nexit 1\n");
         }
-        crate::profile::UnknownMachine::Menu => {
+        UnknownMachine::Menu => {
             script.push_str("menu kato-image: machine ${net0/mac} has no role. Boot as:\n");
             for role in roles {
                 script.push_str(&format!("item {role} {role}\n"));
@@ -255,10 +256,7 @@ mod tests {
     fn presets() {
         let packet = IpxeOutput {
             preset: IpxePreset::Packet,
-            console: None,
-            base_url: None,
-            autologin: false,
-            unknown: crate::profile::UnknownMachine::Error,
+            ..IpxeOutput::default()
         };
         let args = kernel_args(&packet, &["a=b".into()], &["x.cpio.gz"]);
         assert_eq!(
@@ -272,11 +270,8 @@ mod tests {
             ]
         );
         let metal = IpxeOutput {
-            preset: IpxePreset::Metal,
-            console: None,
-            base_url: None,
             autologin: true,
-            unknown: crate::profile::UnknownMachine::Error,
+            ..IpxeOutput::default()
         };
         assert!(kernel_args(&metal, &[], &[]).contains(&"flatcar.autologin".to_string()));
     }
@@ -286,13 +281,25 @@ mod tests {
         let dir = tempfile_dir();
         let kernel = dir.join("k");
         std::fs::write(&kernel, b"kernel").unwrap();
+        let artifact = |file: &str, sha512: String| FetchedArtifact {
+            record: crate::cache::ArtifactRecord {
+                file: file.into(),
+                url: String::new(),
+                sha512,
+                size: 6,
+                signature: None,
+                digests_asc_verified: false,
+            },
+            path: kernel.clone(),
+            from_cache: true,
+        };
+        let (kernel_file, initramfs_file) = (
+            artifact("flatcar_production_pxe.vmlinuz", "ab".repeat(64)),
+            artifact("flatcar_production_pxe_image.cpio.gz", "cd".repeat(64)),
+        );
         let inputs = PxeInputs {
-            kernel: ("flatcar_production_pxe.vmlinuz", &kernel, &"ab".repeat(64)),
-            initramfs: (
-                "flatcar_production_pxe_image.cpio.gz",
-                &kernel,
-                &"cd".repeat(64),
-            ),
+            kernel: &kernel_file,
+            initramfs: &initramfs_file,
         };
         let payload = RolePayload {
             role: "edge",
@@ -301,13 +308,7 @@ mod tests {
             mtime: 0,
             header: "test",
         };
-        let mut settings = IpxeOutput {
-            preset: IpxePreset::Metal,
-            console: None,
-            base_url: None,
-            autologin: false,
-            unknown: crate::profile::UnknownMachine::Error,
-        };
+        let mut settings = IpxeOutput::default();
         emit(&dir.join("out"), &payload, &settings, &inputs).unwrap();
         let script = std::fs::read_to_string(dir.join("out/edge.ipxe")).unwrap();
         assert!(

@@ -14,7 +14,7 @@ use super::registry::PulledImage;
 use crate::cache::hex;
 
 /// Bumped when the archive layout changes, so cached archives are remade.
-const LAYOUT_VERSION: &str = "kato-archive-1";
+const LAYOUT_VERSION: &str = "kato-archive-2";
 const BLOCK: usize = 512;
 
 /// A finished archive in the cache.
@@ -92,10 +92,12 @@ impl<W: Write> Write for Hashing<W> {
 /// The cache name of the archive for `image`: it depends on the reference (the archive
 /// names it) and the platform manifest, nothing else.
 pub fn cache_key(image: &PulledImage) -> String {
+    // Everything the archive's bytes depend on: its layout, the name it carries and the
+    // platform manifest (which names every blob by digest).
     let digest = Sha256::new()
         .chain_update(LAYOUT_VERSION)
         .chain_update([0])
-        .chain_update(image.reference.to_string())
+        .chain_update(image.reference.name())
         .chain_update([0])
         .chain_update(&image.manifest_digest)
         .finalize();
@@ -172,10 +174,7 @@ pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> 
         "Layers": image.manifest.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
     }]);
     let mut annotations = serde_json::Map::new();
-    annotations.insert(
-        "io.containerd.image.name".into(),
-        reference.to_string().into(),
-    );
+    annotations.insert("io.containerd.image.name".into(), reference.name().into());
     if let Some(tag) = &reference.tag {
         annotations.insert(
             "org.opencontainers.image.ref.name".into(),

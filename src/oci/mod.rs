@@ -3,10 +3,12 @@
 
 pub mod archive;
 pub mod auth;
+pub mod bake;
 pub mod local;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
 
+pub use bake::{BakeError, BakedImage};
 pub use reference::Reference;
 pub use registry::{PullOptions, PulledImage, Registry, RegistryError};

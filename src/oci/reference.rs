@@ -135,6 +135,14 @@ impl Reference {
         }
     }
 
+    /// `registry/repository[:tag]`: the reference without its digest.
+    pub fn name(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{}/{}:{tag}", self.registry, self.repository),
+            None => format!("{}/{}", self.registry, self.repository),
+        }
+    }
+
     /// The same image pinned to `digest`.
     pub fn pinned(&self, digest: &str) -> Reference {
         Reference {

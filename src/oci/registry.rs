@@ -58,6 +58,12 @@ pub enum RegistryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("--offline: {reference}: {what} is not in the cache {cache} (pull it once online)")]
+    Offline {
+        reference: String,
+        what: String,
+        cache: String,
+    },
 }
 
 pub struct PullOptions {
@@ -68,6 +74,19 @@ pub struct PullOptions {
     pub transport: TransportOptions,
     /// Blobs downloaded at once.
     pub workers: usize,
+    /// Make no request: use what the cache holds (a tag: the digest it last resolved to).
+    pub offline: bool,
+}
+
+/// What a tag resolved to when it was last pulled online.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TagRecord {
+    reference: String,
+    digest: String,
+}
+
+fn tag_key(reference: &Reference) -> String {
+    hex(&Sha256::digest(reference.name().as_bytes())[..16])
 }
 
 /// An image's platform manifest and its blobs, all verified and in the cache.
@@ -123,12 +142,16 @@ impl<'a> Registry<'a> {
         progress: &dyn Progress,
     ) -> Result<PulledImage, RegistryError> {
         let name = reference.to_string();
-        let wanted = reference
-            .digest
-            .clone()
-            .or_else(|| reference.tag.clone())
-            .expect("references have a tag or a digest");
+        let wanted = match (&reference.digest, &reference.tag) {
+            (Some(digest), _) => digest.clone(),
+            (None, Some(_)) if self.options.offline => self.offline_tag(reference)?,
+            (None, Some(tag)) => tag.clone(),
+            (None, None) => unreachable!("references have a tag or a digest"),
+        };
         let (top_digest, media, bytes) = self.manifest(reference, &wanted, progress)?;
+        if reference.digest.is_none() && !self.options.offline {
+            self.record_tag(reference, &top_digest);
+        }
         let invalid = |why: String| RegistryError::Invalid {
             reference: name.clone(),
             why,
@@ -195,6 +218,9 @@ impl<'a> Registry<'a> {
         {
             return Ok((wanted.to_string(), String::new(), bytes));
         }
+        if self.options.offline {
+            return Err(self.offline(reference, &format!("manifest {wanted}")));
+        }
         let url = format!("{}/manifests/{wanted}", reference.api_base());
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
@@ -239,6 +265,39 @@ impl<'a> Registry<'a> {
         crate::fsutil::write_atomic(&path, &bytes)
             .map_err(|source| RegistryError::Io { path, source })?;
         Ok((digest, body.0.unwrap_or_default(), bytes))
+    }
+
+    fn offline(&self, reference: &Reference, what: &str) -> RegistryError {
+        RegistryError::Offline {
+            reference: reference.to_string(),
+            what: what.to_string(),
+            cache: self.options.cache.root().display().to_string(),
+        }
+    }
+
+    /// Offline, a tag means the digest it resolved to the last time it was pulled.
+    fn offline_tag(&self, reference: &Reference) -> Result<String, RegistryError> {
+        let path = self.options.cache.tag_path(&tag_key(reference));
+        std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<TagRecord>(&bytes).ok())
+            .filter(|record| record.reference == reference.name())
+            .map(|record| record.digest)
+            .filter(|digest| check_digest(digest).is_ok())
+            .ok_or_else(|| self.offline(reference, "what the tag resolves to"))
+    }
+
+    /// Remembers what a tag resolved to, for offline runs; a failure only costs that.
+    fn record_tag(&self, reference: &Reference, digest: &str) {
+        let record = TagRecord {
+            reference: reference.name(),
+            digest: digest.to_string(),
+        };
+        let path = self.options.cache.tag_path(&tag_key(reference));
+        let _ = crate::fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec(&record).expect("records serialise"),
+        );
     }
 
     /// Downloads `blobs` (skipping those already cached) on a few threads; paths in order.
@@ -304,6 +363,9 @@ impl<'a> Registry<'a> {
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size) {
             progress.advance(blob.size);
             return Ok(path);
+        }
+        if self.options.offline {
+            return Err(self.offline(reference, &format!("blob {}", blob.digest)));
         }
         let url = format!("{}/blobs/{}", reference.api_base(), blob.digest);
         let partial = cache.partial(&url)?;

@@ -16,6 +16,8 @@ pub struct ProfileSet {
 /// One parsed profile file.
 pub(super) struct Layer {
     pub path: PathBuf,
+    /// SHA-256 of the bytes parsed.
+    pub sha256: String,
     pub doc: ProfileDoc,
 }
 
@@ -131,6 +133,7 @@ fn parse(path: &Path) -> Result<Layer, ProfileError> {
     let doc: ProfileDoc = serde_saphyr::from_str(&text).map_err(|e| parse_error(path, &e))?;
     Ok(Layer {
         path: path.to_path_buf(),
+        sha256: crate::cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
         doc,
     })
 }

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::load::Layer;
 use super::schema::{FileDoc, ImageDoc, OutputsDoc, Scalar, UnitEntryDoc};
 use super::{
-    AmiOutput, FileSpec, ImageSource, Instances, IpxeOutput, IpxePreset, Located, Outputs, Profile,
+    AmiOutput, FileSpec, ImageSource, Instances, IpxeOutput, Located, Outputs, Profile,
     ProfileError, Release, UnitSpec, User,
 };
 use crate::origin::Origin;
@@ -34,7 +34,10 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
     for layer in chain {
         let at = |spanned_location| Origin::from_location(&layer.path, spanned_location);
         let doc = &layer.doc;
-        profile.sources.push(layer.path.clone());
+        profile.sources.push(super::SourceFile {
+            path: layer.path.clone(),
+            sha256: layer.sha256.clone(),
+        });
         if let Some(description) = &doc.description {
             profile.description = Some(description.clone());
         }
@@ -352,12 +355,15 @@ fn resolve_outputs(doc: OutputsDoc) -> Outputs {
                 volume_type: ami.volume_type.unwrap_or(default.volume_type),
             }
         }),
-        ipxe: doc.ipxe.map(|ipxe| IpxeOutput {
-            preset: ipxe.preset.unwrap_or(IpxePreset::Metal),
-            console: ipxe.console,
-            base_url: ipxe.base_url,
-            autologin: ipxe.autologin.unwrap_or(false),
-            unknown: ipxe.unknown.unwrap_or(super::UnknownMachine::Error),
+        ipxe: doc.ipxe.map(|ipxe| {
+            let default = IpxeOutput::default();
+            IpxeOutput {
+                preset: ipxe.preset.unwrap_or(default.preset),
+                console: ipxe.console.or(default.console),
+                base_url: ipxe.base_url.or(default.base_url),
+                autologin: ipxe.autologin.unwrap_or(default.autologin),
+                unknown: ipxe.unknown.unwrap_or(default.unknown),
+            }
         }),
     }
 }

@@ -18,6 +18,7 @@ pub use error::ProfileError;
 pub use load::ProfileSet;
 pub use schema::{
     AmiBootMode, Board, Channel, ImdsSupport, InstanceSource, IpxePreset, UnknownMachine,
+    VolumeType,
 };
 
 use crate::origin::Origin;
@@ -46,7 +47,14 @@ pub struct Profile {
     /// MAC addresses (lower case) of machines that boot this role.
     pub machines: Vec<Located<String>>,
     /// The profile files merged into this one, root first.
-    pub sources: Vec<PathBuf>,
+    pub sources: Vec<SourceFile>,
+}
+
+/// A file read as input, and the SHA-256 of the bytes that were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +147,19 @@ pub struct AmiOutput {
     pub imds_v2: ImdsSupport,
     pub tpm: bool,
     pub public: bool,
-    pub volume_type: String,
+    pub volume_type: VolumeType,
+}
+
+impl AmiOutput {
+    /// Why these settings cannot boot on `board`, if they cannot: EC2 starts arm64
+    /// instances with UEFI only.
+    pub fn unbootable(&self, board: Board) -> Option<String> {
+        (board == Board::Arm64 && self.boot_mode == AmiBootMode::LegacyBios).then(|| {
+            format!(
+                "legacy-bios cannot boot {board} (EC2 starts arm64 instances with UEFI only); use uefi or uefi-preferred"
+            )
+        })
+    }
 }
 
 /// What a profile gets for every `outputs.ami` setting it leaves out (and a build with
@@ -152,7 +172,7 @@ impl Default for AmiOutput {
             imds_v2: ImdsSupport::Required,
             tpm: false,
             public: false,
-            volume_type: "gp3".into(),
+            volume_type: VolumeType::Gp3,
         }
     }
 }
@@ -164,6 +184,20 @@ pub struct IpxeOutput {
     pub base_url: Option<String>,
     pub autologin: bool,
     pub unknown: UnknownMachine,
+}
+
+/// What a profile gets for every `outputs.ipxe` setting it leaves out (and a build with
+/// `--output ipxe` for a profile without the section).
+impl Default for IpxeOutput {
+    fn default() -> Self {
+        IpxeOutput {
+            preset: IpxePreset::Metal,
+            console: None,
+            base_url: None,
+            autologin: false,
+            unknown: UnknownMachine::Error,
+        }
+    }
 }
 
 /// Loads the profile of `role` from `dir`: shorthand for `ProfileSet::open(dir)?.load(role)`.

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use crate::release::{Board, Channel};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileDoc {
@@ -37,23 +39,6 @@ pub struct ReleaseDoc {
     pub board: Option<Board>,
     /// URL template with `{channel}`, `{board}` and `{version}`.
     pub url: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Stable,
-    Beta,
-    Alpha,
-    Lts,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum Board {
-    #[serde(rename = "amd64-usr")]
-    Amd64,
-    #[serde(rename = "arm64-usr")]
-    Arm64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,7 +138,43 @@ pub struct AmiOutputDoc {
     pub imds_v2: Option<ImdsSupport>,
     pub tpm: Option<bool>,
     pub public: Option<bool>,
-    pub volume_type: Option<String>,
+    pub volume_type: Option<VolumeType>,
+}
+
+/// The EBS volume types an AMI's root volume can be (st1 and sc1 cannot boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeType {
+    Gp3,
+    Gp2,
+    Io1,
+    Io2,
+    Standard,
+}
+
+impl std::fmt::Display for VolumeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for AmiBootMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl VolumeType {
+    /// The name in profiles, which is also EC2's `VolumeType` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeType::Gp3 => "gp3",
+            VolumeType::Gp2 => "gp2",
+            VolumeType::Io1 => "io1",
+            VolumeType::Io2 => "io2",
+            VolumeType::Standard => "standard",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

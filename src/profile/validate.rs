@@ -96,7 +96,7 @@ fn check_release(profile: &Profile) -> Result<(), ProfileError> {
             .split('.')
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if version != "current" && !concrete {
-        let origin = Origin::file(profile.sources.last().expect("a profile has a file"));
+        let origin = Origin::file(&profile.sources.last().expect("a profile has a file").path);
         return Err(ProfileError::invalid(
             origin,
             format!("release.version `{version}` is neither `current` nor a version like 4593.1.0"),

@@ -10,11 +10,11 @@ use sha2::Digest;
 
 use super::digests::{self, DigestsError};
 use super::transport::{Transport, TransportError, TransportOptions, redact};
-use super::{ArtifactKind, ReleaseSpec, board_name, channel_name, is_version, parse_version_txt};
+use super::{ArtifactKind, Board, Channel, ReleaseSpec, is_version, parse_version_txt};
 use crate::cache::{ArtifactRecord, Cache, CacheError, ReleaseKey, hex};
 use crate::io::Sha512Pipe;
 use crate::progress::Progress;
-use crate::verify::{Keyring, SignatureInfo, Signer, VerifyError, parse_detached};
+use crate::verify::{Keyring, Signer, VerifyError, parse_detached};
 
 const CHUNK: usize = 256 << 10;
 /// How much written data may wait before its writeback is started.
@@ -78,66 +78,108 @@ pub struct FetchOptions {
     pub transport: TransportOptions,
 }
 
+/// A verified release file in the cache: the cache's record of it, and where it is.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FetchedArtifact {
-    pub file: String,
-    pub url: String,
+    #[serde(flatten)]
+    pub record: ArtifactRecord,
     pub path: PathBuf,
-    pub sha512: String,
-    pub size: u64,
-    pub signature: Option<SignatureInfo>,
-    pub digests_asc_verified: bool,
     pub from_cache: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FetchedRelease {
-    pub channel: String,
-    pub board: String,
+/// The release a build's vendor files come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseInfo {
+    pub channel: Channel,
+    pub board: Board,
     /// What was asked for (`current` or a version).
     pub requested_version: String,
-    /// The concrete version fetched.
+    /// The concrete version.
     pub version: String,
+    /// The release folder's URL (credentials and query removed).
     pub base_url: String,
-    pub artifact: ArtifactKind,
-    pub artifacts: Vec<FetchedArtifact>,
+    /// Signatures were not checked (`--insecure-skip-signature`).
     pub insecure_skip_signature: bool,
+    /// The folder's URL as given, to download from; never recorded.
+    #[serde(skip)]
+    url: String,
 }
 
+/// What `fetch` reports: a release and the files of one artifact kind, in `kind.files()`
+/// order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FetchedRelease {
+    #[serde(flatten)]
+    pub release: ReleaseInfo,
+    pub artifact: ArtifactKind,
+    pub artifacts: Vec<FetchedArtifact>,
+}
+
+/// Fetches the files of `kind` from the release `spec` names.
 pub fn fetch(
     spec: &ReleaseSpec,
     kind: ArtifactKind,
     options: &FetchOptions,
     progress: &dyn Progress,
 ) -> Result<FetchedRelease, ReleaseError> {
-    let mut session = Session {
-        options,
-        progress,
-        transport: None,
-    };
-    let channel = channel_name(spec.channel);
-    let board = board_name(spec.board);
-    let version = session.resolve_version(spec)?;
-    let base_url = spec.base_url(&version)?;
-    let key = ReleaseKey {
-        channel: channel.into(),
-        board: board.into(),
-        version: version.clone(),
-    };
-    let mut artifacts = Vec::new();
-    for file in kind.files() {
-        artifacts.push(session.artifact(&key, &base_url, file)?);
-    }
+    let mut fetcher = Fetcher::new(options, progress);
+    let release = fetcher.resolve(spec)?;
+    let artifacts = kind
+        .files()
+        .iter()
+        .map(|file| fetcher.artifact(&release, file))
+        .collect::<Result<_, _>>()?;
     Ok(FetchedRelease {
-        channel: channel.into(),
-        board: board.into(),
-        requested_version: spec.version.clone(),
-        version,
-        base_url: redact(&base_url),
+        release,
         artifact: kind,
         artifacts,
-        insecure_skip_signature: options.insecure_skip_signature,
     })
+}
+
+/// Resolves releases and fetches their files, reusing one connection pool.
+pub struct Fetcher<'a> {
+    session: Session<'a>,
+}
+
+impl<'a> Fetcher<'a> {
+    pub fn new(options: &'a FetchOptions, progress: &'a dyn Progress) -> Self {
+        Fetcher {
+            session: Session {
+                options,
+                progress,
+                transport: None,
+            },
+        }
+    }
+
+    /// The concrete release `spec` names (`current` costs one request for `version.txt`).
+    pub fn resolve(&mut self, spec: &ReleaseSpec) -> Result<ReleaseInfo, ReleaseError> {
+        let version = self.session.resolve_version(spec)?;
+        let base_url = spec.base_url(&version)?;
+        Ok(ReleaseInfo {
+            channel: spec.channel,
+            board: spec.board,
+            requested_version: spec.version.clone(),
+            version,
+            base_url: redact(&base_url),
+            insecure_skip_signature: self.session.options.insecure_skip_signature,
+            url: base_url,
+        })
+    }
+
+    /// One file of `release`, verified, from the cache or downloaded into it.
+    pub fn artifact(
+        &mut self,
+        release: &ReleaseInfo,
+        file: &str,
+    ) -> Result<FetchedArtifact, ReleaseError> {
+        let key = ReleaseKey {
+            channel: release.channel,
+            board: release.board,
+            version: release.version.clone(),
+        };
+        self.session.artifact(&key, &release.url, file)
+    }
 }
 
 struct Session<'a> {
@@ -171,7 +213,7 @@ impl Session<'_> {
                 Err(ReleaseError::Version(spec.version.clone()))
             };
         }
-        let (channel, board) = (channel_name(spec.channel), board_name(spec.board));
+        let (channel, board) = (spec.channel, spec.board);
         if self.options.offline {
             return self.options.cache.current(channel, board).ok_or_else(|| {
                 ReleaseError::Offline(format!(
@@ -235,12 +277,7 @@ impl Session<'_> {
             if acceptable {
                 return Ok(FetchedArtifact {
                     path: options.cache.blob_path(&record.sha512),
-                    file: record.file,
-                    url: record.url,
-                    sha512: record.sha512,
-                    size: record.size,
-                    signature: record.signature,
-                    digests_asc_verified: record.digests_asc_verified,
+                    record,
                     from_cache: true,
                 });
             }
@@ -336,13 +373,8 @@ impl Session<'_> {
         let path = options.cache.insert(key, &partial.data, &record)?;
         partial.discard();
         Ok(FetchedArtifact {
-            file: record.file,
-            url: record.url,
+            record,
             path,
-            sha512: record.sha512,
-            size: record.size,
-            signature: record.signature,
-            digests_asc_verified,
             from_cache: false,
         })
     }

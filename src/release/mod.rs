@@ -8,14 +8,98 @@ pub mod digests;
 mod fetch;
 pub mod transport;
 
-pub use fetch::{FetchOptions, FetchedArtifact, FetchedRelease, ReleaseError, fetch};
+pub use fetch::{
+    FetchOptions, FetchedArtifact, FetchedRelease, Fetcher, ReleaseError, ReleaseInfo, fetch,
+};
 
-use crate::profile::{Board, Channel};
+/// A Flatcar release channel.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Stable,
+    Beta,
+    Alpha,
+    Lts,
+}
+
+impl Channel {
+    /// The name in release URLs, profiles and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Stable => "stable",
+            Channel::Beta => "beta",
+            Channel::Alpha => "alpha",
+            Channel::Lts => "lts",
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Flatcar board: the machine architecture an image is built for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Board {
+    #[serde(rename = "amd64-usr")]
+    Amd64,
+    #[serde(rename = "arm64-usr")]
+    Arm64,
+}
+
+impl Board {
+    /// The name in release URLs, profiles and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::Amd64 => "amd64-usr",
+            Board::Arm64 => "arm64-usr",
+        }
+    }
+
+    /// The OCI platform architecture of container images for this board.
+    pub fn oci_architecture(self) -> &'static str {
+        match self {
+            Board::Amd64 => "amd64",
+            Board::Arm64 => "arm64",
+        }
+    }
+
+    /// EC2's name for this board's architecture.
+    pub fn ec2_architecture(self) -> &'static str {
+        match self {
+            Board::Amd64 => "x86_64",
+            Board::Arm64 => "arm64",
+        }
+    }
+}
+
+impl std::fmt::Display for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 pub const DEFAULT_URL_TEMPLATE: &str =
     "https://{channel}.release.flatcar-linux.net/{board}/{version}/";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The generic disk image.
+pub const IMAGE_FILE: &str = "flatcar_production_image.bin.bz2";
+/// The EC2 flavour of the disk image.
+pub const AMI_IMAGE_FILE: &str = "flatcar_production_ami_image.bin.bz2";
+/// The PXE kernel (its initrd is built in).
+pub const PXE_KERNEL_FILE: &str = "flatcar_production_pxe.vmlinuz";
+/// The PXE root, appended to the kernel's initrd.
+pub const PXE_INITRAMFS_FILE: &str = "flatcar_production_pxe_image.cpio.gz";
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactKind {
     /// The generic disk image.
@@ -29,18 +113,15 @@ pub enum ArtifactKind {
 impl ArtifactKind {
     pub fn files(self) -> &'static [&'static str] {
         match self {
-            ArtifactKind::Image => &["flatcar_production_image.bin.bz2"],
-            ArtifactKind::Ami => &["flatcar_production_ami_image.bin.bz2"],
-            ArtifactKind::Pxe => &[
-                "flatcar_production_pxe.vmlinuz",
-                "flatcar_production_pxe_image.cpio.gz",
-            ],
+            ArtifactKind::Image => &[IMAGE_FILE],
+            ArtifactKind::Ami => &[AMI_IMAGE_FILE],
+            ArtifactKind::Pxe => &[PXE_KERNEL_FILE, PXE_INITRAMFS_FILE],
         }
     }
 }
 
 /// Which release to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReleaseSpec {
     pub channel: Channel,
     /// `current` or a version such as `4593.1.0`.
@@ -48,22 +129,6 @@ pub struct ReleaseSpec {
     pub board: Board,
     /// URL template with `{channel}`, `{board}` and `{version}`.
     pub url_template: String,
-}
-
-pub fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Stable => "stable",
-        Channel::Beta => "beta",
-        Channel::Alpha => "alpha",
-        Channel::Lts => "lts",
-    }
-}
-
-pub fn board_name(board: Board) -> &'static str {
-    match board {
-        Board::Amd64 => "amd64-usr",
-        Board::Arm64 => "arm64-usr",
-    }
 }
 
 impl ReleaseSpec {
@@ -78,8 +143,8 @@ impl ReleaseSpec {
                 .ok_or_else(|| self.template_error("an unclosed `{`"))?;
             let name = &rest[open + 1..open + close];
             url.push_str(match name {
-                "channel" => channel_name(self.channel),
-                "board" => board_name(self.board),
+                "channel" => self.channel.name(),
+                "board" => self.board.name(),
                 "version" => version,
                 other => {
                     return Err(self.template_error(&format!("unknown placeholder {{{other}}}")));

@@ -129,3 +129,25 @@ pub fn extract(image: &Path, offset: u64, len: u64, out: &Path) {
         "dd failed"
     );
 }
+
+/// `b3sum FILE`: the BLAKE3 of a file, by the reference tool.
+pub fn b3sum(path: &Path) -> String {
+    let out = Command::new("b3sum")
+        .arg("--no-names")
+        .arg(path)
+        .output()
+        .expect("b3sum (Debian package b3sum)");
+    assert!(out.status.success(), "b3sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The BLAKE3 of `[offset, offset + len)` of a file, cut out by dd and hashed by b3sum.
+pub fn dd_b3sum(path: &Path, offset: u64, len: u64) -> String {
+    let script = format!(
+        "dd if='{}' bs=1M iflag=skip_bytes,count_bytes skip={offset} count={len} status=none | b3sum --no-names",
+        path.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "dd | b3sum");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -130,3 +130,48 @@ impl Mirror {
         self.publish(IMAGE, &data, &signature, &data, true);
     }
 }
+
+impl Mirror {
+    /// A mirror publishing the disk image `image`, bzip2'd and signed.
+    pub fn with_image(image: &std::path::Path) -> Mirror {
+        let mirror = Mirror::new();
+        let compressed = mirror.cache.path().join("image.bin.bz2");
+        let out = std::process::Command::new("bzip2")
+            .arg("-c")
+            .arg(image)
+            .output()
+            .unwrap();
+        std::fs::write(&compressed, out.stdout).unwrap();
+        mirror.publish_image(&compressed);
+        std::fs::remove_file(&compressed).unwrap();
+        mirror
+    }
+
+    /// `build --json` from this mirror into `out`, with its cache and key, at a fixed time;
+    /// `cmd` is `kato()` or a scratch project's.
+    pub fn build_with(
+        &self,
+        mut cmd: assert_cmd::Command,
+        out: &std::path::Path,
+        extra: &[&str],
+    ) -> Output {
+        cmd.args([
+            "build",
+            "--json",
+            "--release-url",
+            &self.template(),
+            "--retry-delay-ms",
+            "20",
+        ])
+        .arg("--cache")
+        .arg(self.cache.path())
+        .arg("--keyring")
+        .arg(&fixtures().keyring)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+    }
+}

@@ -30,7 +30,7 @@ pub struct SnapshotSpec {
 /// Minutes EBS waits for CompleteSnapshot before giving up on the snapshot.
 const COMPLETE_WITHIN_MINUTES: i32 = 60;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UploadedSnapshot {
     pub snapshot_id: String,
     pub parent_snapshot_id: Option<String>,

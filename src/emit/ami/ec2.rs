@@ -9,6 +9,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 
 use super::AmiError;
+use crate::profile::{AmiBootMode, ImdsSupport, VolumeType};
 
 const API_VERSION: &str = "2016-11-15";
 
@@ -27,12 +28,11 @@ pub struct RegisterSpec {
     pub name: String,
     pub description: String,
     /// `x86_64` or `arm64`.
-    pub architecture: String,
+    pub architecture: &'static str,
     pub snapshot_id: String,
-    pub volume_type: String,
-    /// `uefi-preferred`, `uefi` or `legacy-bios`.
-    pub boot_mode: String,
-    pub imds_v2_required: bool,
+    pub volume_type: VolumeType,
+    pub boot_mode: AmiBootMode,
+    pub imds: ImdsSupport,
     pub tpm: bool,
 }
 
@@ -208,7 +208,7 @@ impl Ec2 {
         let mut params: Vec<(String, String)> = vec![
             ("Name".into(), spec.name.clone()),
             ("Description".into(), spec.description.clone()),
-            ("Architecture".into(), spec.architecture.clone()),
+            ("Architecture".into(), spec.architecture.into()),
             ("VirtualizationType".into(), "hvm".into()),
             ("RootDeviceName".into(), "/dev/xvda".into()),
             ("BlockDeviceMapping.1.DeviceName".into(), "/dev/xvda".into()),
@@ -218,7 +218,7 @@ impl Ec2 {
             ),
             (
                 "BlockDeviceMapping.1.Ebs.VolumeType".into(),
-                spec.volume_type.clone(),
+                spec.volume_type.as_str().into(),
             ),
             (
                 "BlockDeviceMapping.1.Ebs.DeleteOnTermination".into(),
@@ -226,9 +226,9 @@ impl Ec2 {
             ),
             ("EnaSupport".into(), "true".into()),
             ("SriovNetSupport".into(), "simple".into()),
-            ("BootMode".into(), spec.boot_mode.clone()),
+            ("BootMode".into(), spec.boot_mode.as_str().into()),
         ];
-        if spec.imds_v2_required {
+        if spec.imds == ImdsSupport::Required {
             params.push(("ImdsSupport".into(), "v2.0".into()));
         }
         if spec.tpm {

@@ -11,12 +11,18 @@ pub use ebs::{SnapshotSpec, UploadedSnapshot};
 pub use plan::{BLOCK, BlockPlan, UploadPlan, linear_checksum, plan};
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_ebs::error::{DisplayErrorContext, ProvideErrorMetadata};
 
+use crate::cache::ArtifactRecord;
+use crate::manifest::DiskRecord;
+use crate::profile::AmiOutput;
 use crate::progress::Progress;
+use crate::release::{Board, ReleaseInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmiError {
@@ -93,7 +99,7 @@ pub async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, A
     Ok(config)
 }
 
-/// The runtime the blocking entry points run the SDK on.
+/// The runtime the SDK runs on.
 fn runtime() -> Result<tokio::runtime::Runtime, AmiError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,120 +108,48 @@ fn runtime() -> Result<tokio::runtime::Runtime, AmiError> {
         .map_err(AmiError::Runtime)
 }
 
-/// What `publish_snapshot` needs.
-pub struct SnapshotUpload<'a> {
-    pub image: &'a std::path::Path,
-    /// The image the parent snapshot holds, to send only the blocks that differ.
-    pub parent_image: Option<&'a std::path::Path>,
-    pub region: Option<&'a str>,
-    pub retries: u32,
-    pub spec: SnapshotSpec,
-}
-
-/// Plans and uploads one snapshot, blocking (a runtime of its own); with `wait`, waits that
-/// long at most for it to complete.
-pub fn publish_snapshot(
-    request: &SnapshotUpload,
-    wait: Option<std::time::Duration>,
-    progress: &dyn Progress,
-) -> Result<UploadedSnapshot, AmiError> {
-    runtime()?.block_on(async {
-        let config = sdk_config(request.region).await?;
-        let mut snapshot = upload_with(&config, request, &request.spec, progress).await?;
-        if let Some(limit) = wait {
-            let (_, ec2) = ec2_client(&config, request.retries)?;
-            wait_completed(&ec2, &mut snapshot, &limit, progress).await?;
-        }
-        Ok(snapshot)
-    })
-}
-
-/// Waits for an uploaded snapshot to leave `pending`, for `limit` at most.
-async fn wait_completed(
-    ec2: &ec2::Ec2,
-    snapshot: &mut UploadedSnapshot,
-    limit: &std::time::Duration,
-    progress: &dyn Progress,
-) -> Result<(), AmiError> {
-    let id = snapshot.snapshot_id.clone();
-    wait_for(limit, "snapshot", &id, "completed", progress, || {
-        ec2.snapshot_state(&id)
-    })
-    .await?;
-    snapshot.status = "completed".into();
-    Ok(())
-}
-
-/// Waits for an image to be `available` (launching or copying a pending one fails).
-async fn wait_available(
-    ec2: &ec2::Ec2,
-    image_id: &str,
-    limit: &std::time::Duration,
-    progress: &dyn Progress,
-) -> Result<(), AmiError> {
-    wait_for(limit, "image", image_id, "available", progress, || {
-        ec2.image_state(image_id)
-    })
-    .await
-}
-
-/// How the AMI is registered.
+/// Where and how to talk to AWS.
 #[derive(Debug, Clone)]
-pub struct AmiSettings {
-    pub architecture: String,
-    pub volume_type: String,
-    pub boot_mode: String,
-    pub imds_v2_required: bool,
-    pub tpm: bool,
-    pub public: bool,
-    /// Other regions to copy the AMI to.
-    pub regions: Vec<String>,
+pub struct AwsOptions {
+    /// Default: the AWS configuration's.
+    pub region: Option<String>,
+    /// Snapshot blocks in flight at once.
+    pub workers: usize,
+    /// Attempts after a throttled or failed request.
+    pub retries: u32,
+    /// How long to wait for snapshots to complete and images to become available.
+    pub wait: Duration,
 }
 
-/// What names an AMI: the role, its build and the Flatcar release it was built from.
-pub struct BuildFacts<'a> {
-    pub role: &'a str,
-    pub build_id: &'a str,
-    pub channel: &'a str,
-    pub version: &'a str,
-    pub board: &'a str,
-    /// SHA-256 of the build manifest's bytes.
-    pub manifest_sha256: &'a str,
+/// One connection to AWS for a whole run: the runtime, the configuration (credentials and
+/// region, checked once) and the EC2 client of the region. Snapshots, base snapshots and
+/// AMIs are all published through it.
+pub struct Publisher {
+    runtime: tokio::runtime::Runtime,
+    config: aws_config::SdkConfig,
+    region: String,
+    ec2: ec2::Ec2,
+    ebs: aws_sdk_ebs::Client,
+    options: AwsOptions,
 }
 
-impl BuildFacts<'_> {
-    /// The AMI's name, description and tags.
-    pub fn identity(&self) -> AmiIdentity {
-        let short = &self.build_id[..self.build_id.len().min(12)];
-        AmiIdentity {
-            name: format!("kato-{}-{}-{short}", self.role, self.version),
-            description: format!(
-                "Kato {} role on Flatcar {} {} (kato-image build {})",
-                self.role, self.channel, self.version, self.build_id
-            ),
-            build_id: self.build_id.to_string(),
-            tags: vec![
-                ("kato:role".into(), self.role.to_string()),
-                ("kato:flatcar-version".into(), self.version.to_string()),
-                (
-                    "kato:manifest-sha256".into(),
-                    self.manifest_sha256.to_string(),
-                ),
-            ],
-        }
-    }
-
-    /// EC2's name for the board's architecture.
-    pub fn architecture(&self) -> &'static str {
-        if self.board.starts_with("arm64") {
-            "arm64"
-        } else {
-            "x86_64"
-        }
-    }
+/// What a snapshot is uploaded from.
+pub struct SnapshotSource<'a> {
+    pub image: &'a Path,
+    /// The image the parent snapshot holds: only blocks that differ from it are sent.
+    pub parent_image: Option<&'a Path>,
 }
 
-/// Names and tags, from the build's manifest.
+/// Where a role's snapshot is made on.
+#[derive(Debug, Clone)]
+pub enum ParentSnapshot {
+    /// This snapshot.
+    Id(String),
+    /// The snapshot tagged with this build ID (a parent image published before).
+    OfBuild(String),
+}
+
+/// What names an AMI: the role, its build, the Flatcar release and the image's digest.
 #[derive(Debug, Clone)]
 pub struct AmiIdentity {
     pub name: String,
@@ -224,18 +158,41 @@ pub struct AmiIdentity {
     pub tags: Vec<(String, String)>,
 }
 
-pub struct AmiPublish<'a> {
-    pub upload: SnapshotUpload<'a>,
-    pub identity: AmiIdentity,
-    pub settings: AmiSettings,
-    /// How long to wait for the snapshot to complete and copies to become available.
-    pub wait: std::time::Duration,
-    /// With a parent image but no parent snapshot: the parent's build ID, whose snapshot is
-    /// found by its `kato:build-id` tag.
-    pub parent_build_id: Option<String>,
+impl AmiIdentity {
+    /// The identity of the AMI of `disk`, built for `role` as build `build_id`. `build` and
+    /// `publish ami` both name AMIs this way, from the same manifest facts.
+    pub fn new(role: &str, build_id: &str, release: &ReleaseInfo, disk: &DiskRecord) -> Self {
+        let short = &build_id[..build_id.len().min(12)];
+        AmiIdentity {
+            name: format!("kato-{role}-{}-{short}", release.version),
+            description: format!(
+                "Kato {role} role on Flatcar {} {} (kato-image build {build_id})",
+                release.channel, release.version
+            ),
+            build_id: build_id.to_string(),
+            tags: vec![
+                ("kato:role".into(), role.to_string()),
+                ("kato:flatcar-version".into(), release.version.clone()),
+                (IMAGE_TAG.into(), disk.blake3.clone()),
+            ],
+        }
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// The tag that holds the BLAKE3 of the image an AMI was made from (`b3sum` of the file).
+pub const IMAGE_TAG: &str = "kato:image-blake3";
+
+/// Publishing one role's image as an AMI.
+pub struct AmiPublish<'a> {
+    pub source: SnapshotSource<'a>,
+    pub parent: Option<ParentSnapshot>,
+    pub kms_key_arn: Option<String>,
+    pub identity: AmiIdentity,
+    pub settings: &'a AmiOutput,
+    pub board: Board,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegionImage {
     pub region: String,
     pub image_id: String,
@@ -243,7 +200,7 @@ pub struct RegionImage {
     pub reused: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AmiRecord {
     pub name: String,
     pub build_id: String,
@@ -256,77 +213,6 @@ pub struct AmiRecord {
 
 /// The tag that names the vendor image a base snapshot holds.
 pub const BASE_TAG: &str = "kato:base-sha512";
-
-/// The snapshot of an unmodified vendor image, which role snapshots are made on: found by its
-/// tag (`BASE_TAG` = the image's SHA-512), else uploaded and tagged. Returns its ID.
-pub fn base_snapshot(
-    upload: &SnapshotUpload,
-    base_sha512: &str,
-    wait: std::time::Duration,
-    progress: &dyn Progress,
-) -> Result<String, AmiError> {
-    runtime()?.block_on(async {
-        let (config, region, ec2) = connect(upload).await?;
-        if let Some(id) = ec2.find_snapshot(BASE_TAG, base_sha512).await? {
-            progress.note(&format!(
-                "{region}: base snapshot {id} already holds this vendor image"
-            ));
-            return Ok(id);
-        }
-        let mut spec = upload.spec.clone();
-        spec.tags.push((BASE_TAG.into(), base_sha512.to_string()));
-        let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
-        wait_completed(&ec2, &mut snapshot, &wait, progress).await?;
-        Ok(snapshot.snapshot_id)
-    })
-}
-
-/// The SDK configuration, its region and an EC2 client for that region.
-async fn connect(
-    upload: &SnapshotUpload<'_>,
-) -> Result<(aws_config::SdkConfig, String, ec2::Ec2), AmiError> {
-    let config = sdk_config(upload.region).await?;
-    let (region, ec2) = ec2_client(&config, upload.retries)?;
-    Ok((config, region, ec2))
-}
-
-/// The configuration's region and an EC2 client for it.
-fn ec2_client(
-    config: &aws_config::SdkConfig,
-    retries: u32,
-) -> Result<(String, ec2::Ec2), AmiError> {
-    let region = config
-        .region()
-        .map(|r| r.to_string())
-        .ok_or(AmiError::NoRegion)?;
-    let ec2 = ec2::Ec2::new(config, &region, retries)?;
-    Ok((region, ec2))
-}
-
-/// Plans and uploads `upload.image` with `spec`.
-async fn upload_with(
-    config: &aws_config::SdkConfig,
-    upload: &SnapshotUpload<'_>,
-    spec: &SnapshotSpec,
-    progress: &dyn Progress,
-) -> Result<UploadedSnapshot, AmiError> {
-    let image = File::open(upload.image).map_err(AmiError::Read)?;
-    let parent = upload
-        .parent_image
-        .map(File::open)
-        .transpose()
-        .map_err(AmiError::Read)?;
-    let plan = plan(&image, parent.as_ref()).map_err(AmiError::Read)?;
-    let ebs_config = aws_sdk_ebs::config::Builder::from(config)
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(upload.retries.saturating_add(1)),
-        )
-        .build();
-    let client = aws_sdk_ebs::Client::from_conf(ebs_config);
-    ebs::upload(&client, Arc::new(image), Arc::new(plan), spec, progress).await
-}
-
 /// The tag that makes publishing idempotent.
 pub const BUILD_ID_TAG: &str = "kato:build-id";
 
@@ -340,108 +226,269 @@ impl RegionImage {
     }
 }
 
-/// Uploads the image (unless an AMI of this build exists), registers it, tags it, copies it
-/// to the other regions and, if asked, makes every copy public.
-pub fn publish_ami(request: &AmiPublish, progress: &dyn Progress) -> Result<AmiRecord, AmiError> {
-    runtime()?.block_on(publish_ami_async(request, progress))
-}
+impl Publisher {
+    /// Loads the AWS configuration (credentials are checked now, before anything is sent).
+    pub fn connect(options: &AwsOptions) -> Result<Publisher, AmiError> {
+        let runtime = runtime()?;
+        let config = runtime.block_on(sdk_config(options.region.as_deref()))?;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(AmiError::NoRegion)?;
+        let ec2 = ec2::Ec2::new(&config, &region, options.retries)?;
+        let ebs_config = aws_sdk_ebs::config::Builder::from(&config)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(options.retries.saturating_add(1)),
+            )
+            .build();
+        Ok(Publisher {
+            runtime,
+            ebs: aws_sdk_ebs::Client::from_conf(ebs_config),
+            config,
+            region,
+            ec2,
+            options: options.clone(),
+        })
+    }
 
-async fn publish_ami_async(
-    request: &AmiPublish<'_>,
-    progress: &dyn Progress,
-) -> Result<AmiRecord, AmiError> {
-    let upload = &request.upload;
-    let identity = &request.identity;
-    let settings = &request.settings;
-    let (config, region, ec2) = connect(upload).await?;
-    let mut tags = identity.tags.clone();
-    tags.push((BUILD_ID_TAG.into(), identity.build_id.clone()));
+    pub fn region(&self) -> &str {
+        &self.region
+    }
 
-    let (image, snapshot) = match ec2.find_image(BUILD_ID_TAG, &identity.build_id).await? {
-        Some((image_id, state)) => {
-            progress.note(&format!(
-                "{region}: {image_id} ({state}) is already this build ({}); reusing it",
-                identity.build_id
-            ));
-            (RegionImage::new(&region, image_id, true), None)
-        }
-        None => {
-            let mut spec = upload.spec.clone();
-            spec.tags.extend(tags.iter().cloned());
-            if let (None, Some(parent)) = (&spec.parent_snapshot_id, &request.parent_build_id) {
-                let found = ec2.find_snapshot(BUILD_ID_TAG, parent).await?;
-                let id = found.ok_or_else(|| {
-                    AmiError::Answer(format!(
-                        "{region}: no completed snapshot tagged {BUILD_ID_TAG}={parent} (the \
-                         parent's build); publish the parent first or pass --parent-snapshot"
-                    ))
-                })?;
-                progress.note(&format!("{region}: on {id}, the parent's snapshot"));
-                spec.parent_snapshot_id = Some(id);
+    /// Plans and uploads one snapshot; with `wait`, waits for it to complete.
+    pub fn snapshot(
+        &self,
+        source: &SnapshotSource,
+        spec: &SnapshotSpec,
+        wait: bool,
+        progress: &dyn Progress,
+    ) -> Result<UploadedSnapshot, AmiError> {
+        self.runtime.block_on(async {
+            let mut snapshot = self.upload(source, spec, progress).await?;
+            if wait {
+                self.wait_completed(&mut snapshot, progress).await?;
             }
-            let mut snapshot = upload_with(&config, upload, &spec, progress).await?;
-            wait_completed(&ec2, &mut snapshot, &request.wait, progress).await?;
-            let image_id = ec2
-                .register_image(&ec2::RegisterSpec {
-                    name: identity.name.clone(),
-                    description: identity.description.clone(),
-                    architecture: settings.architecture.clone(),
-                    snapshot_id: snapshot.snapshot_id.clone(),
-                    volume_type: settings.volume_type.clone(),
-                    boot_mode: settings.boot_mode.clone(),
-                    imds_v2_required: settings.imds_v2_required,
-                    tpm: settings.tpm,
-                })
-                .await?;
-            ec2.create_tags(&[&image_id], &tags).await?;
-            progress.note(&format!("{region}: registered {image_id}"));
-            (RegionImage::new(&region, image_id, false), Some(snapshot))
-        }
-    };
-    // The record is what CI jobs launch next.
-    wait_available(&ec2, &image.image_id, &request.wait, progress).await?;
-    let mut copies = Vec::new();
-    for target in settings.regions.iter().filter(|r| **r != region) {
-        let there = ec2::Ec2::new(&config, target, upload.retries)?;
-        let copy = match there.find_image(BUILD_ID_TAG, &identity.build_id).await? {
-            Some((image_id, _)) => {
+            Ok(snapshot)
+        })
+    }
+
+    /// The snapshot holding `image`, the unmodified vendor file `vendor` of `release`
+    /// decompressed, which role snapshots are made on: found by its tag (the vendor file's
+    /// SHA-512), else uploaded and tagged.
+    pub fn base_snapshot(
+        &self,
+        image: &Path,
+        vendor: &ArtifactRecord,
+        release: &ReleaseInfo,
+        progress: &dyn Progress,
+    ) -> Result<String, AmiError> {
+        let sha512 = vendor.sha512.as_str();
+        let description = format!(
+            "Flatcar {} {} {} ({}), base of kato-image role snapshots",
+            release.channel, release.board, release.version, vendor.file
+        );
+        self.runtime.block_on(async {
+            if let Some(id) = self.ec2.find_snapshot(BASE_TAG, sha512).await? {
                 progress.note(&format!(
-                    "{target}: {image_id} is already this build; reusing it"
+                    "{}: base snapshot {id} already holds this vendor image",
+                    self.region
                 ));
-                RegionImage::new(target, image_id, true)
+                return Ok(id);
+            }
+            let spec = SnapshotSpec {
+                description,
+                tags: vec![
+                    ("kato:flatcar-version".into(), release.version.clone()),
+                    (BASE_TAG.into(), sha512.to_string()),
+                ],
+                parent_snapshot_id: None,
+                kms_key_arn: None,
+                workers: self.options.workers,
+            };
+            let source = SnapshotSource {
+                image,
+                parent_image: None,
+            };
+            let mut snapshot = self.upload(&source, &spec, progress).await?;
+            self.wait_completed(&mut snapshot, progress).await?;
+            Ok(snapshot.snapshot_id)
+        })
+    }
+
+    /// Uploads the image (unless an AMI of this build exists), registers it, tags it, copies
+    /// it to the other regions and, if asked, makes every copy public.
+    pub fn publish_ami(
+        &self,
+        request: &AmiPublish,
+        progress: &dyn Progress,
+    ) -> Result<AmiRecord, AmiError> {
+        self.runtime
+            .block_on(self.publish_ami_async(request, progress))
+    }
+
+    async fn upload(
+        &self,
+        source: &SnapshotSource<'_>,
+        spec: &SnapshotSpec,
+        progress: &dyn Progress,
+    ) -> Result<UploadedSnapshot, AmiError> {
+        let image = File::open(source.image).map_err(AmiError::Read)?;
+        let parent = source
+            .parent_image
+            .map(File::open)
+            .transpose()
+            .map_err(AmiError::Read)?;
+        let plan = plan(&image, parent.as_ref()).map_err(AmiError::Read)?;
+        ebs::upload(&self.ebs, Arc::new(image), Arc::new(plan), spec, progress).await
+    }
+
+    /// Waits for an uploaded snapshot to leave `pending`.
+    async fn wait_completed(
+        &self,
+        snapshot: &mut UploadedSnapshot,
+        progress: &dyn Progress,
+    ) -> Result<(), AmiError> {
+        let id = snapshot.snapshot_id.clone();
+        wait_for(
+            &self.options.wait,
+            "snapshot",
+            &id,
+            "completed",
+            progress,
+            || self.ec2.snapshot_state(&id),
+        )
+        .await?;
+        snapshot.status = "completed".into();
+        Ok(())
+    }
+
+    async fn publish_ami_async(
+        &self,
+        request: &AmiPublish<'_>,
+        progress: &dyn Progress,
+    ) -> Result<AmiRecord, AmiError> {
+        let identity = &request.identity;
+        let settings = request.settings;
+        let (region, ec2) = (&self.region, &self.ec2);
+        let mut tags = identity.tags.clone();
+        tags.push((BUILD_ID_TAG.into(), identity.build_id.clone()));
+
+        let (image, snapshot) = match ec2.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+            Some((image_id, state)) => {
+                progress.note(&format!(
+                    "{region}: {image_id} ({state}) is already this build ({}); reusing it",
+                    identity.build_id
+                ));
+                (RegionImage::new(region, image_id, true), None)
             }
             None => {
-                let image_id = there
-                    .copy_image(
-                        &region,
-                        &image.image_id,
-                        &identity.name,
-                        &identity.description,
-                    )
+                let parent_snapshot_id = match &request.parent {
+                    None => None,
+                    Some(ParentSnapshot::Id(id)) => Some(id.clone()),
+                    Some(ParentSnapshot::OfBuild(build)) => {
+                        let found = ec2.find_snapshot(BUILD_ID_TAG, build).await?;
+                        let id = found.ok_or_else(|| {
+                            AmiError::Answer(format!(
+                                "{region}: no completed snapshot tagged {BUILD_ID_TAG}={build} \
+                                 (the parent's build); publish the parent first or pass \
+                                 --parent-snapshot"
+                            ))
+                        })?;
+                        progress.note(&format!("{region}: on {id}, the parent's snapshot"));
+                        Some(id)
+                    }
+                };
+                let spec = SnapshotSpec {
+                    description: identity.description.clone(),
+                    tags: tags.clone(),
+                    parent_snapshot_id,
+                    kms_key_arn: request.kms_key_arn.clone(),
+                    workers: self.options.workers,
+                };
+                let mut snapshot = self.upload(&request.source, &spec, progress).await?;
+                self.wait_completed(&mut snapshot, progress).await?;
+                let image_id = ec2
+                    .register_image(&ec2::RegisterSpec {
+                        name: identity.name.clone(),
+                        description: identity.description.clone(),
+                        architecture: request.board.ec2_architecture(),
+                        snapshot_id: snapshot.snapshot_id.clone(),
+                        volume_type: settings.volume_type,
+                        boot_mode: settings.boot_mode,
+                        imds: settings.imds_v2,
+                        tpm: settings.tpm,
+                    })
                     .await?;
-                // Tags are copied by EC2 only on request and not everywhere: set them.
-                there.create_tags(&[&image_id], &tags).await?;
-                progress.note(&format!("{target}: copied as {image_id}"));
-                RegionImage::new(target, image_id, false)
+                ec2.create_tags(&[&image_id], &tags).await?;
+                progress.note(&format!("{region}: registered {image_id}"));
+                (RegionImage::new(region, image_id, false), Some(snapshot))
             }
         };
-        wait_available(&there, &copy.image_id, &request.wait, progress).await?;
-        if settings.public {
-            there.make_public(&copy.image_id).await?;
+        // The record is what CI jobs launch next.
+        self.wait_available(ec2, &image.image_id, progress).await?;
+        let mut copies = Vec::new();
+        for target in settings.regions.iter().filter(|r| *r != region) {
+            let there = ec2::Ec2::new(&self.config, target, self.options.retries)?;
+            let copy = match there.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+                Some((image_id, _)) => {
+                    progress.note(&format!(
+                        "{target}: {image_id} is already this build; reusing it"
+                    ));
+                    RegionImage::new(target, image_id, true)
+                }
+                None => {
+                    let image_id = there
+                        .copy_image(
+                            region,
+                            &image.image_id,
+                            &identity.name,
+                            &identity.description,
+                        )
+                        .await?;
+                    // Tags are copied by EC2 only on request and not everywhere: set them.
+                    there.create_tags(&[&image_id], &tags).await?;
+                    progress.note(&format!("{target}: copied as {image_id}"));
+                    RegionImage::new(target, image_id, false)
+                }
+            };
+            self.wait_available(&there, &copy.image_id, progress)
+                .await?;
+            if settings.public {
+                there.make_public(&copy.image_id).await?;
+            }
+            copies.push(copy);
         }
-        copies.push(copy);
+        if settings.public {
+            ec2.make_public(&image.image_id).await?;
+        }
+        Ok(AmiRecord {
+            name: identity.name.clone(),
+            build_id: identity.build_id.clone(),
+            image,
+            snapshot,
+            copies,
+            public: settings.public,
+        })
     }
-    if settings.public {
-        ec2.make_public(&image.image_id).await?;
+
+    /// Waits for an image to be `available` (launching or copying a pending one fails).
+    async fn wait_available(
+        &self,
+        ec2: &ec2::Ec2,
+        image_id: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), AmiError> {
+        wait_for(
+            &self.options.wait,
+            "image",
+            image_id,
+            "available",
+            progress,
+            || ec2.image_state(image_id),
+        )
+        .await
     }
-    Ok(AmiRecord {
-        name: identity.name.clone(),
-        build_id: identity.build_id.clone(),
-        image,
-        snapshot,
-        copies,
-        public: settings.public,
-    })
 }
 
 const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -14,4 +14,4 @@ pub mod reader;
 pub use reader::{Filesystem, ReadError};
 pub mod edit;
 
-pub use edit::{EditError, edit_partition, read_partition};
+pub use edit::{EditError, read_partition, rewrite_partition};

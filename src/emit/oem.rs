@@ -2,10 +2,18 @@
 //! looks for it (`config.ign` at the root), and kernel arguments appended to the `grub.cfg`
 //! GRUB sources from the OEM partition, keeping every line that was there (e.g. `oem_id`).
 
-use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta, Timespec};
+use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta, Timespec, TreeError};
 
 pub const CONFIG_PATH: &str = "config.ign";
 pub const GRUB_CFG_PATH: &str = "grub.cfg";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OemError {
+    #[error("the OEM partition's {CONFIG_PATH} or {GRUB_CFG_PATH} cannot be placed: {0}")]
+    Tree(#[from] TreeError),
+    #[error("the OEM partition's {GRUB_CFG_PATH} is not a regular file")]
+    GrubCfgNotAFile,
+}
 
 /// The lines appended to `grub.cfg` for `kernel_args` (already checked to contain no
 /// quotes, `$`, `;`, backslashes or white space).
@@ -27,15 +35,14 @@ pub fn bake(
     role: &str,
     kernel_args: &[String],
     time: Timespec,
-) -> Result<(), String> {
+) -> Result<(), OemError> {
     let file_meta = Meta::new(0o644, time);
     let dir_meta = Meta::new(0o755, time);
     tree.insert(
         CONFIG_PATH,
         Entry::file(file_meta.clone(), config.to_vec()),
         &dir_meta,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let lines = grub_lines(role, kernel_args);
     if lines.is_empty() {
         return Ok(());
@@ -45,14 +52,13 @@ pub fn bake(
             meta,
             kind: Kind::File(Contents::Bytes(bytes)),
         }) => (meta.clone(), bytes.clone()),
-        Some(_) => return Err("the OEM partition's grub.cfg is not a regular file".into()),
+        Some(_) => return Err(OemError::GrubCfgNotAFile),
         None => (file_meta, Vec::new()),
     };
     if !text.is_empty() && !text.ends_with(b"\n") {
         text.push(b'\n');
     }
     text.extend_from_slice(lines.trim_start_matches('\n').as_bytes());
-    tree.insert(GRUB_CFG_PATH, Entry::file(meta, text), &dir_meta)
-        .map_err(|e| e.to_string())?;
+    tree.insert(GRUB_CFG_PATH, Entry::file(meta, text), &dir_meta)?;
     Ok(())
 }

@@ -1,0 +1,132 @@
+//! Gathering what a plan needs, each thing once: every release resolved, every vendor disk
+//! image fetched, verified and decompressed into the cache (with its digests), every PXE
+//! kernel and initramfs, and every role's container images.
+
+use std::collections::BTreeMap;
+
+use crate::disk::{self, CachedImage, DiskError, ZeroLeaves};
+use crate::oci::{self, BakeError, BakedImage, PullOptions};
+use crate::plan::{BuildPlan, DiskKind};
+use crate::progress::Progress;
+use crate::release::{
+    self, FetchOptions, FetchedArtifact, Fetcher, ReleaseError, ReleaseInfo, ReleaseSpec,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Images(#[from] BakeError),
+}
+
+/// A vendor disk image: the verified file and its decompressed form.
+#[derive(Debug, Clone)]
+pub struct VendorImage {
+    pub artifact: FetchedArtifact,
+    pub image: CachedImage,
+}
+
+/// A release's PXE kernel and initramfs, verified.
+#[derive(Debug, Clone)]
+pub struct PxeFiles {
+    pub kernel: FetchedArtifact,
+    pub initramfs: FetchedArtifact,
+}
+
+/// Everything the plan needs, by what asked for it.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub releases: BTreeMap<ReleaseSpec, ReleaseInfo>,
+    pub images: BTreeMap<(ReleaseSpec, DiskKind), VendorImage>,
+    pub pxe: BTreeMap<ReleaseSpec, PxeFiles>,
+    /// Each role's container images, in profile order.
+    pub baked: BTreeMap<String, Vec<BakedImage>>,
+}
+
+impl Gathered {
+    pub fn release(&self, spec: &ReleaseSpec) -> &ReleaseInfo {
+        &self.releases[spec]
+    }
+
+    pub fn image(&self, spec: &ReleaseSpec, kind: DiskKind) -> &VendorImage {
+        &self.images[&(spec.clone(), kind)]
+    }
+
+    pub fn pxe(&self, spec: &ReleaseSpec) -> &PxeFiles {
+        &self.pxe[spec]
+    }
+
+    pub fn baked(&self, role: &str) -> &[BakedImage] {
+        self.baked.get(role).map_or(&[], Vec::as_slice)
+    }
+}
+
+pub struct GatherOptions<'a> {
+    pub fetch: &'a FetchOptions,
+    /// Image blobs downloaded at once.
+    pub pull_workers: usize,
+}
+
+/// Fetches, verifies and decompresses what `plan` needs; the decompressed images' digests
+/// use (and extend) `zeros`.
+pub fn gather(
+    plan: &BuildPlan,
+    options: &GatherOptions,
+    zeros: &mut ZeroLeaves,
+    progress: &dyn Progress,
+) -> Result<Gathered, GatherError> {
+    let mut gathered = Gathered::default();
+    let mut fetcher = Fetcher::new(options.fetch, progress);
+    for (spec, kind) in plan.bases() {
+        let release = resolve(&mut gathered, &mut fetcher, &spec)?;
+        let artifact = fetcher.artifact(&release, kind.vendor_file())?;
+        let source = disk::Source {
+            path: &artifact.path,
+            name: &artifact.record.file,
+            sha512: &artifact.record.sha512,
+        };
+        let image = disk::cached_raw(&options.fetch.cache, &source, zeros, progress)?;
+        gathered
+            .images
+            .insert((spec, kind), VendorImage { artifact, image });
+    }
+    for spec in plan.pxe_releases() {
+        let release = resolve(&mut gathered, &mut fetcher, &spec)?;
+        let kernel = fetcher.artifact(&release, release::PXE_KERNEL_FILE)?;
+        let initramfs = fetcher.artifact(&release, release::PXE_INITRAMFS_FILE)?;
+        gathered.pxe.insert(spec, PxeFiles { kernel, initramfs });
+    }
+    let pull = PullOptions {
+        cache: options.fetch.cache.clone(),
+        retries: options.fetch.retries,
+        retry_delay: options.fetch.retry_delay,
+        transport: options.fetch.transport.clone(),
+        workers: options.pull_workers,
+        offline: options.fetch.offline,
+    };
+    for role in &plan.roles {
+        // Images go onto disks; an iPXE-only role carries none.
+        if role.disks.is_empty() || role.profile.images.is_empty() {
+            continue;
+        }
+        let baked = oci::bake::prepare(&role.profile.images, role.board(), &pull, progress)?;
+        gathered.baked.insert(role.name().to_string(), baked);
+    }
+    Ok(gathered)
+}
+
+fn resolve(
+    gathered: &mut Gathered,
+    fetcher: &mut Fetcher,
+    spec: &ReleaseSpec,
+) -> Result<ReleaseInfo, ReleaseError> {
+    if let Some(release) = gathered.releases.get(spec) {
+        return Ok(release.clone());
+    }
+    let release = fetcher.resolve(spec)?;
+    gathered.releases.insert(spec.clone(), release.clone());
+    Ok(release)
+}

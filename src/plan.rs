@@ -1,0 +1,291 @@
+//! The build plan: every role's config, release and outputs, and everything about them that
+//! can be checked, decided before anything is fetched or written. Pure: the same profiles
+//! and request give the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{self, Format};
+use crate::origin::Origin;
+use crate::profile::{AmiOutput, ImageSource, IpxeOutput, Profile, UnknownMachine};
+use crate::project::{Project, ProjectError};
+use crate::release::{Board, ReleaseSpec};
+use crate::role::RolePlan;
+
+/// What a build can emit for a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OutputKind {
+    /// `OUT/<role>.raw` from Flatcar's generic image.
+    Raw,
+    /// `OUT/ipxe/`: the PXE kernel and initramfs, the role's overlay and script.
+    Ipxe,
+    /// An AMI, uploaded from `OUT/<role>-ami.raw`, made from Flatcar's EC2 image.
+    Ami,
+}
+
+/// A disk image a role gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskKind {
+    Raw,
+    Ami,
+}
+
+impl DiskKind {
+    /// The vendor image it is made from.
+    pub fn vendor_file(self) -> &'static str {
+        match self {
+            DiskKind::Raw => crate::release::IMAGE_FILE,
+            DiskKind::Ami => crate::release::AMI_IMAGE_FILE,
+        }
+    }
+
+    /// Its name in the output folder.
+    pub fn file_name(self, role: &str) -> String {
+        match self {
+            DiskKind::Raw => format!("{role}.raw"),
+            DiskKind::Ami => format!("{role}-ami.raw"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error("{origin}: {message}")]
+    Invalid { origin: Origin, message: String },
+    #[error("no roles to build")]
+    NoRoles,
+}
+
+fn invalid(origin: &Origin, message: String) -> PlanError {
+    PlanError::Invalid {
+        origin: origin.clone(),
+        message,
+    }
+}
+
+/// What the plan is made from.
+pub struct PlanRequest<'a> {
+    pub project: &'a Project,
+    pub roles: &'a [String],
+    /// What to emit for every role; `None`: what each profile's `outputs:` lists (a raw image
+    /// if it lists nothing).
+    pub outputs: Option<&'a [OutputKind]>,
+    /// The release a role is built from, given its profile (command-line flags applied).
+    pub release: &'a dyn Fn(&Profile) -> ReleaseSpec,
+    /// URL prefix for the files iPXE scripts name, over the profile's `outputs.ipxe.base_url`.
+    pub ipxe_base_url: Option<&'a str>,
+    /// Bake registry images named by tag alone.
+    pub allow_unpinned: bool,
+}
+
+/// One role, planned.
+#[derive(Debug, Clone)]
+pub struct PlannedRole {
+    pub profile: Profile,
+    pub plan: RolePlan,
+    /// The rendered Ignition config.
+    pub config: Vec<u8>,
+    pub release: ReleaseSpec,
+    /// Disk images to make, in this order.
+    pub disks: Vec<DiskKind>,
+    /// With an iPXE output: its settings (the command line's base URL applied).
+    pub ipxe: Option<IpxeOutput>,
+    /// With an AMI output: how it is registered.
+    pub ami: Option<AmiOutput>,
+}
+
+impl PlannedRole {
+    pub fn name(&self) -> &str {
+        &self.profile.role
+    }
+
+    pub fn board(&self) -> Board {
+        self.release.board
+    }
+}
+
+/// `boot.ipxe`'s map: which role each listed machine boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineMap {
+    /// MAC address (lower case) to role.
+    pub machines: BTreeMap<String, String>,
+    /// The roles, for the menu offered to unknown machines.
+    pub roles: Vec<String>,
+    pub unknown: UnknownMachine,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub roles: Vec<PlannedRole>,
+    /// The machine map of the roles planned (written only with an iPXE output).
+    pub machines: MachineMap,
+}
+
+impl BuildPlan {
+    /// Plans every role and checks what can be checked without the network: profiles, units,
+    /// configs, pinned images, the machine map, AMI settings against the board.
+    pub fn make(request: &PlanRequest) -> Result<BuildPlan, PlanError> {
+        if request.roles.is_empty() {
+            return Err(PlanError::NoRoles);
+        }
+        let mut roles = Vec::new();
+        for name in request.roles {
+            let profile = request.project.profile(name)?;
+            roles.push(plan_role(request, profile)?);
+        }
+        let machines = machine_map(&roles)?;
+        Ok(BuildPlan { roles, machines })
+    }
+
+    /// Each vendor disk image needed, once.
+    pub fn bases(&self) -> BTreeSet<(ReleaseSpec, DiskKind)> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.disks.iter().map(|&d| (r.release.clone(), d)))
+            .collect()
+    }
+
+    /// Each release whose PXE kernel and initramfs are needed, once.
+    pub fn pxe_releases(&self) -> BTreeSet<ReleaseSpec> {
+        self.roles
+            .iter()
+            .filter(|r| r.ipxe.is_some())
+            .map(|r| r.release.clone())
+            .collect()
+    }
+
+    pub fn has_ipxe(&self) -> bool {
+        self.roles.iter().any(|r| r.ipxe.is_some())
+    }
+
+    pub fn has_ami(&self) -> bool {
+        self.roles.iter().any(|r| r.ami.is_some())
+    }
+}
+
+fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, PlanError> {
+    let plan = crate::role::plan(&profile, &request.project.units).map_err(ProjectError::from)?;
+    let config = config::render(&plan, Format::Ignition).map_err(ProjectError::from)?;
+    if !request.allow_unpinned {
+        check_pinned(&profile)?;
+    }
+    let release = (request.release)(&profile);
+    let wanted: BTreeSet<OutputKind> = match request.outputs {
+        Some(outputs) => outputs.iter().copied().collect(),
+        None => {
+            let listed = &profile.outputs;
+            let mut from_profile = BTreeSet::new();
+            if listed.raw {
+                from_profile.insert(OutputKind::Raw);
+            }
+            if listed.ipxe.is_some() {
+                from_profile.insert(OutputKind::Ipxe);
+            }
+            if listed.ami.is_some() {
+                from_profile.insert(OutputKind::Ami);
+            }
+            if from_profile.is_empty() {
+                from_profile.insert(OutputKind::Raw);
+            }
+            from_profile
+        }
+    };
+    let mut disks = Vec::new();
+    if wanted.contains(&OutputKind::Raw) {
+        disks.push(DiskKind::Raw);
+    }
+    let ami = wanted
+        .contains(&OutputKind::Ami)
+        .then(|| profile.outputs.ami.clone().unwrap_or_default());
+    if let Some(settings) = &ami {
+        check_ami(&profile, settings, release.board)?;
+        disks.push(DiskKind::Ami);
+    }
+    let ipxe = wanted.contains(&OutputKind::Ipxe).then(|| {
+        let mut settings = profile.outputs.ipxe.clone().unwrap_or_default();
+        if let Some(url) = request.ipxe_base_url {
+            settings.base_url = Some(url.to_string());
+        }
+        settings
+    });
+    Ok(PlannedRole {
+        profile,
+        plan,
+        config,
+        release,
+        disks,
+        ipxe,
+        ami,
+    })
+}
+
+/// Refuses registry images named by tag alone (before anything is downloaded).
+fn check_pinned(profile: &Profile) -> Result<(), PlanError> {
+    for image in &profile.images {
+        if let ImageSource::Registry(reference) = &image.value
+            && reference.digest.is_none()
+        {
+            return Err(invalid(
+                &image.origin,
+                format!(
+                    "images: `{reference}` is not pinned by digest; pin it (`{reference}@sha256:...`) or build with --allow-unpinned, which records the digest it resolves to"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Settings EC2 cannot boot (legacy BIOS on arm64) are refused before anything is built.
+fn check_ami(profile: &Profile, settings: &AmiOutput, board: Board) -> Result<(), PlanError> {
+    match settings.unbootable(board) {
+        Some(why) => {
+            let origin = profile
+                .sources
+                .last()
+                .map(|s| Origin::file(&s.path))
+                .unwrap_or_else(|| Origin::file(std::path::Path::new(&profile.role)));
+            Err(invalid(&origin, format!("outputs.ami.boot_mode: {why}")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The machine map of `roles`; a MAC listed by two roles is an error naming both places.
+fn machine_map(roles: &[PlannedRole]) -> Result<MachineMap, PlanError> {
+    let mut machines: BTreeMap<String, (String, Origin)> = BTreeMap::new();
+    for role in roles {
+        for mac in &role.profile.machines {
+            if let Some((other, first)) = machines.get(&mac.value)
+                && other != role.name()
+            {
+                return Err(invalid(
+                    &mac.origin,
+                    format!(
+                        "machine {} is listed for role {} and for role {other} (at {first})",
+                        mac.value,
+                        role.name()
+                    ),
+                ));
+            }
+            machines.insert(
+                mac.value.clone(),
+                (role.name().to_string(), mac.origin.clone()),
+            );
+        }
+    }
+    let unknown = roles
+        .iter()
+        .find_map(|r| r.profile.outputs.ipxe.as_ref().map(|i| i.unknown))
+        .unwrap_or(UnknownMachine::Error);
+    Ok(MachineMap {
+        machines: machines
+            .into_iter()
+            .map(|(mac, (role, _))| (mac, role))
+            .collect(),
+        roles: roles.iter().map(|r| r.name().to_string()).collect(),
+        unknown,
+    })
+}
