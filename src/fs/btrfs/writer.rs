@@ -115,25 +115,107 @@ fn mode(entry: &Entry) -> u32 {
 /// Writes `tree` as a btrfs filesystem of `options.size` bytes into `out` (offset 0 is the
 /// filesystem's first byte). Bytes the filesystem does not use are not written: give a
 /// zeroed (or sparse) target for byte-identical results.
+///
+/// The steps are pure but for `write_data` and `write_metadata`: inodes, data extents,
+/// the filesystem tree's items, checksums, chunks, and the allocation of every tree block.
 pub fn write<W: Write + Seek>(
     tree: &FileTree,
     options: &WriteOptions,
     out: &mut W,
 ) -> Result<WriteSummary, WriteError> {
     let size = options.size / SECTOR * SECTOR;
-    let fsid = options.fsid;
-    let dev_uuid = crate::disk::guid::derive(&fsid, "device");
-    let chunk_tree_uuid = crate::disk::guid::derive(&fsid, "chunk tree");
-    let fs_uuid = crate::disk::guid::derive(&fsid, "fs tree");
-    if options.label.len() > 255 || options.label.contains('\0') {
+    let ids = Ids::derive(options.fsid);
+    check_label(&options.label)?;
+    let nodes = inodes(tree)?;
+    let (extents, data_end) = place_extents(&nodes);
+    let (data_len, meta_start) = data_chunk(data_end, size)?;
+    let csums = write_data(out, &nodes, &extents)?;
+    let fs_tree = pack(FS_TREE, fs_items(&nodes, &extents)?)?;
+    let csum_tree = pack(CSUM_TREE, csum_items(&extents, &csums))?;
+    let reloc_tree = pack(DATA_RELOC_TREE, empty_dir_items(FIRST_INODE).to_vec())?;
+    let uuid_tree = pack(UUID_TREE, vec![uuid_item(&ids.fs)])?;
+    let meta_len = metadata_len(&fs_tree, &csum_tree, extents.len());
+    if meta_start + meta_len > size {
+        return Err(WriteError::TooSmall {
+            needed: meta_start + meta_len,
+            size,
+        });
+    }
+    let chunks = [
+        Chunk::new(SYSTEM_START, SYSTEM_LEN, BG_SYSTEM),
+        Chunk::new(DATA_START, data_len, BG_DATA),
+        Chunk::new(meta_start, meta_len, BG_METADATA),
+    ];
+    let dev_used: u64 = chunks.iter().map(|c| c.len).sum();
+    let device = dev_item(size, dev_used, SECTOR as u32, &ids.device, &ids.fsid);
+    let trees = Trees {
+        chunk: pack(CHUNK_TREE, chunk_items(&chunks, &device, &ids))?,
+        fs: fs_tree,
+        csum: csum_tree,
+        dev: pack(DEV_TREE, dev_extent_items(&chunks, &ids))?,
+        reloc: reloc_tree,
+        uuid: uuid_tree,
+    };
+    let allocated = allocate(trees, &chunks, &extents, &ids, options.time)?;
+    let data_bytes: u64 = extents.iter().map(|e| e.disk_len).sum();
+    let summary = WriteSummary {
+        bytes_used: allocated.block_count() as u64 * NODESIZE as u64 + data_bytes,
+        data_extents: extents.len(),
+        tree_blocks: allocated.block_count(),
+    };
+    let sb = SuperblockFacts {
+        fsid: &ids.fsid,
+        size,
+        bytes_used: summary.bytes_used,
+        roots: allocated.roots(),
+        device: &device,
+        system_chunk: &system_chunk_item(&ids),
+        label: &options.label,
+    };
+    write_metadata(out, &allocated, &ids, &sb)?;
+    Ok(summary)
+}
+
+/// The UUIDs a filesystem is made of, derived from its fsid so that nothing is random.
+struct Ids {
+    fsid: [u8; 16],
+    device: [u8; 16],
+    chunk_tree: [u8; 16],
+    fs: [u8; 16],
+}
+
+impl Ids {
+    fn derive(fsid: [u8; 16]) -> Ids {
+        let derive = |purpose| crate::disk::guid::derive(&fsid, purpose);
+        Ids {
+            fsid,
+            device: derive("device"),
+            chunk_tree: derive("chunk tree"),
+            fs: derive("fs tree"),
+        }
+    }
+}
+
+fn check_label(label: &str) -> Result<(), WriteError> {
+    if label.len() > 255 || label.contains('\0') {
         return Err(WriteError::Entry {
             path: "(label)".into(),
             why: "a label is at most 255 bytes, without NUL".into(),
         });
     }
+    Ok(())
+}
 
-    // Inodes: 256 is the root, then every entry in walk order (parents first, by name).
-    let walked = tree.walk();
+fn pack(owner: u64, items: Vec<(Key, Vec<u8>)>) -> Result<PackedTree, WriteError> {
+    PackedTree::new(owner, items, NODESIZE).map_err(|key| WriteError::Entry {
+        path: format!("tree {owner}"),
+        why: format!("duplicate key {key:?}"),
+    })
+}
+
+/// Inodes: 256 is the root, then every entry in walk order (parents first, by name), each
+/// with its parent and its index in the parent's folder.
+fn inodes(tree: &FileTree) -> Result<Vec<Node<'_>>, WriteError> {
     let mut nodes = vec![Node {
         ino: FIRST_INODE,
         parent: FIRST_INODE,
@@ -144,12 +226,12 @@ pub fn write<W: Write + Seek>(
     }];
     let mut ino_of: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut next_index: BTreeMap<u64, u64> = BTreeMap::new();
-    for (path, entry) in &walked {
+    for (path, entry) in tree.walk() {
         let (parent_path, name) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&path[..0], &path[..]),
         };
-        let display = String::from_utf8_lossy(path).into_owned();
+        let display = String::from_utf8_lossy(&path).into_owned();
         if name.len() > MAX_NAME {
             return Err(WriteError::Entry {
                 path: display,
@@ -161,7 +243,7 @@ pub fn write<W: Write + Seek>(
         } else {
             ino_of[parent_path]
         };
-        let ino = FIRST_INODE + 1 + nodes.len() as u64 - 1;
+        let ino = FIRST_INODE + nodes.len() as u64;
         let index = next_index.entry(parent).or_insert(2);
         nodes.push(Node {
             ino,
@@ -174,46 +256,56 @@ pub fn write<W: Write + Seek>(
         *index += 1;
         ino_of.insert(path.clone(), ino);
     }
+    Ok(nodes)
+}
 
-    // Data extents, placed in order after the SYSTEM chunk.
+/// Data extents of the files too large to inline, placed in order after the SYSTEM chunk;
+/// and where the last one ends.
+fn place_extents(nodes: &[Node]) -> (Vec<DataExtent>, u64) {
     let mut extents = Vec::new();
     let mut cursor = DATA_START;
-    for node in &nodes {
-        if let Kind::File(contents) = &node.entry.kind {
-            let len = contents.len();
-            if len <= MAX_INLINE {
-                continue;
-            }
-            let mut offset = 0;
-            while offset < len {
-                // An extent ends where a superblock mirror starts and the next one starts
-                // after the mirror's 64 KiB, so no space but that is lost.
-                cursor = avoid_mirrors(cursor, SECTOR);
-                let before_mirror = SUPER_MIRRORS
-                    .iter()
-                    .find(|&&m| m > cursor)
-                    .map_or(u64::MAX, |m| m - cursor);
-                let piece = (len - offset).min(MAX_EXTENT).min(before_mirror);
-                let disk_len = round_up(piece, SECTOR);
-                extents.push(DataExtent {
-                    logical: cursor,
-                    disk_len,
-                    ino: node.ino,
-                    file_offset: offset,
-                    len: piece,
-                });
-                cursor += disk_len;
-                offset += piece;
-            }
+    for node in nodes {
+        let Kind::File(contents) = &node.entry.kind else {
+            continue;
+        };
+        let len = contents.len();
+        if len <= MAX_INLINE {
+            continue;
+        }
+        let mut offset = 0;
+        while offset < len {
+            // An extent ends where a superblock mirror starts and the next one starts after
+            // the mirror's 64 KiB, so no space but that is lost.
+            cursor = avoid_mirrors(cursor, SECTOR);
+            let before_mirror = SUPER_MIRRORS
+                .iter()
+                .find(|&&m| m > cursor)
+                .map_or(u64::MAX, |m| m - cursor);
+            let piece = (len - offset).min(MAX_EXTENT).min(before_mirror);
+            let disk_len = round_up(piece, SECTOR);
+            extents.push(DataExtent {
+                logical: cursor,
+                disk_len,
+                ino: node.ino,
+                file_offset: offset,
+                len: piece,
+            });
+            cursor += disk_len;
+            offset += piece;
         }
     }
-    // Empty space in the data chunk is room for the kernel's own writes: keep 8 MiB of
-    // chunk when the partition has room for it.
-    let data_needed = round_up(cursor - DATA_START, MIB);
+    (extents, cursor)
+}
+
+/// The data chunk's length and where the metadata chunk starts. Empty space in the data
+/// chunk is room for the kernel's own writes: keep 8 MiB of chunk when the partition has
+/// room for it.
+fn data_chunk(data_end: u64, size: u64) -> Result<(u64, u64), WriteError> {
+    let needed = round_up(data_end - DATA_START, MIB);
     let data_len = if DATA_START + 8 * MIB + 4 * MIB <= size {
-        data_needed.max(8 * MIB)
+        needed.max(8 * MIB)
     } else {
-        data_needed.max(MIB)
+        needed.max(MIB)
     };
     let meta_start = DATA_START + data_len;
     if meta_start + MIB > size {
@@ -222,15 +314,22 @@ pub fn write<W: Write + Seek>(
             size,
         });
     }
+    Ok((data_len, meta_start))
+}
 
-    // Write the data, checksumming each sector as it goes.
+/// Writes every data extent (zero-padded to whole sectors), returning each extent's sector
+/// checksums.
+fn write_data<W: Write + Seek>(
+    out: &mut W,
+    nodes: &[Node],
+    extents: &[DataExtent],
+) -> Result<Vec<Vec<u32>>, WriteError> {
     let mut csums: Vec<Vec<u32>> = Vec::with_capacity(extents.len());
     let mut sources: BTreeMap<u64, File> = BTreeMap::new();
     let by_ino: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.ino, n)).collect();
     let mut buffer = vec![0u8; MIB as usize];
-    for extent in &extents {
-        let node = by_ino[&extent.ino];
-        let Kind::File(contents) = &node.entry.kind else {
+    for extent in extents {
+        let Kind::File(contents) = &by_ino[&extent.ino].entry.kind else {
             unreachable!("extents belong to files")
         };
         out.seek(SeekFrom::Start(extent.logical))?;
@@ -261,33 +360,32 @@ pub fn write<W: Write + Seek>(
                     file.read_exact(&mut chunk[..want]).map_err(source_error)?;
                 }
             }
-            for sector in chunk.chunks(SECTOR as usize) {
-                sums.push(crc::checksum(sector));
-            }
+            sums.extend(chunk.chunks(SECTOR as usize).map(crc::checksum));
             out.write_all(chunk)?;
             done += step as u64;
         }
         csums.push(sums);
     }
-    drop(sources);
+    Ok(csums)
+}
 
-    // The filesystem tree.
-    let mut fs_items: Vec<(Key, Vec<u8>)> = Vec::new();
+/// The filesystem tree: folder entries (by name hash and by index), inodes, back
+/// references, xattrs, inline and regular file extents.
+fn fs_items(nodes: &[Node], extents: &[DataExtent]) -> Result<Vec<(Key, Vec<u8>)>, WriteError> {
+    let mut items: Vec<(Key, Vec<u8>)> = Vec::new();
     let mut dir_items: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
     let mut dir_sizes: BTreeMap<u64, u64> = BTreeMap::new();
     for node in &nodes[1..] {
         let location = Key::new(node.ino, INODE_ITEM, 0);
-        let kind = file_type(node.entry);
-        let item = dir_item(location, GENERATION, &node.name, kind, &[]);
+        let item = dir_item(location, GENERATION, &node.name, file_type(node.entry), &[]);
         dir_items
             .entry(Key::new(node.parent, DIR_ITEM, crc::name_hash(&node.name)))
             .or_default()
             .extend_from_slice(&item);
-        fs_items.push((Key::new(node.parent, DIR_INDEX, node.index), item));
+        items.push((Key::new(node.parent, DIR_INDEX, node.index), item));
         *dir_sizes.entry(node.parent).or_insert(0) += 2 * node.name.len() as u64;
     }
-    for node in &nodes {
-        let meta = &node.entry.meta;
+    for node in nodes {
         let (size, nbytes) = match &node.entry.kind {
             Kind::Dir(_) => (dir_sizes.get(&node.ino).copied().unwrap_or(0), 0),
             Kind::Symlink(target) => {
@@ -299,7 +397,7 @@ pub fn write<W: Write + Seek>(
                         ),
                     });
                 }
-                fs_items.push((
+                items.push((
                     Key::new(node.ino, EXTENT_DATA, 0),
                     file_extent_inline(GENERATION, target),
                 ));
@@ -308,22 +406,8 @@ pub fn write<W: Write + Seek>(
             Kind::File(contents) => {
                 let len = contents.len();
                 if len > 0 && len <= MAX_INLINE {
-                    let data = match contents {
-                        Contents::Bytes(bytes) => bytes.clone(),
-                        Contents::Host { path, .. } => {
-                            std::fs::read(path).map_err(|source| WriteError::Source {
-                                path: path.display().to_string(),
-                                source,
-                            })?
-                        }
-                    };
-                    if data.len() as u64 != len {
-                        return Err(WriteError::Entry {
-                            path: node.path.clone(),
-                            why: "changed size while being written".into(),
-                        });
-                    }
-                    fs_items.push((
+                    let data = inline_data(node, contents)?;
+                    items.push((
                         Key::new(node.ino, EXTENT_DATA, 0),
                         file_extent_inline(GENERATION, &data),
                     ));
@@ -333,217 +417,447 @@ pub fn write<W: Write + Seek>(
                 }
             }
         };
-        let inode = InodeItem {
-            generation: GENERATION,
-            transid: GENERATION,
-            size,
-            nbytes,
-            nlink: 1,
-            uid: meta.uid,
-            gid: meta.gid,
-            mode: mode(node.entry),
-            rdev: 0,
-            flags: 0,
-            atime: meta.atime,
-            ctime: meta.ctime,
-            mtime: meta.mtime,
-            otime: meta.otime,
-        };
-        fs_items.push((Key::new(node.ino, INODE_ITEM, 0), inode.encode()));
-        fs_items.push((
+        items.push((
+            Key::new(node.ino, INODE_ITEM, 0),
+            inode_item(node, size, nbytes),
+        ));
+        items.push((
             Key::new(node.ino, INODE_REF, node.parent),
             inode_ref(node.index, &node.name),
         ));
-        let mut xattrs: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for (name, value) in &meta.xattrs {
-            if name.is_empty() || name.len() > MAX_NAME {
-                return Err(WriteError::Entry {
-                    path: node.path.clone(),
-                    why: format!("xattr name must be 1..={MAX_NAME} bytes"),
-                });
-            }
-            xattrs
-                .entry(crc::name_hash(name))
-                .or_default()
-                .extend(dir_item(Key::default(), GENERATION, name, FT_XATTR, value));
+        items.extend(xattr_items(node)?);
+    }
+    for extent in extents {
+        items.push((
+            Key::new(extent.ino, EXTENT_DATA, extent.file_offset),
+            file_extent_regular(GENERATION, extent.logical, extent.disk_len, extent.disk_len),
+        ));
+    }
+    items.extend(dir_items);
+    Ok(items)
+}
+
+fn inline_data(node: &Node, contents: &Contents) -> Result<Vec<u8>, WriteError> {
+    let data = match contents {
+        Contents::Bytes(bytes) => bytes.clone(),
+        Contents::Host { path, .. } => {
+            std::fs::read(path).map_err(|source| WriteError::Source {
+                path: path.display().to_string(),
+                source,
+            })?
         }
-        for (hash, item) in xattrs {
+    };
+    if data.len() as u64 != contents.len() {
+        return Err(WriteError::Entry {
+            path: node.path.clone(),
+            why: "changed size while being written".into(),
+        });
+    }
+    Ok(data)
+}
+
+fn inode_item(node: &Node, size: u64, nbytes: u64) -> Vec<u8> {
+    let meta = &node.entry.meta;
+    InodeItem {
+        generation: GENERATION,
+        transid: GENERATION,
+        size,
+        nbytes,
+        nlink: 1,
+        uid: meta.uid,
+        gid: meta.gid,
+        mode: mode(node.entry),
+        rdev: 0,
+        flags: 0,
+        atime: meta.atime,
+        ctime: meta.ctime,
+        mtime: meta.mtime,
+        otime: meta.otime,
+    }
+    .encode()
+}
+
+/// A node's xattrs, one item per name hash (colliding names share it).
+fn xattr_items(node: &Node) -> Result<Vec<(Key, Vec<u8>)>, WriteError> {
+    let mut by_hash: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for (name, value) in &node.entry.meta.xattrs {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(WriteError::Entry {
+                path: node.path.clone(),
+                why: format!("xattr name must be 1..={MAX_NAME} bytes"),
+            });
+        }
+        by_hash
+            .entry(crc::name_hash(name))
+            .or_default()
+            .extend(dir_item(Key::default(), GENERATION, name, FT_XATTR, value));
+    }
+    by_hash
+        .into_iter()
+        .map(|(hash, item)| {
             if item.len() > NODESIZE - HEADER_SIZE - ITEM_SIZE {
                 return Err(WriteError::Entry {
                     path: node.path.clone(),
                     why: "xattrs too large for one tree leaf".into(),
                 });
             }
-            fs_items.push((Key::new(node.ino, XATTR_ITEM, hash), item));
-        }
-    }
-    for extent in &extents {
-        fs_items.push((
-            Key::new(extent.ino, EXTENT_DATA, extent.file_offset),
-            file_extent_regular(GENERATION, extent.logical, extent.disk_len, extent.disk_len),
-        ));
-    }
-    fs_items.extend(dir_items);
+            Ok((Key::new(node.ino, XATTR_ITEM, hash), item))
+        })
+        .collect()
+}
 
-    let mut csum_items = Vec::new();
-    for (extent, sums) in extents.iter().zip(&csums) {
+/// The checksum tree's items: each extent's sector checksums, `CSUMS_PER_ITEM` to an item.
+fn csum_items(extents: &[DataExtent], csums: &[Vec<u32>]) -> Vec<(Key, Vec<u8>)> {
+    let mut items = Vec::new();
+    for (extent, sums) in extents.iter().zip(csums) {
         for (i, group) in sums.chunks(CSUMS_PER_ITEM).enumerate() {
             let bytes: Vec<u8> = group.iter().flat_map(|s| s.to_le_bytes()).collect();
             let logical = extent.logical + (i * CSUMS_PER_ITEM) as u64 * SECTOR;
-            csum_items.push((Key::new(EXTENT_CSUM_OBJECTID, EXTENT_CSUM, logical), bytes));
+            items.push((Key::new(EXTENT_CSUM_OBJECTID, EXTENT_CSUM, logical), bytes));
         }
     }
+    items
+}
 
-    let pack = |owner, items| {
-        PackedTree::new(owner, items, NODESIZE).map_err(|key| WriteError::Entry {
-            path: format!("tree {owner}"),
-            why: format!("duplicate key {key:?}"),
-        })
-    };
-    let mut fs_tree = pack(FS_TREE, fs_items)?;
-    let mut csum_tree = pack(CSUM_TREE, csum_items)?;
-    let mut reloc_tree = pack(DATA_RELOC_TREE, empty_dir_items(FIRST_INODE).to_vec())?;
-    let uuid_key = Key::new(
+fn uuid_item(fs_uuid: &[u8; 16]) -> (Key, Vec<u8>) {
+    let key = Key::new(
         u64::from_le_bytes(fs_uuid[..8].try_into().expect("8")),
         UUID_KEY_SUBVOL,
         u64::from_le_bytes(fs_uuid[8..].try_into().expect("8")),
     );
-    let mut uuid_tree = pack(UUID_TREE, vec![(uuid_key, FS_TREE.to_le_bytes().to_vec())])?;
+    (key, FS_TREE.to_le_bytes().to_vec())
+}
 
-    // Metadata chunk: room for every tree with slack, at least 8 MiB.
+/// The metadata chunk's length: room for every tree with slack, at least 1 MiB more.
+fn metadata_len(fs_tree: &PackedTree, csum_tree: &PackedTree, extents: usize) -> u64 {
     let known_blocks = fs_tree.block_count() + csum_tree.block_count() + 8;
-    let extent_items = known_blocks + extents.len() + 3;
+    let extent_items = known_blocks + extents + 3;
     let estimate = known_blocks + extent_items * 60 / (NODESIZE - HEADER_SIZE) + 4;
-    let meta_len = round_up((estimate as u64 * NODESIZE as u64) * 5 / 4 + MIB, MIB);
-    if meta_start + meta_len > size {
-        return Err(WriteError::TooSmall {
-            needed: meta_start + meta_len,
-            size,
-        });
+    round_up((estimate as u64 * NODESIZE as u64) * 5 / 4 + MIB, MIB)
+}
+
+/// A chunk: logical start (equal to its physical one), length and block group type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    start: u64,
+    len: u64,
+    kind: u64,
+}
+
+impl Chunk {
+    fn new(start: u64, len: u64, kind: u64) -> Chunk {
+        Chunk { start, len, kind }
     }
-    let chunks = [
-        (SYSTEM_START, SYSTEM_LEN, BG_SYSTEM),
-        (DATA_START, data_len, BG_DATA),
-        (meta_start, meta_len, BG_METADATA),
-    ];
-    let dev_used: u64 = chunks.iter().map(|c| c.1).sum();
-    let device = dev_item(size, dev_used, SECTOR as u32, &dev_uuid, &fsid);
-    let chunk_items: Vec<(Key, Vec<u8>)> =
-        std::iter::once((Key::new(DEV_ITEMS, DEV_ITEM, 1), device.clone()))
-            .chain(chunks.iter().map(|&(logical, len, kind)| {
-                let io_align = if kind == BG_SYSTEM {
-                    SECTOR as u32
-                } else {
-                    0x10000
-                };
-                (
-                    Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, logical),
-                    chunk_item(len, kind, io_align, SECTOR as u32, logical, &dev_uuid),
-                )
-            }))
-            .collect();
-    let mut chunk_tree = pack(CHUNK_TREE, chunk_items)?;
-    let dev_items = chunks
-        .iter()
-        .map(|&(logical, len, _)| {
+}
+
+/// The chunk tree: the device, then one item per chunk.
+fn chunk_items(chunks: &[Chunk], device: &[u8], ids: &Ids) -> Vec<(Key, Vec<u8>)> {
+    std::iter::once((Key::new(DEV_ITEMS, DEV_ITEM, 1), device.to_vec()))
+        .chain(chunks.iter().map(|c| {
+            let io_align = if c.kind == BG_SYSTEM {
+                SECTOR as u32
+            } else {
+                0x10000
+            };
             (
-                Key::new(1, DEV_EXTENT, logical),
-                dev_extent(logical, len, &chunk_tree_uuid),
+                Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, c.start),
+                chunk_item(c.len, c.kind, io_align, SECTOR as u32, c.start, &ids.device),
+            )
+        }))
+        .collect()
+}
+
+/// The device tree: one extent per chunk.
+fn dev_extent_items(chunks: &[Chunk], ids: &Ids) -> Vec<(Key, Vec<u8>)> {
+    chunks
+        .iter()
+        .map(|c| {
+            (
+                Key::new(1, DEV_EXTENT, c.start),
+                dev_extent(c.start, c.len, &ids.chunk_tree),
+            )
+        })
+        .collect()
+}
+
+/// The SYSTEM chunk's key and item, as the superblock's `sys_chunk_array` holds them.
+fn system_chunk_item(ids: &Ids) -> Vec<u8> {
+    let mut b = Vec::new();
+    Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, SYSTEM_START).encode(&mut b);
+    b.extend(chunk_item(
+        SYSTEM_LEN,
+        BG_SYSTEM,
+        SECTOR as u32,
+        SECTOR as u32,
+        SYSTEM_START,
+        &ids.device,
+    ));
+    b
+}
+
+/// The trees whose items are known before allocation.
+struct Trees {
+    chunk: PackedTree,
+    fs: PackedTree,
+    csum: PackedTree,
+    dev: PackedTree,
+    reloc: PackedTree,
+    uuid: PackedTree,
+}
+
+/// Every tree with its blocks at their addresses.
+struct Allocated {
+    trees: Trees,
+    root: PackedTree,
+    extent: PackedTree,
+    free_space: PackedTree,
+}
+
+impl Allocated {
+    fn all(&self) -> [&PackedTree; 9] {
+        let t = &self.trees;
+        [
+            &t.chunk,
+            &t.fs,
+            &t.csum,
+            &t.dev,
+            &t.reloc,
+            &t.uuid,
+            &self.root,
+            &self.extent,
+            &self.free_space,
+        ]
+    }
+
+    fn block_count(&self) -> usize {
+        self.all().iter().map(|t| t.block_count()).sum()
+    }
+
+    fn roots(&self) -> Roots {
+        let at = |t: &PackedTree| (t.root(), t.level());
+        Roots {
+            root: at(&self.root),
+            chunk: at(&self.trees.chunk),
+            extent: at(&self.extent),
+            fs: at(&self.trees.fs),
+            dev: at(&self.trees.dev),
+            csum: at(&self.trees.csum),
+        }
+    }
+}
+
+/// `(root address, level, block count)` of a tree, as its root item records it.
+type TreeInfo = (u64, u8, usize);
+
+fn info(tree: &PackedTree) -> TreeInfo {
+    (tree.root(), tree.level(), tree.block_count())
+}
+
+/// The root tree: a root item per tree, and folder 6 with the `default` subvolume entry.
+fn root_items(
+    trees: &Trees,
+    extent: TreeInfo,
+    free_space: TreeInfo,
+    fs_uuid: [u8; 16],
+    time: Timespec,
+) -> Vec<(Key, Vec<u8>)> {
+    let item = |root: TreeInfo, dirid: u64, uuid: [u8; 16], time: Timespec| {
+        RootItem {
+            generation: GENERATION,
+            root_dirid: dirid,
+            bytenr: root.0,
+            bytes_used: (root.2 * NODESIZE) as u64,
+            level: root.1,
+            uuid,
+            time,
+            nodesize: NODESIZE as u64,
+        }
+        .encode()
+    };
+    let zero = Timespec::default();
+    let [folder_inode, folder_ref] = empty_dir_items(ROOT_TREE_DIR);
+    vec![
+        (
+            Key::new(EXTENT_TREE, ROOT_ITEM, 0),
+            item(extent, 0, [0; 16], zero),
+        ),
+        (
+            Key::new(DEV_TREE, ROOT_ITEM, 0),
+            item(info(&trees.dev), 0, [0; 16], zero),
+        ),
+        (
+            Key::new(FS_TREE, ROOT_ITEM, 0),
+            item(info(&trees.fs), FIRST_INODE, fs_uuid, time),
+        ),
+        folder_inode,
+        folder_ref,
+        (
+            Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default")),
+            dir_item(
+                Key::new(FS_TREE, ROOT_ITEM, u64::MAX),
+                GENERATION,
+                b"default",
+                FT_DIR,
+                &[],
+            ),
+        ),
+        (
+            Key::new(CSUM_TREE, ROOT_ITEM, 0),
+            item(info(&trees.csum), 0, [0; 16], zero),
+        ),
+        (
+            Key::new(UUID_TREE, ROOT_ITEM, 0),
+            item(info(&trees.uuid), 0, [0; 16], zero),
+        ),
+        (
+            Key::new(FREE_SPACE_TREE, ROOT_ITEM, 0),
+            item(free_space, 0, [0; 16], zero),
+        ),
+        (
+            Key::new(DATA_RELOC_TREE, ROOT_ITEM, 0),
+            item(info(&trees.reloc), FIRST_INODE, [0; 16], zero),
+        ),
+    ]
+}
+
+/// A tree block: address, level, owner.
+type Block = (u64, u8, u64);
+
+/// The extent tree's items for `blocks` and the data extents (block groups are added by the
+/// caller).
+fn extent_items(blocks: &[Block], extents: &[DataExtent]) -> Vec<(Key, Vec<u8>)> {
+    let mut items: Vec<(Key, Vec<u8>)> = blocks
+        .iter()
+        .map(|&(address, level, owner)| {
+            (
+                Key::new(address, METADATA_ITEM, u64::from(level)),
+                metadata_item(GENERATION, owner),
             )
         })
         .collect();
-    let mut dev_tree = pack(DEV_TREE, dev_items)?;
+    for extent in extents {
+        items.push((
+            Key::new(extent.logical, EXTENT_ITEM, extent.disk_len),
+            data_extent_item(GENERATION, FS_TREE, extent.ino, extent.file_offset),
+        ));
+    }
+    items
+}
 
-    // The extent tree and the free space tree describe every block, their own included:
-    // guess their sizes, allocate, rebuild, until the sizes stop changing.
+/// What each chunk has in use: `(start, length)` ranges, by chunk start.
+fn usage(
+    blocks: &[Block],
+    extents: &[DataExtent],
+    meta_start: u64,
+) -> BTreeMap<u64, Vec<(u64, u64)>> {
+    let mut used: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for &(address, _, _) in blocks {
+        let chunk = if address < DATA_START {
+            SYSTEM_START
+        } else {
+            meta_start
+        };
+        used.entry(chunk)
+            .or_default()
+            .push((address, NODESIZE as u64));
+    }
+    used.entry(DATA_START)
+        .or_default()
+        .extend(extents.iter().map(|e| (e.logical, e.disk_len)));
+    used
+}
+
+fn block_group_items(
+    chunks: &[Chunk],
+    used: &BTreeMap<u64, Vec<(u64, u64)>>,
+) -> Vec<(Key, Vec<u8>)> {
+    chunks
+        .iter()
+        .map(|c| {
+            let total: u64 = used
+                .get(&c.start)
+                .map_or(0, |u| u.iter().map(|(_, l)| l).sum());
+            (
+                Key::new(c.start, BLOCK_GROUP_ITEM, c.len),
+                block_group_item(total, c.kind),
+            )
+        })
+        .collect()
+}
+
+/// The free space tree: per chunk, an info item and the free ranges between used ones.
+fn free_space_items(
+    chunks: &[Chunk],
+    used: &BTreeMap<u64, Vec<(u64, u64)>>,
+) -> Vec<(Key, Vec<u8>)> {
+    let mut items = Vec::new();
+    for c in chunks {
+        let mut ranges = used.get(&c.start).cloned().unwrap_or_default();
+        ranges.sort();
+        let mut free = Vec::new();
+        let mut at = c.start;
+        for (start, length) in ranges {
+            if start > at {
+                free.push((at, start - at));
+            }
+            at = at.max(start + length);
+        }
+        if at < c.start + c.len {
+            free.push((at, c.start + c.len - at));
+        }
+        items.push((
+            Key::new(c.start, FREE_SPACE_INFO, c.len),
+            free_space_info(free.len() as u32),
+        ));
+        items.extend(
+            free.into_iter()
+                .map(|(start, length)| (Key::new(start, FREE_SPACE_EXTENT, length), Vec::new())),
+        );
+    }
+    items
+}
+
+/// Gives every tree block an address. The extent tree and the free space tree describe every
+/// block, their own included: guess their sizes, allocate, rebuild, until the sizes stop
+/// changing.
+fn allocate(
+    mut trees: Trees,
+    chunks: &[Chunk; 3],
+    extents: &[DataExtent],
+    ids: &Ids,
+    time: Timespec,
+) -> Result<Allocated, WriteError> {
+    let (meta_start, meta_len) = (chunks[2].start, chunks[2].len);
     let (mut extent_blocks, mut fst_blocks) = (1usize, 1usize);
     for _ in 0..16 {
         let mut system_cursor = SYSTEM_START;
-        chunk_tree.assign(|| {
+        trees.chunk.assign(|| {
             let at = system_cursor;
             system_cursor += NODESIZE as u64;
             at
         });
         let mut meta_cursor = meta_start;
-        let mut allocate = || {
+        let mut next = || {
             let at = avoid_mirrors(meta_cursor, NODESIZE as u64);
             meta_cursor = at + NODESIZE as u64;
             at
         };
         for tree in [
-            &mut fs_tree,
-            &mut csum_tree,
-            &mut dev_tree,
-            &mut reloc_tree,
-            &mut uuid_tree,
+            &mut trees.fs,
+            &mut trees.csum,
+            &mut trees.dev,
+            &mut trees.reloc,
+            &mut trees.uuid,
         ] {
-            tree.assign(&mut allocate);
+            tree.assign(&mut next);
         }
-        let extent_addresses: Vec<u64> = (0..extent_blocks).map(|_| allocate()).collect();
-        let fst_addresses: Vec<u64> = (0..fst_blocks).map(|_| allocate()).collect();
-        let root_items = |extent_root: (u64, u8, usize),
-                          fst_root: (u64, u8, usize)|
-         -> Vec<(Key, Vec<u8>)> {
-            let item = |tree_root: (u64, u8, usize), dirid: u64, uuid: [u8; 16], time: Timespec| {
-                RootItem {
-                    generation: GENERATION,
-                    root_dirid: dirid,
-                    bytenr: tree_root.0,
-                    bytes_used: (tree_root.2 * NODESIZE) as u64,
-                    level: tree_root.1,
-                    uuid,
-                    time,
-                    nodesize: NODESIZE as u64,
-                }
-                .encode()
-            };
-            let info = |t: &PackedTree| (t.root(), t.level(), t.block_count());
-            let zero = Timespec::default();
-            vec![
-                (
-                    Key::new(EXTENT_TREE, ROOT_ITEM, 0),
-                    item(extent_root, 0, [0; 16], zero),
-                ),
-                (
-                    Key::new(DEV_TREE, ROOT_ITEM, 0),
-                    item(info(&dev_tree), 0, [0; 16], zero),
-                ),
-                (
-                    Key::new(FS_TREE, ROOT_ITEM, 0),
-                    item(info(&fs_tree), FIRST_INODE, fs_uuid, options.time),
-                ),
-                empty_dir_items(ROOT_TREE_DIR)[0].clone(),
-                empty_dir_items(ROOT_TREE_DIR)[1].clone(),
-                (
-                    Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default")),
-                    dir_item(
-                        Key::new(FS_TREE, ROOT_ITEM, u64::MAX),
-                        GENERATION,
-                        b"default",
-                        FT_DIR,
-                        &[],
-                    ),
-                ),
-                (
-                    Key::new(CSUM_TREE, ROOT_ITEM, 0),
-                    item(info(&csum_tree), 0, [0; 16], zero),
-                ),
-                (
-                    Key::new(UUID_TREE, ROOT_ITEM, 0),
-                    item(info(&uuid_tree), 0, [0; 16], zero),
-                ),
-                (
-                    Key::new(FREE_SPACE_TREE, ROOT_ITEM, 0),
-                    item(fst_root, 0, [0; 16], zero),
-                ),
-                (
-                    Key::new(DATA_RELOC_TREE, ROOT_ITEM, 0),
-                    item(info(&reloc_tree), FIRST_INODE, [0; 16], zero),
-                ),
-            ]
-        };
-        let mut root_tree = pack(ROOT_TREE, root_items((0, 0, 1), (0, 0, 1)))?;
-        root_tree.assign(&mut allocate);
+        let extent_addresses: Vec<u64> = (0..extent_blocks).map(|_| next()).collect();
+        let fst_addresses: Vec<u64> = (0..fst_blocks).map(|_| next()).collect();
+        let mut root_tree = pack(
+            ROOT_TREE,
+            root_items(&trees, (0, 0, 1), (0, 0, 1), ids.fs, time),
+        )?;
+        root_tree.assign(&mut next);
         if meta_cursor > meta_start + meta_len {
             return Err(WriteError::TooSmall {
                 needed: meta_cursor,
@@ -551,15 +865,14 @@ pub fn write<W: Write + Seek>(
             });
         }
 
-        // Every tree block: (address, level, owner).
-        let mut blocks: Vec<(u64, u8, u64)> = Vec::new();
+        let mut blocks: Vec<Block> = Vec::new();
         for tree in [
-            &chunk_tree,
-            &fs_tree,
-            &csum_tree,
-            &dev_tree,
-            &reloc_tree,
-            &uuid_tree,
+            &trees.chunk,
+            &trees.fs,
+            &trees.csum,
+            &trees.dev,
+            &trees.reloc,
+            &trees.uuid,
             &root_tree,
         ] {
             blocks.extend(tree.blocks().into_iter().map(|(a, l)| (a, l, tree.owner)));
@@ -567,81 +880,12 @@ pub fn write<W: Write + Seek>(
         // Their levels are known once their shape is: provisionally every block is a leaf.
         blocks.extend(extent_addresses.iter().map(|&a| (a, 0, EXTENT_TREE)));
         blocks.extend(fst_addresses.iter().map(|&a| (a, 0, FREE_SPACE_TREE)));
-        let extent_items_for = |blocks: &[(u64, u8, u64)]| -> Vec<(Key, Vec<u8>)> {
-            let mut items: Vec<(Key, Vec<u8>)> = blocks
-                .iter()
-                .map(|&(address, level, owner)| {
-                    (
-                        Key::new(address, METADATA_ITEM, u64::from(level)),
-                        metadata_item(GENERATION, owner),
-                    )
-                })
-                .collect();
-            for extent in &extents {
-                items.push((
-                    Key::new(extent.logical, EXTENT_ITEM, extent.disk_len),
-                    data_extent_item(GENERATION, FS_TREE, extent.ino, extent.file_offset),
-                ));
-            }
-            items
-        };
-        let mut extent_items = extent_items_for(&blocks);
-        let mut used: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
-        for &(address, _, _) in &blocks {
-            let chunk = if address < DATA_START {
-                SYSTEM_START
-            } else {
-                meta_start
-            };
-            used.entry(chunk)
-                .or_default()
-                .push((address, NODESIZE as u64));
-        }
-        used.entry(DATA_START)
-            .or_default()
-            .extend(extents.iter().map(|e| (e.logical, e.disk_len)));
-        let block_groups: Vec<(Key, Vec<u8>)> = chunks
-            .iter()
-            .map(|&(logical, len, kind)| {
-                let total: u64 = used
-                    .get(&logical)
-                    .map_or(0, |u| u.iter().map(|(_, l)| l).sum());
-                (
-                    Key::new(logical, BLOCK_GROUP_ITEM, len),
-                    block_group_item(total, kind),
-                )
-            })
-            .collect();
-        extent_items.extend(block_groups.iter().cloned());
-        let mut extent_tree = pack(EXTENT_TREE, extent_items)?;
-
-        let mut fst_items = Vec::new();
-        for &(logical, len, _) in &chunks {
-            let mut ranges = used.get(&logical).cloned().unwrap_or_default();
-            ranges.sort();
-            let mut free = Vec::new();
-            let mut at = logical;
-            for (start, length) in ranges {
-                if start > at {
-                    free.push((at, start - at));
-                }
-                at = at.max(start + length);
-            }
-            if at < logical + len {
-                free.push((at, logical + len - at));
-            }
-            fst_items.push((
-                Key::new(logical, FREE_SPACE_INFO, len),
-                free_space_info(free.len() as u32),
-            ));
-            fst_items.extend(
-                free.into_iter().map(|(start, length)| {
-                    (Key::new(start, FREE_SPACE_EXTENT, length), Vec::new())
-                }),
-            );
-        }
-        let mut fst = pack(FREE_SPACE_TREE, fst_items)?;
-
+        let used = usage(&blocks, extents, meta_start);
+        let block_groups = block_group_items(chunks, &used);
+        let mut items = extent_items(&blocks, extents);
+        items.extend(block_groups.iter().cloned());
+        let mut extent_tree = pack(EXTENT_TREE, items)?;
+        let mut fst = pack(FREE_SPACE_TREE, free_space_items(chunks, &used))?;
         if extent_tree.block_count() != extent_blocks || fst.block_count() != fst_blocks {
             extent_blocks = extent_tree.block_count();
             fst_blocks = fst.block_count();
@@ -666,7 +910,7 @@ pub fn write<W: Write + Seek>(
                     .into_iter()
                     .map(|(a, l)| (a, l, FREE_SPACE_TREE)),
             );
-            let mut items = extent_items_for(&blocks);
+            let mut items = extent_items(&blocks, extents);
             items.extend(block_groups);
             let mut rebuilt = pack(EXTENT_TREE, items)?;
             // Same item sizes, same packing: the addresses carry over in order.
@@ -674,87 +918,64 @@ pub fn write<W: Write + Seek>(
             rebuilt.assign(|| by_order.next().expect("same block count"));
             extent_tree = rebuilt;
         }
-        let info = |t: &PackedTree| (t.root(), t.level(), t.block_count());
-        let mut final_root = pack(ROOT_TREE, root_items(info(&extent_tree), info(&fst)))?;
+        let mut final_root = pack(
+            ROOT_TREE,
+            root_items(&trees, info(&extent_tree), info(&fst), ids.fs, time),
+        )?;
         let mut root_addresses = root_tree.blocks().into_iter().map(|(a, _)| a);
         final_root.assign(|| root_addresses.next().expect("same root tree shape"));
-
-        let context = BlockContext {
-            fsid,
-            chunk_tree_uuid,
-            generation: GENERATION,
-            nodesize: NODESIZE,
-        };
-        let trees = [
-            &chunk_tree,
-            &fs_tree,
-            &csum_tree,
-            &dev_tree,
-            &reloc_tree,
-            &uuid_tree,
-            &final_root,
-            &extent_tree,
-            &fst,
-        ];
-        let mut tree_blocks = 0;
-        for tree in trees {
-            for (address, block) in tree.serialize(&context) {
-                out.seek(SeekFrom::Start(address))?;
-                out.write_all(&block)?;
-                tree_blocks += 1;
-            }
-        }
-        let data_bytes: u64 = extents.iter().map(|e| e.disk_len).sum();
-        let bytes_used = tree_blocks as u64 * NODESIZE as u64 + data_bytes;
-        let system_chunk = {
-            let mut b = Vec::new();
-            Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, SYSTEM_START).encode(&mut b);
-            b.extend(chunk_item(
-                SYSTEM_LEN,
-                BG_SYSTEM,
-                SECTOR as u32,
-                SECTOR as u32,
-                SYSTEM_START,
-                &dev_uuid,
-            ));
-            b
-        };
-        let roots = Roots {
-            root: (final_root.root(), final_root.level()),
-            chunk: (chunk_tree.root(), chunk_tree.level()),
-            extent: (extent_tree.root(), extent_tree.level()),
-            fs: (fs_tree.root(), fs_tree.level()),
-            dev: (dev_tree.root(), dev_tree.level()),
-            csum: (csum_tree.root(), csum_tree.level()),
-        };
-        for offset in std::iter::once(SUPER_OFFSET).chain(SUPER_MIRRORS) {
-            if offset + SUPER_SIZE as u64 > size {
-                continue;
-            }
-            let block = superblock(
-                offset,
-                &fsid,
-                size,
-                bytes_used,
-                &roots,
-                &device,
-                &system_chunk,
-                &options.label,
-            );
-            out.seek(SeekFrom::Start(offset))?;
-            out.write_all(&block)?;
-        }
-        out.flush()?;
-        return Ok(WriteSummary {
-            bytes_used,
-            data_extents: extents.len(),
-            tree_blocks,
+        return Ok(Allocated {
+            trees,
+            root: final_root,
+            extent: extent_tree,
+            free_space: fst,
         });
     }
     Err(WriteError::Entry {
         path: "(filesystem)".into(),
         why: "extent tree size did not settle".into(),
     })
+}
+
+/// What the superblock records.
+struct SuperblockFacts<'a> {
+    fsid: &'a [u8; 16],
+    size: u64,
+    bytes_used: u64,
+    roots: Roots,
+    device: &'a [u8],
+    system_chunk: &'a [u8],
+    label: &'a str,
+}
+
+/// Writes every tree block, then the superblock and each mirror that fits.
+fn write_metadata<W: Write + Seek>(
+    out: &mut W,
+    allocated: &Allocated,
+    ids: &Ids,
+    sb: &SuperblockFacts,
+) -> Result<(), WriteError> {
+    let context = BlockContext {
+        fsid: ids.fsid,
+        chunk_tree_uuid: ids.chunk_tree,
+        generation: GENERATION,
+        nodesize: NODESIZE,
+    };
+    for tree in allocated.all() {
+        for (address, block) in tree.serialize(&context) {
+            out.seek(SeekFrom::Start(address))?;
+            out.write_all(&block)?;
+        }
+    }
+    for offset in std::iter::once(SUPER_OFFSET).chain(SUPER_MIRRORS) {
+        if offset + SUPER_SIZE as u64 > sb.size {
+            continue;
+        }
+        out.seek(SeekFrom::Start(offset))?;
+        out.write_all(&superblock(offset, sb))?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// An empty directory that is its own parent: the data relocation tree's root folder and
@@ -783,17 +1004,18 @@ struct Roots {
 }
 
 /// The 4 KiB superblock at `offset` (its own `bytenr`), checksummed.
-#[allow(clippy::too_many_arguments)]
-fn superblock(
-    offset: u64,
-    fsid: &[u8; 16],
-    size: u64,
-    bytes_used: u64,
-    roots: &Roots,
-    device: &[u8],
-    system_chunk: &[u8],
-    label: &str,
-) -> Vec<u8> {
+fn superblock(offset: u64, sb: &SuperblockFacts) -> Vec<u8> {
+    let SuperblockFacts {
+        fsid,
+        size,
+        bytes_used,
+        roots,
+        device,
+        system_chunk,
+        label,
+        ..
+    } = sb;
+    let (size, bytes_used, fsid) = (*size, *bytes_used, *fsid);
     let mut b = vec![0u8; SUPER_SIZE];
     let put = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
     let put32 =
@@ -845,4 +1067,198 @@ fn superblock(
     let sum = crc::checksum(&b[0x20..]);
     b[0..4].copy_from_slice(&sum.to_le_bytes());
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::tree::Meta;
+
+    fn tree_of(files: &[(&str, usize)]) -> FileTree {
+        let dir = Meta::new(0o755, Timespec::default());
+        let mut tree = FileTree::new(dir.clone());
+        for (path, len) in files {
+            let entry = Entry::file(Meta::new(0o644, Timespec::default()), vec![7u8; *len]);
+            tree.insert(path, entry, &dir).unwrap();
+        }
+        tree
+    }
+
+    #[test]
+    fn inodes_number_the_walk_depth_first_and_index_each_folder_from_two() {
+        let tree = tree_of(&[("a/x", 1), ("a/y", 1), ("b", 1)]);
+        let nodes = inodes(&tree).unwrap();
+        let summary: Vec<(u64, u64, u64, &[u8])> = nodes
+            .iter()
+            .map(|n| (n.ino, n.parent, n.index, n.name.as_slice()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (256, 256, 0, &b".."[..]),
+                (257, 256, 2, b"a"),
+                (258, 257, 2, b"x"),
+                (259, 257, 3, b"y"),
+                (260, 256, 3, b"b"),
+            ]
+        );
+        let long = "n".repeat(256);
+        assert!(matches!(
+            inodes(&tree_of(&[(long.as_str(), 1)])),
+            Err(WriteError::Entry { .. })
+        ));
+    }
+
+    #[test]
+    fn extents_skip_inline_files_split_large_ones_and_step_over_the_mirror() {
+        let tree = tree_of(&[
+            ("small", MAX_INLINE as usize),
+            ("big", (MAX_EXTENT + 5000) as usize),
+        ]);
+        let nodes = inodes(&tree).unwrap();
+        let (extents, end) = place_extents(&nodes);
+        let big = nodes.iter().find(|n| n.name == b"big").unwrap().ino;
+        assert!(
+            extents.iter().all(|e| e.ino == big),
+            "inline files have none"
+        );
+        // The first extent stops at the 64 MiB mirror, the next starts after its 64 KiB.
+        assert_eq!(extents[0].logical, DATA_START);
+        assert_eq!(extents[0].logical + extents[0].disk_len, SUPER_MIRRORS[0]);
+        assert_eq!(extents[1].logical, SUPER_MIRRORS[0] + 0x10000);
+        let covered: u64 = extents.iter().map(|e| e.len).sum();
+        assert_eq!(covered, MAX_EXTENT + 5000);
+        for e in &extents {
+            assert_eq!(e.disk_len, round_up(e.len, SECTOR));
+            assert!(e.len <= MAX_EXTENT);
+        }
+        assert_eq!(end, extents.last().map(|e| e.logical + e.disk_len).unwrap());
+    }
+
+    #[test]
+    fn the_data_chunk_keeps_room_for_the_kernel_when_it_can() {
+        assert_eq!(
+            data_chunk(DATA_START, 64 * MIB).unwrap(),
+            (8 * MIB, DATA_START + 8 * MIB)
+        );
+        // A small partition gets a small chunk, and one too small says what it needs.
+        assert_eq!(
+            data_chunk(DATA_START, 6 * MIB).unwrap(),
+            (MIB, DATA_START + MIB)
+        );
+        assert!(matches!(
+            data_chunk(DATA_START + 10 * MIB, 8 * MIB),
+            Err(WriteError::TooSmall { needed, .. }) if needed == DATA_START + 11 * MIB
+        ));
+    }
+
+    #[test]
+    fn checksums_go_a_thousand_and_twenty_four_to_an_item() {
+        let extent = DataExtent {
+            logical: DATA_START,
+            disk_len: 1500 * SECTOR,
+            ino: 257,
+            file_offset: 0,
+            len: 1500 * SECTOR,
+        };
+        let sums: Vec<u32> = (0..1500).collect();
+        let items = csum_items(&[extent], &[sums]);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].0.offset, DATA_START);
+        assert_eq!(items[0].1.len(), CSUMS_PER_ITEM * 4);
+        assert_eq!(
+            items[1].0.offset,
+            DATA_START + CSUMS_PER_ITEM as u64 * SECTOR
+        );
+        assert_eq!(items[1].1.len(), (1500 - CSUMS_PER_ITEM) * 4);
+    }
+
+    #[test]
+    fn free_space_is_the_gaps_between_used_ranges() {
+        let chunks = [
+            Chunk::new(0, 100, BG_DATA),
+            Chunk::new(100, 50, BG_METADATA),
+        ];
+        let used = BTreeMap::from([(0, vec![(40, 10), (10, 20)])]);
+        let items = free_space_items(&chunks, &used);
+        let keys: Vec<(u64, u8, u64)> = items
+            .iter()
+            .map(|(k, _)| (k.objectid, k.kind, k.offset))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (0, FREE_SPACE_INFO, 100),
+                (0, FREE_SPACE_EXTENT, 10),
+                (30, FREE_SPACE_EXTENT, 10),
+                (50, FREE_SPACE_EXTENT, 50),
+                (100, FREE_SPACE_INFO, 50),
+                (100, FREE_SPACE_EXTENT, 50),
+            ]
+        );
+        let groups = block_group_items(&chunks, &used);
+        assert_eq!(groups[0].1, block_group_item(30, BG_DATA));
+        assert_eq!(groups[1].1, block_group_item(0, BG_METADATA));
+    }
+
+    #[test]
+    fn allocation_gives_every_block_its_own_place_inside_its_chunk() {
+        // Enough files for multi-level fs, extent and free space trees.
+        let names: Vec<String> = (0..3000).map(|i| format!("d{}/f{i}", i % 7)).collect();
+        let files: Vec<(&str, usize)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), if i % 3 == 0 { 5000 } else { 10 }))
+            .collect();
+        let tree = tree_of(&files);
+        let nodes = inodes(&tree).unwrap();
+        let (extents, end) = place_extents(&nodes);
+        let (data_len, meta_start) = data_chunk(end, 1 << 30).unwrap();
+        let csums: Vec<Vec<u32>> = extents
+            .iter()
+            .map(|e| vec![0; (e.disk_len / SECTOR) as usize])
+            .collect();
+        let ids = Ids::derive([3; 16]);
+        let fs = pack(FS_TREE, fs_items(&nodes, &extents).unwrap()).unwrap();
+        let csum = pack(CSUM_TREE, csum_items(&extents, &csums)).unwrap();
+        let meta_len = metadata_len(&fs, &csum, extents.len());
+        let chunks = [
+            Chunk::new(SYSTEM_START, SYSTEM_LEN, BG_SYSTEM),
+            Chunk::new(DATA_START, data_len, BG_DATA),
+            Chunk::new(meta_start, meta_len, BG_METADATA),
+        ];
+        let device = dev_item(1 << 30, 0, SECTOR as u32, &ids.device, &ids.fsid);
+        let trees = Trees {
+            chunk: pack(CHUNK_TREE, chunk_items(&chunks, &device, &ids)).unwrap(),
+            fs,
+            csum,
+            dev: pack(DEV_TREE, dev_extent_items(&chunks, &ids)).unwrap(),
+            reloc: pack(DATA_RELOC_TREE, empty_dir_items(FIRST_INODE).to_vec()).unwrap(),
+            uuid: pack(UUID_TREE, vec![uuid_item(&ids.fs)]).unwrap(),
+        };
+        let allocated = allocate(trees, &chunks, &extents, &ids, Timespec::default()).unwrap();
+        assert!(allocated.trees.fs.level() > 0 && allocated.extent.level() > 0);
+        let mut addresses = Vec::new();
+        for tree in allocated.all() {
+            for (address, _) in tree.blocks() {
+                let chunk = if tree.owner == CHUNK_TREE {
+                    chunks[0]
+                } else {
+                    chunks[2]
+                };
+                assert!(
+                    address >= chunk.start && address + NODESIZE as u64 <= chunk.start + chunk.len
+                );
+                for mirror in SUPER_MIRRORS {
+                    assert!(address + NODESIZE as u64 <= mirror || address >= mirror + 0x10000);
+                }
+                addresses.push(address);
+            }
+        }
+        let count = addresses.len();
+        addresses.sort();
+        addresses.dedup();
+        assert_eq!(addresses.len(), count, "no two blocks share an address");
+        assert_eq!(count, allocated.block_count());
+    }
 }
