@@ -1,0 +1,24 @@
+#!/bin/bash
+# Written by kato-image: loads the container images baked into KATO-DATA.
+# index.tsv lines: <tar sha256> <image id> <file> <reference>
+set -euo pipefail
+data=${1:-/var/lib/kato-data}
+index=$data/index.tsv
+[[ -r $index ]] || { echo "kato-preload: $index is missing" >&2; exit 1; }
+failed=0
+while IFS=$'	' read -r sha256 id file reference; do
+  [[ -z $sha256 || $sha256 == \#* ]] && continue
+  if docker image inspect "$id" >/dev/null 2>&1; then
+    echo "kato-preload: $reference already loaded ($id)"
+    continue
+  fi
+  actual=$(sha256sum "$data/$file" | cut -d' ' -f1)
+  if [[ $actual != "$sha256" ]]; then
+    echo "kato-preload: $file has SHA-256 $actual, not $sha256 as the index says; not loading $reference" >&2
+    failed=1
+    continue
+  fi
+  docker load --input "$data/$file"
+  echo "kato-preload: loaded $reference ($id)"
+done < "$index"
+exit "$failed"
