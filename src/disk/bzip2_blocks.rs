@@ -1,5 +1,5 @@
-//! bzip2 decoded on several cores. Vendor images come as `.bz2`, and one core decodes
-//! bzip2 at about 200 MB/s of output, so the first build of a release waits on it.
+//! bzip2 decoded on several cores. Vendor images come as `.bz2`, and the first build of a
+//! release waits on decoding it.
 //!
 //! A bzip2 stream is laid out as follows (bit offsets; only the header is byte-aligned):
 //!
@@ -13,10 +13,10 @@
 //! | 48..80 | the stream CRC: for each block, `crc = crc.rotate_left(1) ^ block_crc` |
 //! | 80.. | zero bits up to a byte boundary; another stream may follow |
 //!
-//! Blocks do not depend on each other. Each one is cut out at its magic, wrapped as a stream
-//! of its own (header, the block's bits, end magic, the block's CRC as the stream CRC) and
-//! decoded on a worker thread, which checks the block CRC; the outputs are put back in order.
-//! The splitter checks every stream CRC against the block CRCs it saw.
+//! Blocks do not depend on each other. Each one is cut out at its magic and decoded on a
+//! worker thread by our own block decoder (`bzip2_block`), which must end exactly at the
+//! next magic and checks the block CRC; the outputs (data, and zero runs as lengths) are put
+//! back in order. The splitter checks every stream CRC against the block CRCs it saw.
 //!
 //! The magics are not escaped, so a block's coded bits may contain one by chance (about
 //! once in 2^47 bit positions, for two magics). That split shows as a bad block or a stream CRC mismatch,
@@ -27,6 +27,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::bzip2_block::{BlockDecoder, Piece};
+
 const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
 const END_MAGIC: u64 = 0x1772_4538_5090;
 /// A level-9 block codes 900 000 bytes; the reference encoder's bits can exceed that a
@@ -34,7 +36,6 @@ const END_MAGIC: u64 = 0x1772_4538_5090;
 /// decoder.
 const MAX_BLOCK_BYTES: usize = 2 << 20;
 const READ_SIZE: usize = 1 << 20;
-const OUTPUT_CHUNK: usize = 1 << 20;
 /// Worker count limit: past this, memory grows and the writer is the bottleneck anyway.
 const MAX_WORKERS: usize = 8;
 
@@ -101,26 +102,8 @@ fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// A one-block stream holding bits `start..end` of `bytes` (the block, from its magic),
-/// under its own stream's level so that the decoder enforces the same block size limit.
-fn wrap_block(bytes: &[u8], start: usize, end: usize, level: u8, block_crc: u32) -> Vec<u8> {
-    let mut out = BitWriter::default();
-    out.bytes.extend_from_slice(b"BZh");
-    out.bytes.push(level);
-    let mut bit = start;
-    while end - bit >= 57 {
-        out.push(bits_at(bytes, bit, 56), 56);
-        bit += 56;
-    }
-    if end > bit {
-        out.push(bits_at(bytes, bit, (end - bit) as u32), (end - bit) as u32);
-    }
-    out.push(END_MAGIC, 48);
-    out.push(u64::from(block_crc), 32);
-    out.bytes
-}
-
 /// Appends bits, most significant first.
+#[cfg(test)]
 #[derive(Default)]
 struct BitWriter {
     bytes: Vec<u8>,
@@ -128,6 +111,7 @@ struct BitWriter {
     used: u32,
 }
 
+#[cfg(test)]
 impl BitWriter {
     fn push(&mut self, value: u64, mut n: u32) {
         if self.used == 0 && n.is_multiple_of(8) {
@@ -196,21 +180,26 @@ impl<R: Read> Input<R> {
     }
 }
 
-/// A block's output: chunks, then an empty chunk to say it is complete.
-type Output = io::Result<Vec<u8>>;
+/// A block's output: pieces, then `None` to say it is complete.
+type Output = io::Result<Option<Piece>>;
 
+/// One block to decode: its bytes (from the one its magic starts in), where its bits start
+/// and end in them, and its stream's level.
 struct Job {
-    stream: Vec<u8>,
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+    level: u8,
     output: SyncSender<Output>,
 }
 
 /// Decodes the bzip2 file `reader` (one or more streams) on up to `workers` threads and hands
-/// the output to `emit` in order, in chunks of at most 1 MiB. Errors of kind `InvalidData`
-/// mean "not decodable this way".
+/// the output to `emit` in order: data in pieces of at most 1 MiB, and zero runs. Errors of
+/// kind `InvalidData` mean "not decodable this way".
 pub fn decode<R, E>(reader: R, workers: usize, emit: E) -> io::Result<()>
 where
     R: Read + Send,
-    E: FnMut(Vec<u8>) -> io::Result<()>,
+    E: FnMut(Piece) -> io::Result<()>,
 {
     let workers = workers.clamp(1, MAX_WORKERS);
     let (job_sender, job_receiver) = sync_channel::<Job>(workers);
@@ -249,13 +238,13 @@ where
 
 fn collect(
     order: &Receiver<Receiver<Output>>,
-    mut emit: impl FnMut(Vec<u8>) -> io::Result<()>,
+    mut emit: impl FnMut(Piece) -> io::Result<()>,
 ) -> io::Result<()> {
     for block in order.iter() {
         loop {
             match block.recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => break,
-                Ok(chunk) => emit(chunk?)?,
+                Ok(Ok(None)) => break,
+                Ok(piece) => emit(piece?.expect("None ends the block"))?,
                 // A worker that stops without saying the block is complete has failed.
                 Err(_) => return Err(corrupt("a decoder thread stopped inside a block")),
             }
@@ -265,44 +254,22 @@ fn collect(
 }
 
 fn decode_jobs(jobs: &Mutex<Receiver<Job>>) {
+    let mut decoder = BlockDecoder::new();
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
-        let mut decoder = bzip2::read::BzDecoder::new(&job.stream[..]);
-        loop {
-            let mut chunk = vec![0u8; OUTPUT_CHUNK];
-            let mut filled = 0;
-            let result = loop {
-                match decoder.read(&mut chunk[filled..]) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == chunk.len() {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(corrupt(format!("block: {e}"))),
-                }
-            };
-            let complete = filled < chunk.len();
-            chunk.truncate(filled);
-            let sent = match result {
-                Err(e) => {
-                    let _ = job.output.send(Err(e));
-                    break;
-                }
-                Ok(()) if chunk.is_empty() => job.output.send(Ok(chunk)),
-                Ok(()) if complete => job
-                    .output
-                    .send(Ok(chunk))
-                    .and_then(|()| job.output.send(Ok(Vec::new()))),
-                Ok(()) => job.output.send(Ok(chunk)),
-            };
-            if sent.is_err() || complete {
-                break;
-            }
-        }
+        let output = &job.output;
+        let mut send = |piece: Piece| {
+            output
+                .send(Ok(Some(piece)))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the collector stopped"))
+        };
+        let result = decoder.decode(&job.bytes, job.start, job.end, job.level, &mut send);
+        let _ = match result {
+            Ok(_) => output.send(Ok(None)),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => output.send(Err(corrupt(format!("block: {e}")))),
+        };
     }
 }
 
@@ -378,11 +345,15 @@ fn split<R: Read>(
                     return Err(corrupt("the stream ends inside a block"));
                 }
             };
-            let stream = wrap_block(&input.buffer, bit, end, level, block_crc);
+            let first = bit / 8;
+            let bytes = input.buffer[first..end.div_ceil(8)].to_vec();
             let (sender, receiver) = sync_channel(2);
             if jobs
                 .send(Job {
-                    stream,
+                    bytes,
+                    start: bit - first * 8,
+                    end: end - first * 8,
+                    level: level - b'0',
                     output: sender,
                 })
                 .is_err()
@@ -395,6 +366,18 @@ fn split<R: Read>(
             bit = end % 8;
         }
     }
+}
+
+/// Every magic in `bytes`, by bit position (for tests of the block decoder).
+#[cfg(test)]
+pub(crate) fn magics(bytes: &[u8]) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut from = 32;
+    while let Some(at) = find_magic(bytes, from) {
+        found.push(at);
+        from = at + 48;
+    }
+    found
 }
 
 #[cfg(test)]
@@ -411,8 +394,11 @@ mod tests {
 
     fn decoded(file: &[u8], workers: usize) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        decode(file, workers, |chunk| {
-            out.extend(chunk);
+        decode(file, workers, |piece| {
+            match piece {
+                Piece::Data(d) => out.extend(d),
+                Piece::Zeros(n) => out.resize(out.len() + n as usize, 0),
+            }
             Ok(())
         })
         .map(|()| out)
@@ -434,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn a_block_wrapped_alone_is_a_valid_stream() {
+    fn blocks_decode_apart() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let file = compress(&data, 1);
         let out = decoded(&file, 3).unwrap();

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use super::bzip2_block::Piece;
 use super::digest::{ImageDigests, StreamDigests, ZeroLeaves};
 use super::sparse::SparseWriter;
 use crate::progress::Progress;
@@ -84,24 +85,24 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Sends what is written to another thread in chunks.
+/// Sends what is written to another thread in pieces.
 struct ChunkWriter {
-    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+    sender: std::sync::mpsc::SyncSender<Piece>,
     buffer: Vec<u8>,
 }
 
 const CHUNK: usize = 1 << 20;
 
 impl ChunkWriter {
-    /// Passes on a chunk made elsewhere, after what is buffered, without copying it.
-    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+    /// Passes on a piece made elsewhere, after what is buffered, without copying it.
+    fn send(&mut self, piece: Piece) -> io::Result<()> {
         self.flush()?;
-        self.deliver(chunk)
+        self.deliver(piece)
     }
 
-    fn deliver(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+    fn deliver(&mut self, piece: Piece) -> io::Result<()> {
         self.sender
-            .send(chunk)
+            .send(piece)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped"))
     }
 }
@@ -119,7 +120,7 @@ impl Write for ChunkWriter {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buffer.is_empty() {
             let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
-            self.deliver(full)?;
+            self.deliver(Piece::Data(full))?;
         }
         Ok(())
     }
@@ -191,7 +192,7 @@ fn decompress_with(
     })?;
     progress.start(&format!("decompressing {label}"), Some(compressed_len));
 
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Piece>(8);
     let decoder = std::thread::spawn(move || -> io::Result<()> {
         let mut writer = ChunkWriter {
             sender,
@@ -201,7 +202,7 @@ fn decompress_with(
         match compression {
             Compression::None => io::copy(&mut reader, &mut writer).map(|_| ())?,
             Compression::Bzip2 if workers > 1 => {
-                super::bzip2_blocks::decode(reader, workers, |chunk| writer.send(chunk))?
+                super::bzip2_blocks::decode(reader, workers, |piece| writer.send(piece))?
             }
             Compression::Bzip2 => {
                 io::copy(&mut bzip2::read::MultiBzDecoder::new(reader), &mut writer).map(|_| ())?
@@ -222,8 +223,12 @@ fn decompress_with(
     let mut sparse = SparseWriter::observed(output, zeros.map(StreamDigests::new));
     let mut reported = 0u64;
     let mut write_error = None;
-    for chunk in receiver.iter() {
-        if let Err(e) = sparse.write_all(&chunk) {
+    for piece in receiver.iter() {
+        let written = match piece {
+            Piece::Data(bytes) => sparse.write_all(&bytes),
+            Piece::Zeros(n) => sparse.write_zeros(n),
+        };
+        if let Err(e) = written {
             write_error = Some(e);
             break;
         }

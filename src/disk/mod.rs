@@ -1,7 +1,9 @@
 //! The disk engine: vendor images decompressed once into a sparse cache, per-role working
 //! copies that copy no holes, the partition table, partition windows and layout changes.
 
+pub mod bzip2_block;
 pub mod bzip2_blocks;
+mod bzip2_crc;
 pub mod decompress;
 pub mod digest;
 pub mod gpt;

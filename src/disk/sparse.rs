@@ -97,6 +97,23 @@ impl<O: Observe> SparseWriter<O> {
         Ok(())
     }
 
+    /// Appends `n` zero bytes: holes, never written or scanned.
+    pub fn write_zeros(&mut self, mut n: u64) -> io::Result<()> {
+        const ZEROS: [u8; BLOCK] = [0; BLOCK];
+        // Finish a partial block as bytes, then whole blocks are a hole.
+        if !self.pending.is_empty() {
+            let take = ((BLOCK - self.pending.len()) as u64).min(n) as usize;
+            self.write_all(&ZEROS[..take])?;
+            n -= take as u64;
+        }
+        let whole = n / BLOCK as u64 * BLOCK as u64;
+        if whole > 0 {
+            self.observer.zeros(whole);
+            self.position += whole;
+        }
+        self.write_all(&ZEROS[..(n - whole) as usize])
+    }
+
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(offset))?;
         self.file.write_all(data)
