@@ -39,3 +39,35 @@ impl fmt::Display for Origin {
         }
     }
 }
+
+/// Text from an input, quoted for a message: control characters (NUL, escape sequences that
+/// would clear a terminal or set its title) are shown escaped, never sent raw.
+pub fn quoted(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// Text from an input shown unquoted in a message, its control characters escaped.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::quoted("a\u{1b}]0;x\u{7}\0"),
+            r#""a\u{1b}]0;x\u{7}\0""#
+        );
+        assert_eq!(super::printable("ró\u{1b}[2J"), r"ró\u{1b}[2J");
+    }
+}

@@ -106,11 +106,19 @@ impl PlannedRole {
     }
 }
 
-/// `boot.ipxe`'s map: which role each listed machine boots.
+/// A machine in the map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedMachine {
+    pub role: String,
+    pub instance: Option<u32>,
+    pub hostname: Option<String>,
+}
+
+/// `boot.ipxe`'s map: which role each listed machine boots, and its identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineMap {
-    /// MAC address (lower case) to role.
-    pub machines: BTreeMap<String, String>,
+    /// By MAC address (lower case).
+    pub machines: BTreeMap<String, MappedMachine>,
     /// The roles, for the menu offered to unknown machines.
     pub roles: Vec<String>,
     pub unknown: UnknownMachine,
@@ -168,9 +176,7 @@ impl BuildPlan {
 fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, PlanError> {
     let plan = crate::role::plan(&profile, &request.project.units).map_err(ProjectError::from)?;
     let config = config::render(&plan, Format::Ignition).map_err(ProjectError::from)?;
-    if !request.allow_unpinned {
-        check_pinned(&profile)?;
-    }
+    check_images(&profile, request.allow_unpinned)?;
     let release = (request.release)(&profile);
     let wanted: BTreeSet<OutputKind> = match request.outputs {
         Some(outputs) => outputs.iter().copied().collect(),
@@ -221,18 +227,35 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
     })
 }
 
-/// Refuses registry images named by tag alone (before anything is downloaded).
-fn check_pinned(profile: &Profile) -> Result<(), PlanError> {
+/// Refuses registry images named by tag alone (unless allowed), and archives that are not
+/// there, before anything is downloaded.
+fn check_images(profile: &Profile, allow_unpinned: bool) -> Result<(), PlanError> {
     for image in &profile.images {
-        if let ImageSource::Registry(reference) = &image.value
-            && reference.digest.is_none()
-        {
-            return Err(invalid(
-                &image.origin,
-                format!(
-                    "images: `{reference}` is not pinned by digest; pin it (`{reference}@sha256:...`) or build with --allow-unpinned, which records the digest it resolves to"
-                ),
-            ));
+        match &image.value {
+            ImageSource::Registry(reference) if reference.digest.is_none() && !allow_unpinned => {
+                return Err(invalid(
+                    &image.origin,
+                    format!(
+                        "images: `{reference}` is not pinned by digest; pin it (`{reference}@sha256:...`) or build with --allow-unpinned, which records the digest it resolves to"
+                    ),
+                ));
+            }
+            ImageSource::Archive { path, .. } => match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        &image.origin,
+                        format!("images: archive {} is not a file", path.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        &image.origin,
+                        format!("images: archive {}: {e}", path.display()),
+                    ));
+                }
+            },
+            ImageSource::Registry(_) => {}
         }
     }
     Ok(())
@@ -253,27 +276,55 @@ fn check_ami(profile: &Profile, settings: &AmiOutput, board: Board) -> Result<()
     }
 }
 
-/// The machine map of `roles`; a MAC listed by two roles is an error naming both places.
+/// The machine map of `roles`. A MAC address listed twice, a member number given twice in
+/// one role, or a host name given twice, is an error naming both places.
 fn machine_map(roles: &[PlannedRole]) -> Result<MachineMap, PlanError> {
-    let mut machines: BTreeMap<String, (String, Origin)> = BTreeMap::new();
+    let mut machines: BTreeMap<String, (MappedMachine, Origin)> = BTreeMap::new();
+    let mut instances: BTreeMap<(String, u32), Origin> = BTreeMap::new();
+    let mut hostnames: BTreeMap<String, Origin> = BTreeMap::new();
     for role in roles {
-        for mac in &role.profile.machines {
-            if let Some((other, first)) = machines.get(&mac.value)
-                && other != role.name()
+        for located in &role.profile.machines {
+            let (machine, origin) = (&located.value, &located.origin);
+            if let Some((other, first)) = machines.get(&machine.mac) {
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "machine {} is listed for role {} and for role {} (at {first})",
+                        machine.mac,
+                        role.name(),
+                        other.role
+                    ),
+                ));
+            }
+            if let Some(n) = machine.instance
+                && let Some(first) = instances.insert((role.name().to_string(), n), origin.clone())
             {
                 return Err(invalid(
-                    &mac.origin,
+                    origin,
                     format!(
-                        "machine {} is listed for role {} and for role {other} (at {first})",
-                        mac.value,
+                        "machine {}: role {} has member {n} already (at {first})",
+                        machine.mac,
                         role.name()
                     ),
                 ));
             }
-            machines.insert(
-                mac.value.clone(),
-                (role.name().to_string(), mac.origin.clone()),
-            );
+            if let Some(name) = &machine.hostname
+                && let Some(first) = hostnames.insert(name.clone(), origin.clone())
+            {
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "machine {}: hostname {name} is another machine's (at {first})",
+                        machine.mac
+                    ),
+                ));
+            }
+            let mapped = MappedMachine {
+                role: role.name().to_string(),
+                instance: machine.instance,
+                hostname: machine.hostname.clone(),
+            };
+            machines.insert(machine.mac.clone(), (mapped, origin.clone()));
         }
     }
     let unknown = roles
@@ -283,7 +334,7 @@ fn machine_map(roles: &[PlannedRole]) -> Result<MachineMap, PlanError> {
     Ok(MachineMap {
         machines: machines
             .into_iter()
-            .map(|(mac, (role, _))| (mac, role))
+            .map(|(mac, (mapped, _))| (mac, mapped))
             .collect(),
         roles: roles.iter().map(|r| r.name().to_string()).collect(),
         unknown,

@@ -65,15 +65,18 @@ fn every_role_boots_over_ipxe_with_its_config() {
     let template = format!("{}{{channel}}/{{board}}/{{version}}/", mirror.url());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    // Profiles with a machine map: one master, one worker.
+    // Profiles with a machine map: one master, one worker with its member number and name.
     let project = common::Scratch::new();
-    for (role, mac) in [
-        ("master", "52:54:00:00:00:0A"),
-        ("worker", "52:54:00:00:00:0b"),
+    for (role, machine) in [
+        ("master", "\"52:54:00:00:00:0A\""),
+        (
+            "worker",
+            "{mac: \"52:54:00:00:00:0b\", instance: 2, hostname: worker-2}",
+        ),
     ] {
         let path = project.path(&format!("profiles/{role}.yaml"));
         let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(&format!("machines: [\"{mac}\"]\n"));
+        text.push_str(&format!("machines: [{machine}]\n"));
         std::fs::write(&path, text).unwrap();
     }
     common::boot::build_from_mini(
@@ -156,7 +159,17 @@ fn every_role_boots_over_ipxe_with_its_config() {
 
     let served = Serve::start(&ipxe);
     let guest_url = |script: &str| format!("http://10.0.2.2:{}/{script}", served.port);
+    assert!(
+        map.contains("iseq ${net0/mac} 52:54:00:00:00:0b && set kato_identity kato.instance=2 kato.hostname=worker-2 && chain --autofree worker.ipxe ||"),
+        "{map}"
+    );
     let markers = boot_ipxe_as(&guest_url("boot.ipxe"), false, "52:54:00:00:00:0b");
+    let args: Vec<&str> = markers.cmdline.split_whitespace().collect();
+    assert!(
+        args.contains(&"kato.instance=2") && args.contains(&"kato.hostname=worker-2"),
+        "the machine's identity reaches its kernel: {}",
+        markers.cmdline
+    );
     let worker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("worker.manifest.json")).unwrap())
             .unwrap();

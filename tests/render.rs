@@ -135,12 +135,19 @@ fn master_starts_the_zookeeper_member_named_by_its_hostname() {
         std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let out = std::process::Command::new("sh")
-        .arg(bin.join("kato-instances"))
-        .arg("zookeeper@.service")
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    std::fs::write(bin.join("cmdline"), "console=ttyS0\n").unwrap();
+    let run = |bin: &std::path::Path| {
+        std::process::Command::new("sh")
+            .arg(bin.join("kato-instances"))
+            .arg("zookeeper@.service")
+            .env("PATH", &path)
+            .env("KATO_CMDLINE", bin.join("cmdline"))
+            .env("KATO_RUN_DIR", bin.join("run"))
+            .env_remove("KATO_IMDS")
+            .output()
+            .unwrap()
+    };
+    let out = run(bin);
     assert!(
         out.status.success(),
         "{}",
@@ -151,13 +158,13 @@ fn master_starts_the_zookeeper_member_named_by_its_hostname() {
         "start --no-block zookeeper@2.service\n"
     );
 
+    assert_eq!(
+        std::fs::read_to_string(bin.join("run/identity.env")).unwrap(),
+        "KATO_INSTANCE=\"2\"\nKATO_HOSTNAME=\"master-2\"\nKATO_IDENTITY_SOURCE=\"hostname\"\n"
+    );
+
     std::fs::write(bin.join("hostname"), "#!/bin/sh\necho master\n").unwrap();
-    let out = std::process::Command::new("sh")
-        .arg(bin.join("kato-instances"))
-        .arg("zookeeper@.service")
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = run(bin);
     assert!(
         !out.status.success(),
         "a hostname without a number must fail loudly"

@@ -181,6 +181,7 @@ fn print_text(out: &std::path::Path, b: &RoleBuild) {
             for copy in &ami.copies {
                 println!("    copy:    {} {}", copy.region, copy.image_id);
             }
+            println!("    launch:  {}", kato_image::emit::ami::IDENTITY_HINT);
         }
     }
     if let Some(ipxe) = &m.ipxe {

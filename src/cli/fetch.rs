@@ -15,7 +15,7 @@ use super::progress::{Reporter, bytes};
 
 /// Which release, where from, and how much to trust it. Flags win over the profile's
 /// `release:` section, which wins over the defaults.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ReleaseArgs {
     #[arg(long, value_enum)]
     pub channel: Option<ChannelArg>,

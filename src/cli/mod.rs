@@ -65,6 +65,9 @@ enum Command {
         /// Check only this role.
         #[arg(long)]
         role: Option<String>,
+        /// Accept registry images named by tag alone, as `build --allow-unpinned` does.
+        #[arg(long)]
+        allow_unpinned: bool,
         #[command(flatten)]
         project: ProjectArgs,
     },
@@ -176,7 +179,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|()| out.flush())
                 .prefix(|| "cannot write to standard output")?;
         }
-        Command::Validate { role, project } => {
+        Command::Validate {
+            role,
+            allow_unpinned,
+            project,
+        } => {
             let project = open(&project)?;
             let roles = match role {
                 Some(role) => vec![role],
@@ -185,15 +192,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if roles.is_empty() {
                 anyhow::bail!("{}: no roles to check", project.profiles.dir().display());
             }
-            for role in roles {
-                let plan = project.plan(&role)?;
-                for format in [Format::Ignition, Format::CloudConfig] {
-                    kato_image::config::render(&plan, format)?;
-                }
-                let units: Vec<&str> = plan.enabled_units().collect();
+            // What `build` checks before it writes anything, without the network.
+            let release = |profile: &kato_image::profile::Profile| {
+                fetch::ReleaseArgs::default().spec(profile.release.clone())
+            };
+            let plan = kato_image::plan::BuildPlan::make(&kato_image::plan::PlanRequest {
+                project: &project,
+                roles: &roles,
+                outputs: None,
+                release: &release,
+                ipxe_base_url: None,
+                allow_unpinned,
+            })?;
+            for role in &plan.roles {
+                kato_image::config::render(&role.plan, Format::CloudConfig)?;
+                let units: Vec<&str> = role.plan.enabled_units().collect();
                 println!(
-                    "{role}: ok ({} files; starts {})",
-                    plan.files.len(),
+                    "{}: ok ({} files; starts {})",
+                    role.name(),
+                    role.plan.files.len(),
                     units.join(", ")
                 );
             }

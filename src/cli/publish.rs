@@ -362,6 +362,7 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
     if record.public {
         println!("  public:    yes");
     }
+    println!("  launch:    {}", ami::IDENTITY_HINT);
     Ok(())
 }
 

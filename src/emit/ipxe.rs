@@ -118,6 +118,10 @@ fn addressed(file: &str, digest: &str) -> String {
     }
 }
 
+/// The iPXE setting `boot.ipxe` puts a machine's identity in (`kato.instance=N
+/// kato.hostname=NAME`) for its role's script to pass to the kernel.
+pub const IDENTITY_VAR: &str = "kato_identity";
+
 /// What one role puts into its payload.
 pub struct RolePayload<'a> {
     pub role: &'a str,
@@ -169,8 +173,10 @@ pub fn emit(
             }
         })
         .unwrap_or_default();
+    // A machine chained from boot.ipxe has its identity set; one booted straight from this
+    // script has none, and the setting expands to nothing.
     let script = format!(
-        "#!ipxe\n# {header}\nkernel {base}{kernel} {}\ninitrd {base}{initramfs}\ninitrd {base}{overlay_name}\nboot\n",
+        "#!ipxe\n# {header}\nkernel {base}{kernel} {} ${{{IDENTITY_VAR}}}\ninitrd {base}{initramfs}\ninitrd {base}{overlay_name}\nboot\n",
         args.join(" ")
     );
     let script_name = format!("{role}.ipxe");
@@ -196,9 +202,22 @@ pub fn machine_map(dir: &Path, map: &MachineMap) -> Result<String, IpxeError> {
     let mut script = String::from(
         "#!ipxe\n# kato-image machine map: each machine boots its role by MAC address.\n",
     );
-    for (mac, role) in machines {
+    for (mac, machine) in machines {
+        // What the role's script puts on the kernel command line for this machine.
+        let mut identity = Vec::new();
+        if let Some(n) = machine.instance {
+            identity.push(format!("kato.instance={n}"));
+        }
+        if let Some(name) = &machine.hostname {
+            identity.push(format!("kato.hostname={name}"));
+        }
+        let set = match identity.is_empty() {
+            true => String::new(),
+            false => format!("set {IDENTITY_VAR} {} && ", identity.join(" ")),
+        };
         script.push_str(&format!(
-            "iseq ${{net0/mac}} {mac} && chain --autofree {role}.ipxe ||\n"
+            "iseq ${{net0/mac}} {mac} && {set}chain --autofree {}.ipxe ||\n",
+            machine.role
         ));
     }
     match unknown {

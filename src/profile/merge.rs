@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::load::Layer;
-use super::schema::{FileDoc, ImageDoc, OutputsDoc, Scalar, UnitEntryDoc};
+use super::schema::{FileDoc, ImageDoc, MachineDoc, OutputsDoc, Scalar, UnitEntryDoc};
 use super::{
     AmiOutput, FileSpec, ImageSource, Instances, IpxeOutput, Located, Outputs, Profile,
     ProfileError, Release, UnitSpec, User,
@@ -120,27 +120,12 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
                 },
             );
         }
-        for mac in doc.machines.iter().flatten() {
-            let origin = at(mac.referenced);
-            let normal = mac.value.to_ascii_lowercase();
-            let valid = normal.len() == 17
-                && normal.split(':').count() == 6
-                && normal
-                    .split(':')
-                    .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
-            if !valid {
-                return Err(ProfileError::invalid(
-                    origin,
-                    format!(
-                        "machines: {:?} is not a MAC address like 52:54:00:12:34:56",
-                        mac.value
-                    ),
-                ));
-            }
-            profile.machines.push(Located {
-                value: normal,
-                origin,
-            });
+        for machine in doc.machines.iter().flatten() {
+            let origin = at(machine.referenced);
+            let value = resolve_machine(&machine.value).map_err(|message| {
+                ProfileError::invalid(origin.clone(), format!("machines: {message}"))
+            })?;
+            profile.machines.push(Located { value, origin });
         }
         if let Some(doc_outputs) = &doc.outputs {
             merge_outputs(&mut outputs, doc_outputs);
@@ -319,6 +304,59 @@ fn unit_spec(
         value: spec,
         origin,
     })
+}
+
+/// A machine entry, checked: a MAC address (lower case), a member number from 1 to 255 (what
+/// ZooKeeper accepts as `myid`), a host name of RFC 1123 labels.
+fn resolve_machine(doc: &MachineDoc) -> Result<super::Machine, String> {
+    let (mac, instance, hostname) = match doc {
+        MachineDoc::Mac(mac) => (mac, None, None),
+        MachineDoc::Full(full) => (&full.mac, full.instance, full.hostname.clone()),
+    };
+    let normal = mac.to_ascii_lowercase();
+    let valid = normal.len() == 17
+        && normal.split(':').count() == 6
+        && normal
+            .split(':')
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+    if !valid {
+        return Err(format!(
+            "{} is not a MAC address like 52:54:00:12:34:56",
+            crate::origin::quoted(mac)
+        ));
+    }
+    if let Some(n) = instance
+        && !(1..=255).contains(&n)
+    {
+        return Err(format!(
+            "instance {n} of {normal} is not a member number from 1 to 255"
+        ));
+    }
+    if let Some(name) = &hostname
+        && !is_hostname(name)
+    {
+        return Err(format!(
+            "hostname {} of {normal} is not a host name (lower-case letters, digits and `-` in labels of up to 63, separated by `.`)",
+            crate::origin::quoted(name)
+        ));
+    }
+    Ok(super::Machine {
+        mac: normal,
+        instance,
+        hostname,
+    })
+}
+
+pub(super) fn is_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {

@@ -44,10 +44,19 @@ pub struct Profile {
     pub data: DataSettings,
     pub outputs: Outputs,
     pub metadata: BTreeMap<String, Located<String>>,
-    /// MAC addresses (lower case) of machines that boot this role.
-    pub machines: Vec<Located<String>>,
+    /// The machines that boot this role from `boot.ipxe`.
+    pub machines: Vec<Located<Machine>>,
     /// The profile files merged into this one, root first.
     pub sources: Vec<SourceFile>,
+}
+
+/// A machine of a role: its MAC address (lower case) and what `boot.ipxe` tells it on its
+/// kernel command line (`kato.instance=`, `kato.hostname=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub mac: String,
+    pub instance: Option<u32>,
+    pub hostname: Option<String>,
 }
 
 /// A file read as input, and the SHA-256 of the bytes that were read.

@@ -8,6 +8,36 @@ use serde_saphyr::Spanned;
 
 pub use crate::release::{Board, Channel};
 
+/// `Deserialize` for an entry written either as a string or as a map, whose errors say
+/// what was expected in the user's words (serde's untagged enums say only that nothing
+/// matched).
+macro_rules! string_or_map {
+    ($name:ident, $string:ident, $map:ident, $expected:literal) => {
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($expected)
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<$name, E> {
+                        Ok($name::$string(v.to_string()))
+                    }
+                    fn visit_map<M: serde::de::MapAccess<'de>>(
+                        self,
+                        map: M,
+                    ) -> Result<$name, M::Error> {
+                        Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                            .map($name::$map)
+                    }
+                }
+                deserializer.deserialize_any(Visitor)
+            }
+        }
+    };
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileDoc {
@@ -27,8 +57,8 @@ pub struct ProfileDoc {
     pub data: Option<DataDoc>,
     pub outputs: Option<OutputsDoc>,
     pub metadata: Option<BTreeMap<String, Spanned<Scalar>>>,
-    /// MAC addresses of the machines that boot this role over iPXE (`boot.ipxe`).
-    pub machines: Option<Vec<Spanned<String>>>,
+    /// The machines that boot this role over iPXE (`boot.ipxe`).
+    pub machines: Option<Vec<Spanned<MachineDoc>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -66,12 +96,18 @@ pub struct FileDoc {
 }
 
 /// A unit is named (from `units/`) or written inline.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum UnitEntryDoc {
     Name(String),
     Full(UnitDoc),
 }
+
+string_or_map!(
+    UnitEntryDoc,
+    Name,
+    Full,
+    "a unit name such as cadvisor.service, or a map with `name:` (and `contents:`, `enabled:`, `instances:` or `instance_from:`)"
+);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,16 +125,49 @@ pub struct UnitDoc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceSource {
-    /// The trailing number of the node's short hostname (`master-2` gives `2`).
-    Hostname,
+    /// Chosen by the machine at boot: `kato.instance=` on its kernel command line (set by
+    /// `boot.ipxe`), else its EC2 `kato:instance` tag, else the trailing number of its host
+    /// name (`master-2` gives `2`). `hostname` is the older name for it.
+    #[serde(alias = "hostname")]
+    Machine,
 }
 
 /// A container image to bake in: a registry reference, or a local archive.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum ImageDoc {
     Reference(String),
     Full(ImageSpecDoc),
+}
+
+string_or_map!(
+    ImageDoc,
+    Reference,
+    Full,
+    "an image reference such as docker.io/library/zookeeper:3.9@sha256:..., or a map with `archive:` (and `sha256:`) or `reference:`"
+);
+
+/// A machine that boots the role: its MAC address, or the address with its member number
+/// and hostname (given to it on the kernel command line by `boot.ipxe`).
+#[derive(Debug, Clone)]
+pub enum MachineDoc {
+    Mac(String),
+    Full(MachineSpecDoc),
+}
+
+string_or_map!(
+    MachineDoc,
+    Mac,
+    Full,
+    "a MAC address such as 52:54:00:12:34:56, or a map with `mac:` (and `instance:`, `hostname:`)"
+);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpecDoc {
+    pub mac: String,
+    /// The machine's member number (ZooKeeper's `myid`), 1 to 255.
+    pub instance: Option<u32>,
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,13 +300,42 @@ pub enum IpxePreset {
 }
 
 /// Role metadata values are scalars; they end up as strings in `/etc/kato/role.env`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
     Bool(bool),
     Int(i64),
     Float(f64),
     String(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a single value (text, a number, true or false), not a list or map")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom(format!("{v} is too large a number")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::String(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl std::fmt::Display for Scalar {

@@ -218,7 +218,7 @@ fn place_units<'a>(
                     origin,
                     format!(
                         "units: template `{}` is chosen for role {role}; say which instance runs \
-                         (`instances: [1]` or `instance_from: hostname`) in the profile",
+                         (`instances: [1]` or `instance_from: machine`) in the profile",
                         file.name
                     ),
                 ));
@@ -236,7 +236,7 @@ fn place_units<'a>(
                     placed.machine.push((name, file, origin.clone()));
                 }
             }
-            (true, Instances::FromNode(InstanceSource::Hostname)) => {
+            (true, Instances::FromNode(InstanceSource::Machine)) => {
                 placed.from_node.push(file.name.clone());
                 placed
                     .machine
@@ -312,15 +312,17 @@ const INSTANCES_SCRIPT: &str = include_str!("scripts/kato-instances.sh");
 
 fn instances_unit(templates: &[String]) -> String {
     format!(
-        "# Written by kato-image: starts the instances this machine's hostname selects.\n\
+        "# Written by kato-image: starts the instances of this machine's member number.\n\
          [Unit]\n\
-         Description=Start role template units for this machine's instance number\n\
+         Description=Start role template units for this machine's member number\n\
          After=network-online.target docker.service\n\
          Wants=network-online.target\n\
          \n\
          [Service]\n\
          Type=oneshot\n\
          RemainAfterExit=yes\n\
+         StandardOutput=journal+console\n\
+         StandardError=journal+console\n\
          ExecStart={INSTANCES_SCRIPT_PATH} {}\n\
          \n\
          [Install]\n\
@@ -448,7 +450,7 @@ mod tests {
         assert!(placed.from_node.is_empty());
         let from_node = profile(
             "master",
-            vec![spec(Instances::FromNode(InstanceSource::Hostname))],
+            vec![spec(Instances::FromNode(InstanceSource::Machine))],
         );
         let chosen = choose_units(&from_node, &lib).unwrap();
         let placed = place_units(&chosen, "master").unwrap();

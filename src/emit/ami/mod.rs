@@ -179,6 +179,10 @@ impl AmiIdentity {
     }
 }
 
+/// How machines launched from a role's AMI learn their member number and host name: EC2
+/// gives instance tags to the machine only when metadata tags are on.
+pub const IDENTITY_HINT: &str = "give each instance tags kato:instance=N and kato:hostname=NAME, and launch with --metadata-options InstanceMetadataTags=enabled, so that it knows which member of its role it is";
+
 /// The tag that holds the BLAKE3 of the image an AMI was made from (`b3sum` of the file).
 pub const IMAGE_TAG: &str = "kato:image-blake3";
 
