@@ -76,7 +76,17 @@ struct CurrentRecord {
 pub struct Partial {
     pub data: PathBuf,
     pub meta: PathBuf,
+    lock_path: PathBuf,
     _lock: File,
+}
+
+/// Whether `file` is the file at `path` now.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,16 +240,24 @@ impl Cache {
         let key = hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
         let dir = self.root.join("partial");
         let lock_path = dir.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(error(&lock_path))?;
-        lock.lock().map_err(error(&lock_path))?;
+        // A finished download removes its lock file while holding it: a run that was
+        // waiting then holds a lock on a file no longer there, so it opens the path again.
+        let lock = loop {
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(error(&lock_path))?;
+            lock.lock().map_err(error(&lock_path))?;
+            if same_file(&lock, &lock_path) {
+                break lock;
+            }
+        };
         Ok(Partial {
             data: dir.join(format!("{key}.part")),
             meta: dir.join(format!("{key}.json")),
+            lock_path,
             _lock: lock,
         })
     }
@@ -289,6 +307,12 @@ impl Partial {
     pub fn discard(&self) {
         let _ = fs::remove_file(&self.data);
         let _ = fs::remove_file(&self.meta);
+    }
+
+    /// The download is in the cache: its partial files and its lock file go.
+    pub fn finish(self) {
+        self.discard();
+        let _ = fs::remove_file(&self.lock_path);
     }
 }
 

@@ -138,6 +138,7 @@ impl BuildPlan {
         if request.roles.is_empty() {
             return Err(PlanError::NoRoles);
         }
+        check_unit_roles(request.project)?;
         let mut roles = Vec::new();
         for name in request.roles {
             let profile = request.project.profile(name)?;
@@ -225,6 +226,31 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
         ipxe,
         ami,
     })
+}
+
+/// A unit given by `[X-Fleet]` to a role no profile defines is a typo that would leave the
+/// unit on no machine at all.
+fn check_unit_roles(project: &Project) -> Result<(), PlanError> {
+    let roles = project.roles()?;
+    for unit in project.units.units.values() {
+        if let Some(unknown) = unit
+            .fleet
+            .roles()
+            .into_iter()
+            .find(|r| !roles.iter().any(|k| k == r))
+        {
+            return Err(invalid(
+                &unit.origin,
+                format!(
+                    "[X-Fleet] MachineMetadata gives `{}` to role {}, which no profile defines (roles: {})",
+                    unit.name,
+                    crate::origin::quoted(unknown),
+                    roles.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses registry images named by tag alone (unless allowed), and archives that are not

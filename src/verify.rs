@@ -313,6 +313,18 @@ fn is_soft_revocation(signature: &Signature) -> bool {
     )
 }
 
+/// A revocation's reason, as a person says it.
+fn revocation_reason(revocation: &Signature) -> &'static str {
+    match revocation.revocation_reason_code() {
+        Some(RevocationCode::KeyCompromised) => "the key was compromised",
+        Some(RevocationCode::KeySuperseded) => "the key was superseded",
+        Some(RevocationCode::KeyRetired) => "the key was retired",
+        Some(RevocationCode::CertUserIdInvalid) => "its user ID is no longer valid",
+        Some(RevocationCode::NoReason) | None => "no reason given",
+        Some(_) => "for a reason this tool does not know",
+    }
+}
+
 /// Whether a revocation applies to a signature made at `t`.
 fn revokes_at(revocation: &Signature, t: Timestamp) -> bool {
     !is_soft_revocation(revocation) || revocation.created().is_some_and(|r| r <= t)
@@ -336,8 +348,8 @@ fn primary_state_at(key: &SignedPublicKey, t: Timestamp) -> Result<bool, String>
     for revocation in &key.details.revocation_signatures {
         if revocation.verify_key(primary).is_ok() && revokes_at(revocation, t) {
             return Err(format!(
-                "the primary key is revoked ({:?})",
-                revocation.revocation_reason_code()
+                "the primary key is revoked ({})",
+                revocation_reason(revocation)
             ));
         }
     }
@@ -414,8 +426,8 @@ fn subkey_valid_at(
             && revokes_at(revocation, t)
         {
             return Err(format!(
-                "the subkey is revoked ({:?})",
-                revocation.revocation_reason_code()
+                "the subkey is revoked ({})",
+                revocation_reason(revocation)
             ));
         }
     }

@@ -455,7 +455,9 @@ fn damaged_primary_header_names_the_backup_and_uses_it_only_when_asked() {
         text.contains("primary GPT header is damaged (header CRC32 is"),
         "{text}"
     );
-    assert!(text.contains("--use-backup-gpt"), "{text}");
+    // Only inspect has --use-backup-gpt, so only inspect suggests it.
+    assert!(!text.contains("--use-backup-gpt"), "{text}");
+    assert!(inspect_error(&path).contains("pass --use-backup-gpt"));
     let json = inspect_json(&path, &["--use-backup-gpt"]);
     assert_eq!(json["table_from_backup"], true);
     assert_eq!(json["disk_guid"], "00000000-0000-0000-0000-000000000001");

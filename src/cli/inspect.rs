@@ -17,11 +17,20 @@ pub struct InspectArgs {
     /// If the primary GPT header is damaged, read the backup header instead.
     #[arg(long)]
     pub use_backup_gpt: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let reporter = Reporter::for_stderr(false, args.json);
-    let report = inspect(&args.image, args.use_backup_gpt, &reporter)?;
+    let reporter = Reporter::for_stderr(args.quiet, args.json);
+    let report = inspect(&args.image, args.use_backup_gpt, &reporter).map_err(|e| match e {
+        kato_image::disk::DiskError::Gpt {
+            source: kato_image::disk::GptError::PrimaryDamaged { .. },
+            ..
+        } => anyhow::anyhow!("{e}: pass --use-backup-gpt to read it"),
+        e => e.into(),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

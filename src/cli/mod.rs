@@ -30,6 +30,9 @@ use kato_image::project::Project;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print progress lines on stderr even when it is not a terminal (a CI log).
+    #[arg(long, global = true)]
+    progress: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +137,7 @@ impl From<FormatArg> for Format {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::LINES_WANTED.store(cli.progress, std::sync::atomic::Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -147,7 +151,9 @@ pub fn main() -> ExitCode {
 /// embed their sources; `Prefix` puts the command line's context in front), so no chain of
 /// sources is walked here.
 fn one_line(error: &anyhow::Error) -> String {
-    error.to_string().replace('\n', " ")
+    // Any control character quoted from an input (an escape sequence that would clear the
+    // terminal or set its title) is shown escaped.
+    kato_image::origin::printable(&error.to_string().replace('\n', " "))
 }
 
 /// Where an error happened, in front of its message, on the same line: the command line's

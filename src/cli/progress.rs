@@ -1,4 +1,5 @@
-//! Progress on stderr: a bar on a terminal, plain periodic lines otherwise (CI logs).
+//! Progress on stderr: a bar on a terminal; elsewhere only notes, or with `--progress`
+//! plain periodic lines (CI logs).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -25,15 +26,23 @@ pub struct LineState {
 
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
+/// `--progress`: progress lines even when stderr is not a terminal.
+pub static LINES_WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Reporter {
-    /// `quiet`: nothing at all; `json`: notes only (stdout carries the JSON).
+    /// `quiet`: nothing at all; `json`: notes only (stdout carries the JSON). A bar on a
+    /// terminal; elsewhere notes only, unless `--progress` asks for periodic lines (CI logs),
+    /// so that a failing command's error is the only line a script sees.
     pub fn for_stderr(quiet: bool, json: bool) -> Self {
+        let lines = LINES_WANTED.load(std::sync::atomic::Ordering::Relaxed);
         if quiet {
             Reporter::Quiet
-        } else if json {
+        } else if json && !lines {
             Reporter::NotesOnly
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !json {
             Reporter::Bar(Mutex::new(None))
+        } else if !lines {
+            Reporter::NotesOnly
         } else {
             Reporter::Lines(Mutex::new(LineState {
                 name: String::new(),
@@ -153,6 +162,8 @@ impl Progress for Reporter {
     }
 
     fn note(&self, message: &str) {
+        let message = kato_image::origin::printable(message);
+        let message = message.as_str();
         match self {
             Reporter::Bar(bar) => match bar.lock().expect("progress lock").as_ref() {
                 Some(bar) => bar.println(message),

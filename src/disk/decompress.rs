@@ -158,8 +158,11 @@ pub fn decompress_to_sparse(
         Err(DecompressError::Corrupt {
             format: "bzip2", ..
         }) if cores > 1 => {
-            progress.note("the bzip2 blocks did not decode apart; decoding again on one core");
-            decompress_with(source, label, destination, zeros, progress, 1)
+            let decoded = decompress_with(source, label, destination, zeros, progress, 1)?;
+            progress.note(&format!(
+                "{label}: its bzip2 blocks did not decode apart, so it was decoded on one core"
+            ));
+            Ok(decoded)
         }
         result => result,
     }
@@ -216,7 +219,7 @@ fn decompress_with(
                 io::copy(&mut decoder, &mut writer).map(|_| ())?
             }
             Compression::Xz => lzma_rs::xz_decompress(&mut reader, &mut writer)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?,
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, xz_words(&e)))?,
         }
         writer.flush()
     });
@@ -276,6 +279,16 @@ fn decompress_with(
         len,
         digests: digests.map(StreamDigests::finish),
     })
+}
+
+/// An xz decoder error, in words (the decoder's own text is its type's debug form).
+fn xz_words(error: &lzma_rs::error::Error) -> String {
+    match error {
+        lzma_rs::error::Error::IoError(e) => e.to_string(),
+        lzma_rs::error::Error::HeaderTooShort(_) => "the xz header is cut short".into(),
+        lzma_rs::error::Error::LzmaError(why) => format!("the LZMA data is damaged ({why})"),
+        lzma_rs::error::Error::XzError(why) => format!("the xz container is damaged ({why})"),
+    }
 }
 
 #[cfg(test)]

@@ -50,9 +50,17 @@ pub enum GptError {
         problem: String,
     },
     #[error(
-        "the primary GPT header is damaged ({problem}); the backup header at LBA {backup_lba} is intact: pass --use-backup-gpt to use it"
+        "the primary GPT header is damaged ({problem}); the backup header at LBA {backup_lba} is intact"
     )]
     PrimaryDamaged { problem: String, backup_lba: u64 },
+    #[error(
+        "both GPT headers are damaged: the primary at LBA 1 ({primary}), the backup at LBA {backup_lba} ({backup})"
+    )]
+    BothDamaged {
+        primary: String,
+        backup: String,
+        backup_lba: u64,
+    },
     #[error("truncated image: the GPT says the disk is {expected} bytes, the file has {actual}")]
     Truncated { expected: u64, actual: u64 },
     #[error(
@@ -286,11 +294,11 @@ impl PartitionTable {
                         "no GPT header at LBA 1 or at the last sector".into(),
                     ));
                 }
-                Err(_) => {
-                    return Err(GptError::Header {
-                        which: Which::Primary,
-                        lba: 1,
-                        problem: primary_problem,
+                Err(backup_problem) => {
+                    return Err(GptError::BothDamaged {
+                        primary: primary_problem,
+                        backup: backup_problem,
+                        backup_lba: last_lba,
                     });
                 }
             },

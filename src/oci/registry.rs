@@ -455,7 +455,7 @@ impl<'a> Registry<'a> {
             path: path.clone(),
             source,
         })?;
-        partial.discard();
+        partial.finish();
         Ok(path)
     }
 

@@ -130,6 +130,15 @@ fn parse(path: &Path) -> Result<Layer, ProfileError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    }) {
+        return Err(ProfileError::invalid(
+            Origin::file(path),
+            "the profile is empty: give its settings, or remove the file",
+        ));
+    }
     let doc: ProfileDoc = serde_saphyr::from_str(&text).map_err(|e| parse_error(path, &e))?;
     Ok(Layer {
         path: path.to_path_buf(),
@@ -153,6 +162,18 @@ fn parse_error(path: &Path, error: &serde_saphyr::Error) -> ProfileError {
     };
     ProfileError::Parse {
         origin,
-        message: message.to_string(),
+        message: in_words(message),
     }
+}
+
+/// The parser's messages that speak of its own API, in the profile writer's words.
+fn in_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!("`{key}` is given twice here; a key may appear once in a map");
+    }
+    if message.starts_with("multiple YAML documents") {
+        return "a profile is one YAML document, but this file has more than one (`---`)".into();
+    }
+    message.to_string()
 }

@@ -53,21 +53,35 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
             }
         }
         for user in doc.users.iter().flatten() {
+            for name in std::iter::once(&user.name.value).chain(&user.groups) {
+                if !is_account_name(name) {
+                    return Err(ProfileError::invalid(
+                        at(user.name.referenced),
+                        format!(
+                            "users: {} is not a user or group name (lower-case letters, digits, `_` and `-`, starting with a letter or `_`, at most 32)",
+                            crate::origin::quoted(name)
+                        ),
+                    ));
+                }
+            }
+            let keys = user
+                .ssh_authorized_keys
+                .iter()
+                .map(|key| {
+                    crate::ssh::check_entry(&key.value, user.ssh_key_options).map_err(|e| {
+                        ProfileError::invalid(
+                            at(key.referenced),
+                            format!("ssh_authorized_keys: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<String>, ProfileError>>()?;
             profile.users.push(User {
                 name: user.name.value.clone(),
                 groups: user.groups.clone(),
-                ssh_authorized_keys: user
-                    .ssh_authorized_keys
-                    .iter()
-                    .map(|k| k.value.clone())
-                    .collect(),
+                ssh_authorized_keys: keys,
                 origin: at(user.name.referenced),
             });
-            for key in &user.ssh_authorized_keys {
-                crate::ssh::check_public_key(&key.value).map_err(|e| {
-                    ProfileError::invalid(at(key.referenced), format!("ssh_authorized_keys: {e}"))
-                })?;
-            }
         }
         for file in doc.files.iter().flatten() {
             profile.files.push(file_spec(file, &layer.path)?);
@@ -245,6 +259,20 @@ fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileErr
         }
         (None, None) => Vec::new(),
     };
+    for (field, name) in [("user", &file.user), ("group", &file.group)] {
+        if let Some(name) = name
+            && !is_account_name(name)
+        {
+            return Err(ProfileError::invalid(
+                origin,
+                format!(
+                    "files: {field} {} of `{}` is not a user or group name (lower-case letters, digits, `_` and `-`, starting with a letter or `_`, at most 32)",
+                    crate::origin::quoted(name),
+                    file.path.value
+                ),
+            ));
+        }
+    }
     Ok(FileSpec {
         path: file.path.value.clone(),
         mode,
@@ -253,6 +281,14 @@ fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileErr
         contents,
         origin,
     })
+}
+
+/// A user or group name as `useradd` takes it (and a file's owner can name).
+pub(super) fn is_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && name.len() <= 32
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
 }
 
 fn parse_mode(text: &str) -> Option<u32> {

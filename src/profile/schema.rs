@@ -79,6 +79,9 @@ pub struct UserDoc {
     pub groups: Vec<String>,
     #[serde(default)]
     pub ssh_authorized_keys: Vec<Spanned<String>>,
+    /// Allow `authorized_keys` options (`command=`, `from=`, ...) in front of keys.
+    #[serde(default)]
+    pub ssh_key_options: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -371,7 +371,7 @@ impl Session<'_> {
             digests_asc_verified,
         };
         let path = options.cache.insert(key, &partial.data, &record)?;
-        partial.discard();
+        partial.finish();
         Ok(FetchedArtifact {
             record,
             path,

@@ -165,8 +165,27 @@ impl UnitLibrary {
             let is_unit = name
                 .rsplit_once('.')
                 .is_some_and(|(_, suffix)| UNIT_SUFFIXES.contains(&suffix));
-            if !is_unit || !path.is_file() {
+            if !is_unit {
                 continue;
+            }
+            // Something named like a unit that is not one would otherwise look missing.
+            let what = match fs::metadata(&path) {
+                Ok(m) if m.is_file() => None,
+                Ok(m) if m.is_dir() => Some("a folder, not a unit file".to_string()),
+                Ok(_) => Some("not a regular file".to_string()),
+                Err(_) => Some(match fs::read_link(&path) {
+                    Ok(target) => format!(
+                        "a symbolic link to {}, which does not exist",
+                        target.display()
+                    ),
+                    Err(e) => format!("cannot be read ({e})"),
+                }),
+            };
+            if let Some(what) = what {
+                return Err(UnitError::Invalid {
+                    origin: Origin::file(&path),
+                    message: format!("unit `{name}` is {what}"),
+                });
             }
             let contents = fs::read_to_string(&path).map_err(|source| UnitError::Read {
                 path: path.clone(),

@@ -46,7 +46,16 @@ fn remove_ended(parent: &Path) {
 /// The build flags that take the mini release served at `template` (with its test key) and
 /// write into `out`, caching in `cache`.
 pub fn mini_build_args(template: &str, cache: &Path, out: &Path) -> Vec<std::ffi::OsString> {
-    let keyring = mini_release().join("keyring.asc");
+    mini_build_args_with(template, &mini_release().join("keyring.asc"), cache, out)
+}
+
+/// The same for any release signed by `keyring`.
+pub fn mini_build_args_with(
+    template: &str,
+    keyring: &Path,
+    cache: &Path,
+    out: &Path,
+) -> Vec<std::ffi::OsString> {
     [
         "--release-url".as_ref(),
         template.as_ref(),
@@ -88,10 +97,15 @@ pub fn built_roles() -> tempfile::TempDir {
     out
 }
 
+/// Held while a VM runs: one at a time on two cores.
+pub fn one_vm() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_VM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs QEMU (software emulation) with `args` for at most `seconds`; the serial console.
 fn qemu(args: &[&str], seconds: u32) -> String {
-    static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_vm();
     let out = Command::new("timeout")
         .arg(seconds.to_string())
         .args([

@@ -7,7 +7,9 @@ pub mod btrfs;
 pub mod disk;
 pub mod http;
 pub mod mirror;
+pub mod node;
 pub mod registry;
+pub mod serve;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

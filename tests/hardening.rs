@@ -1,0 +1,401 @@
+//! Inputs an attacker (or a tired colleague) would try: each is refused with one line that
+//! names the place and says what was expected in the user's words, shows no raw control
+//! characters, allocates nothing it was told to, and leaves nothing written.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use common::Scratch;
+
+/// Runs `args` in `scratch` and returns its only stderr line; it must fail with status 1.
+fn one_line(scratch: &Scratch, args: &[&str]) -> String {
+    let out = scratch.kato(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        !stderr.trim_end().chars().any(|c| c.is_control()),
+        "no raw control characters: {stderr:?}"
+    );
+    stderr.trim_end().to_string()
+}
+
+fn has(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "`{part}` not in: {text}");
+    }
+}
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICeqYq3o6EwZpjNghiYqZZUXR+tcJ8ybtPzLXmGECI7k ops@example.org";
+
+#[test]
+fn a_second_line_smuggled_into_a_key_is_refused() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "profiles/probe.yaml",
+        &format!(
+            "extends: base\nusers:\n  - name: ops\n    ssh_authorized_keys:\n      - |\n        {KEY}\n        command=\"rm -rf /\" not a key at all\n"
+        ),
+    );
+    let error = one_line(&scratch, &["render", "--role", "probe"]);
+    has(
+        &error,
+        &[
+            "profiles/probe.yaml:6:",
+            "holds 2 lines; give one key per entry",
+        ],
+    );
+}
+
+#[test]
+fn key_options_need_the_profile_to_allow_them() {
+    let restricted = format!("command=\"/usr/bin/backup\",no-pty {KEY}");
+    let scratch = Scratch::new();
+    scratch.write(
+        "profiles/probe.yaml",
+        &format!(
+            "extends: base\nusers:\n  - name: backup\n    ssh_authorized_keys: ['{restricted}']\n"
+        ),
+    );
+    let error = one_line(&scratch, &["render", "--role", "probe"]);
+    has(&error, &["starts with options", "ssh_key_options: true"]);
+    scratch.write(
+        "profiles/probe.yaml",
+        &format!(
+            "extends: base\nusers:\n  - name: backup\n    ssh_key_options: true\n    ssh_authorized_keys: ['{restricted}']\n"
+        ),
+    );
+    let out = scratch
+        .kato(&["render", "--role", "probe"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no-pty ssh-ed25519"));
+}
+
+#[test]
+fn names_and_documents_a_profile_cannot_hold() {
+    let scratch = Scratch::new();
+    for (yaml, expected) in [
+        (
+            "extends: base\nfiles:\n  - path: /etc/x\n    user: \"ro:ot\"\n    contents: x\n",
+            &[
+                "profiles/probe.yaml:3:",
+                "\"ro:ot\" of `/etc/x` is not a user or group name",
+            ][..],
+        ),
+        (
+            "extends: base\nextends: base\n",
+            &["profiles/probe.yaml:2:", "`extends` is given twice"],
+        ),
+        (
+            "extends: base\n---\nextends: base\n",
+            &["one YAML document", "more than one"],
+        ),
+        (
+            "extends: base\nimages:\n  - path: x.tar\n",
+            &["profiles/probe.yaml:3:", "unknown field `path`", "archive"],
+        ),
+        (
+            "extends: base\nimages:\n  - 42\n",
+            &["profiles/probe.yaml:3:", "an image reference", "`archive:`"],
+        ),
+        (
+            "extends: base\nunits:\n  - [cadvisor.service]\n",
+            &[
+                "profiles/probe.yaml:3:",
+                "a unit name such as cadvisor.service",
+            ],
+        ),
+        (
+            "extends: base\nmetadata:\n  zone: [a, b]\n",
+            &["profiles/probe.yaml:3:", "a single value"],
+        ),
+        (
+            "extends: base\noutputs:\n  ami:\n    volume_type: floppy\n",
+            &["profiles/probe.yaml:4:", "floppy", "gp3"],
+        ),
+    ] {
+        scratch.write("profiles/probe.yaml", yaml);
+        let error = one_line(&scratch, &["render", "--role", "probe"]);
+        has(&error, expected);
+        for word in [
+            "DuplicateKeyPolicy",
+            "from_str_multiple",
+            "untagged enum",
+            "Options",
+        ] {
+            assert!(!error.contains(word), "library words: {error}");
+        }
+    }
+}
+
+#[test]
+fn an_empty_base_profile_is_an_error_not_a_silent_loss() {
+    let scratch = Scratch::new();
+    scratch.write("profiles/base.yaml", "# nothing yet\n");
+    let error = one_line(&scratch, &["validate"]);
+    has(&error, &["profiles/base.yaml", "the profile is empty"]);
+}
+
+#[test]
+fn a_unit_for_a_role_no_profile_defines_is_named() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "units/typo.service",
+        "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=role=wroker\n",
+    );
+    let error = one_line(&scratch, &["validate"]);
+    has(
+        &error,
+        &[
+            "units/typo.service",
+            "role \"wroker\"",
+            "no profile defines",
+        ],
+    );
+}
+
+#[test]
+fn things_named_like_units_that_are_not_units_are_said_so() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("units/folder.service")).unwrap();
+    let error = one_line(&scratch, &["validate"]);
+    has(&error, &["folder.service", "is a folder, not a unit file"]);
+    std::fs::remove_dir(scratch.path("units/folder.service")).unwrap();
+    std::os::unix::fs::symlink("gone.service", scratch.path("units/dangling.service")).unwrap();
+    let error = one_line(&scratch, &["validate"]);
+    has(
+        &error,
+        &[
+            "dangling.service",
+            "a symbolic link to gone.service, which does not exist",
+        ],
+    );
+}
+
+#[test]
+fn control_characters_from_input_are_shown_escaped() {
+    let scratch = Scratch::new();
+    let error = one_line(
+        &scratch,
+        &["render", "--role", "x\u{1b}]0;owned\u{7}\u{1b}[2J"],
+    );
+    has(&error, &["unknown role", r"\u{1b}"]);
+}
+
+#[test]
+fn a_mac_in_two_roles_is_refused_by_validate_and_build_writes_nothing() {
+    let scratch = Scratch::new();
+    for role in ["master", "worker"] {
+        let path = format!("profiles/{role}.yaml");
+        let text = std::fs::read_to_string(scratch.path(&path)).unwrap();
+        scratch.write(&path, &format!("{text}machines: [\"52:54:00:00:00:01\"]\n"));
+    }
+    let error = one_line(&scratch, &["validate"]);
+    has(
+        &error,
+        &[
+            "machine 52:54:00:00:00:01 is listed for role",
+            "and for role",
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let error = one_line(
+        &scratch,
+        &[
+            "build",
+            "--role",
+            "all",
+            "--output",
+            "ipxe",
+            "--offline",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    has(&error, &["52:54:00:00:00:01"]);
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// The fixture with its primary GPT header claiming `entries` entries, CRC fixed up.
+fn gpt_claiming(dir: &Path, entries: u32) -> std::path::PathBuf {
+    let path = common::disk::fixture_copy(dir, "huge.raw");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut header = [0u8; 92];
+    file.seek(SeekFrom::Start(512)).unwrap();
+    std::io::Read::read_exact(&mut file, &mut header).unwrap();
+    header[80..84].copy_from_slice(&entries.to_le_bytes());
+    header[16..20].fill(0);
+    let crc = crc32(&header);
+    header[16..20].copy_from_slice(&crc.to_le_bytes());
+    file.seek(SeekFrom::Start(512)).unwrap();
+    file.write_all(&header).unwrap();
+    path
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_gpt_claiming_two_billion_entries_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gpt_claiming(dir.path(), 0x7fff_ffff);
+    let out = common::kato()
+        .args(["inspect", "--quiet"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    has(
+        &stderr,
+        &[
+            "2147483647 partition entries of 128 bytes exceed",
+            "pass --use-backup-gpt",
+        ],
+    );
+}
+
+#[test]
+fn a_damaged_compressed_image_is_one_line_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("image.bin.bz2");
+    let mut bytes = b"BZh91AY&SY".to_vec();
+    bytes.extend(common::signing::pseudo_random(2_000_000, 5));
+    std::fs::write(&bad, bytes).unwrap();
+    let out = common::kato().arg("inspect").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "no progress lines first: {stderr}"
+    );
+    has(&stderr, &["image.bin.bz2: bzip2 data is corrupt"]);
+}
+
+#[test]
+fn publish_checks_the_image_against_its_own_manifest_before_any_aws_call() {
+    let mirror = common::mirror::Mirror::with_image(common::disk::fixture());
+    let out = tempfile::tempdir().unwrap();
+    let built = mirror.build_with(common::kato(), out.path(), &["--role", "master,worker"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let master = out.path().join("master.raw");
+    // Any AWS call would fail otherwise (nothing listens there).
+    let publish = |args: &[&str]| {
+        let out = common::kato()
+            .args(["publish", "ami"])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let worker_manifest = out.path().join("worker.manifest.json");
+    let error = publish(&[
+        master.to_str().unwrap(),
+        "--manifest",
+        worker_manifest.to_str().unwrap(),
+    ]);
+    has(
+        &error,
+        &["the manifest of role worker lists worker.raw, not master.raw"],
+    );
+    // One byte changed after the build.
+    let (_, table) = common::disk::sgdisk_table(&master);
+    let usr = table.iter().find(|p| p.name == "USR-A").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&master)
+        .unwrap();
+    file.seek(SeekFrom::Start(usr.first * 512 + 70_000))
+        .unwrap();
+    file.write_all(b"!").unwrap();
+    drop(file);
+    for dry in [false, true] {
+        let mut args = vec![master.to_str().unwrap()];
+        if dry {
+            args.push("--dry-run");
+        }
+        has(&publish(&args), &["the image changed after its build"]);
+    }
+    // No manifest at all, even for a dry run.
+    let lone = out.path().join("lone.raw");
+    std::fs::copy(&master, &lone).unwrap();
+    has(
+        &publish(&[lone.to_str().unwrap(), "--dry-run"]),
+        &["lone.manifest.json", "pass --manifest FILE"],
+    );
+}
+
+#[test]
+fn temporaries_of_killed_runs_are_removed() {
+    let mirror = common::mirror::Mirror::with_image(common::disk::fixture());
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(mirror.cache.path().join("raw")).unwrap();
+    // What kill -9 leaves: temporaries of a process that no longer runs.
+    let dead = 4_000_000_000u64;
+    let left = [
+        out.path().join(format!(".master.raw.{dead}.0.tmp")),
+        mirror
+            .cache
+            .path()
+            .join(format!("raw/.abc.raw.{dead}.1.tmp")),
+    ];
+    for path in &left {
+        std::fs::write(path, b"half").unwrap();
+    }
+    let built = mirror.build_with(common::kato(), out.path(), &["--role", "edge"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    for path in &left {
+        assert!(!path.exists(), "{} was left", path.display());
+    }
+    let locks: Vec<_> = std::fs::read_dir(mirror.cache.path().join("partial"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(locks.is_empty(), "nothing left in partial/: {locks:?}");
+}
