@@ -18,6 +18,11 @@ struct Served {
 }
 
 fn start(listen: &str) -> Served {
+    start_with(listen, &[], None)
+}
+
+/// `serve` with extra flags, and (if given) this open-files limit, as a shell sets it.
+fn start_with(listen: &str, flags: &[&str], nofile: Option<u64>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ipxe");
     std::fs::create_dir(&root).unwrap();
@@ -30,13 +35,31 @@ fn start(listen: &str) -> Served {
     std::fs::write(dir.path().join("secret"), "outside the folder").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
     std::os::unix::fs::symlink("master.ipxe", root.join("alias.ipxe")).unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kato-image"))
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("kato-image"));
+    command
         .arg("serve")
         .arg(&root)
         .args(["--listen", listen])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(flags)
+        .stderr(Stdio::piped());
+    if let Some(limit) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit in the child before exec touches only the child.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command.spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut port = 0;
     let mut banner = String::new();
@@ -196,6 +219,108 @@ fn loopback_by_default_and_a_warning_when_wider() {
         let _ = served.child.kill();
         let _ = served.child.wait();
     }
+}
+
+/// Raises this process's open-files limit to its hard limit (the flood needs over 1100).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on this process with a struct it owns.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(65_536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_stop_it_answering() {
+    raise_open_files();
+    // The usual 1024 open files; 1100 connections that send nothing, and a few that send
+    // half a header.
+    let served = start_with(
+        "127.0.0.1:0",
+        &["--header-timeout", "2", "--idle-timeout", "4"],
+        Some(1024),
+    );
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        match TcpStream::connect(("127.0.0.1", served.port)) {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    let mut partial = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+        stream
+            .write_all(b"GET /master.ipxe HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        partial.push(stream);
+    }
+    // During the flood, a new client is answered.
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(served.port, "/master.ipxe", "");
+    assert_eq!((status, body.as_slice()), (200, &b"#!ipxe\nboot\n"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Half a header is dropped within the header timeout, silence within the idle one.
+    for mut stream in partial.into_iter().chain(idle.drain(..20)) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server closing it ends the read; still open, the read times out instead.
+        let ended = stream.read_to_end(&mut rest);
+        assert!(ended.is_ok(), "still open after the timeouts: {ended:?}");
+    }
+    drop(idle);
+    // After the flood, still answering.
+    let (status, _, _) = get(served.port, "/kernel.vmlinuz", "");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let served = start("127.0.0.1:0");
+    for request in [
+        &b"GET /kernel.vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"[..],
+        b"GET /master.ipxe HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 206") || text.starts_with("HTTP/1.1 200"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_folder_is_one_line_and_nothing_about_serving() {
+    let out = common::kato()
+        .args(["serve", "/nonexistent/ipxe", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/ipxe") && !stderr.contains("serving"),
+        "{stderr}"
+    );
 }
 
 impl Drop for Served {

@@ -13,6 +13,16 @@ pub struct ServeArgs {
     /// every machine that can route to this one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Connections open at once [default: half the open-files limit]; past it, a new client
+    /// takes the slot of the oldest idle one.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a connection may stay open with nothing moving.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub idle_timeout: u64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -20,6 +30,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // A folder that is not there is reported before anything is said about serving it.
+    kato_image::serve::root(&args.dir)?;
+    let limits = kato_image::serve::Limits {
+        max: args
+            .max_connections
+            .unwrap_or_else(|| kato_image::serve::Limits::default().max)
+            .max(1),
+        header: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        idle: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+    };
     runtime.block_on(async {
         let (listener, wide) = kato_image::serve::bind(args.listen).await?;
         let local = listener.local_addr()?;
@@ -35,7 +55,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             eprintln!("stopping");
         };
-        kato_image::serve::serve(&args.dir, listener, shutdown, |entry| {
+        kato_image::serve::serve(&args.dir, listener, limits, shutdown, |entry| {
             eprintln!(
                 "{} {} {} {} {} {:.1}ms",
                 entry.peer,

@@ -15,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use tower_http::services::ServeDir;
 
 mod body;
+mod connections;
+
+pub use connections::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -49,23 +52,31 @@ struct Guard {
     log: std::sync::Arc<dyn Fn(AccessLog) + Send + Sync>,
 }
 
-/// Serves `root` on `listener` until `shutdown` completes; calls `log` once per request.
-pub async fn serve(
-    root: &Path,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    log: impl Fn(AccessLog) + Send + Sync + 'static,
-) -> Result<(), ServeError> {
-    let root = root.canonicalize().map_err(|source| ServeError::Root {
-        path: root.to_path_buf(),
+/// The folder to serve, checked: it exists and is a folder.
+pub fn root(dir: &Path) -> Result<PathBuf, ServeError> {
+    let root = dir.canonicalize().map_err(|source| ServeError::Root {
+        path: dir.to_path_buf(),
         source,
     })?;
     if !root.is_dir() {
         return Err(ServeError::Root {
-            path: root,
+            path: dir.to_path_buf(),
             source: std::io::Error::other("not a folder"),
         });
     }
+    Ok(root)
+}
+
+/// Serves `root` on `listener` within `limits` until `shutdown` completes; calls `log` once
+/// per request.
+pub async fn serve(
+    root: &Path,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    log: impl Fn(AccessLog) + Send + Sync + 'static,
+) -> Result<(), ServeError> {
+    let root = self::root(root)?;
     let guard = Guard {
         root: root.clone(),
         log: std::sync::Arc::new(log),
@@ -77,13 +88,8 @@ pub async fn serve(
     let app = axum::Router::new()
         .fallback_service(files)
         .layer(middleware::from_fn_with_state(guard, guarded));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ServeError::Io)
+    connections::run(listener, app, limits, shutdown).await;
+    Ok(())
 }
 
 /// Binds `addr`; says whether it is reachable from other machines.
