@@ -45,6 +45,8 @@ pub struct Filesystem<R> {
     device: R,
     pub superblock: Superblock,
     chunks: Vec<Chunk>,
+    /// The device's length: what any size read from the filesystem is held to.
+    device_len: u64,
 }
 
 impl Superblock {
@@ -106,6 +108,12 @@ impl Superblock {
     }
 }
 
+/// More items than this in one tree is more than any OEM or data partition holds.
+const MAX_ITEMS: usize = 4 << 20;
+/// The most data a compressed extent decodes to (BTRFS_MAX_UNCOMPRESSED), and what it
+/// may take on disk.
+const MAX_COMPRESSED_EXTENT: u64 = 128 << 10;
+
 /// Items and their data, as one tree holds them.
 pub type Items = Vec<(Key, Vec<u8>)>;
 
@@ -153,10 +161,12 @@ impl<R: Read + Seek> Filesystem<R> {
             at += 17 + 48 + 32 * chunk.stripes.len();
             chunks.push(chunk);
         }
+        let device_len = device.seek(SeekFrom::End(0))?;
         let mut fs = Filesystem {
             device,
             superblock,
             chunks,
+            device_len,
         };
         let chunk_root = fs.superblock.chunk_root;
         for (key, data) in fs.items(chunk_root)? {
@@ -186,7 +196,10 @@ impl<R: Read + Seek> Filesystem<R> {
         let chunk = self
             .chunks
             .iter()
-            .find(|c| logical >= c.logical && logical + len <= c.logical + c.length)
+            .find(|c| {
+                logical >= c.logical
+                    && logical.saturating_add(len) <= c.logical.saturating_add(c.length)
+            })
             .ok_or(ReadError::Unmapped(logical))?;
         Ok(chunk.stripes[0] + (logical - chunk.logical))
     }
@@ -228,11 +241,32 @@ impl<R: Read + Seek> Filesystem<R> {
     /// Every item of the tree rooted at `root`, in key order.
     pub fn items(&mut self, root: u64) -> Result<Items, ReadError> {
         let mut out = Vec::new();
-        self.collect(root, 8, &mut out)?;
+        let mut seen = std::collections::BTreeSet::new();
+        self.collect(root, 8, &mut out, &mut seen)?;
         Ok(out)
     }
 
-    fn collect(&mut self, logical: u64, max_level: u8, out: &mut Items) -> Result<(), ReadError> {
+    /// A block reached twice in one tree would make a walk of a few blocks as long as the
+    /// number of paths to them: a tree's blocks are each reached once.
+    fn collect(
+        &mut self,
+        logical: u64,
+        max_level: u8,
+        out: &mut Items,
+        seen: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<(), ReadError> {
+        if !seen.insert(logical) {
+            return Err(ReadError::Corrupt {
+                logical,
+                why: "the block is reached twice in one tree".into(),
+            });
+        }
+        if out.len() > MAX_ITEMS {
+            return Err(ReadError::Corrupt {
+                logical,
+                why: format!("a tree of more than {MAX_ITEMS} items"),
+            });
+        }
         let block = self.read_block(logical)?;
         let corrupt = |why: &str| ReadError::Corrupt {
             logical,
@@ -263,7 +297,7 @@ impl<R: Read + Seek> Filesystem<R> {
             }
             for i in 0..count {
                 let at = HEADER_SIZE + i * KEY_PTR_SIZE;
-                self.collect(le64(&block, at + 17), level - 1, out)?;
+                self.collect(le64(&block, at + 17), level - 1, out, seen)?;
             }
         }
         Ok(())
@@ -438,11 +472,19 @@ impl<R: Read + Seek> Filesystem<R> {
                 Kind::Dir(children)
             }
             0o100000 => {
+                // Held in memory: no file is larger than the filesystem that holds it
+                // (a sparse one could claim anything).
+                if item.size > self.superblock.total_bytes.min(self.device_len) {
+                    return Err(bad("a file larger than its filesystem"));
+                }
                 let mut data = Vec::new();
                 self.write_file(ino, item.size, &inode.extents, &mut data)?;
                 Kind::File(Contents::Bytes(data))
             }
             0o120000 => {
+                if item.size > u64::from(self.superblock.nodesize) {
+                    return Err(bad("a symlink target longer than a tree block"));
+                }
                 let mut data = Vec::new();
                 self.write_file(ino, item.size, &inode.extents, &mut data)?;
                 Kind::Symlink(data)
@@ -490,7 +532,9 @@ impl<R: Read + Seek> Filesystem<R> {
             }
             let piece = match item[20] {
                 EXTENT_INLINE => {
-                    decompress(compression, &item[21..], ram_bytes as usize).map_err(bad)?
+                    // Inline data lives in one tree block.
+                    let limit = ram_bytes.min(u64::from(self.superblock.nodesize));
+                    decompress(compression, &item[21..], limit as usize).map_err(bad)?
                 }
                 EXTENT_REGULAR | EXTENT_PREALLOC if item.len() >= 53 => {
                     let (disk_bytenr, disk_len, extent_offset, num_bytes) = (
@@ -500,21 +544,32 @@ impl<R: Read + Seek> Filesystem<R> {
                         le64(item, 45),
                     );
                     if disk_bytenr == 0 || item[20] == EXTENT_PREALLOC {
+                        let num_bytes = num_bytes.min(size - written);
                         zeros(out, num_bytes.min(size - written))?;
                         written += num_bytes.min(size - written);
                         continue;
                     }
                     if compression == COMPRESS_NONE {
                         let want = num_bytes.min(size - written);
-                        self.copy_logical(disk_bytenr + extent_offset, want, out)?;
+                        let start = disk_bytenr.checked_add(extent_offset).ok_or_else(|| {
+                            bad("an extent past the end of the address space".into())
+                        })?;
+                        self.copy_logical(start, want, out)?;
                         written += want;
                         continue;
+                    }
+                    if disk_len > MAX_COMPRESSED_EXTENT || ram_bytes > MAX_COMPRESSED_EXTENT {
+                        return Err(bad(format!(
+                            "a compressed extent of {disk_len} bytes for {ram_bytes} (at most {MAX_COMPRESSED_EXTENT})"
+                        )));
                     }
                     let raw = self.read_logical(disk_bytenr, disk_len as usize)?;
                     let all = decompress(compression, &raw, ram_bytes as usize).map_err(bad)?;
                     let start = (extent_offset as usize).min(all.len());
-                    let end = (extent_offset + num_bytes).min(all.len() as u64) as usize;
-                    all[start..end].to_vec()
+                    let end = extent_offset
+                        .saturating_add(num_bytes)
+                        .min(all.len() as u64) as usize;
+                    all[start..end.max(start)].to_vec()
                 }
                 other => return Err(bad(format!("unknown extent type {other}"))),
             };
