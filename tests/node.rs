@@ -357,4 +357,14 @@ fn an_ipxe_boot_applies_the_config_and_its_machine_entry_gives_the_member_number
         report.all("instance")
     );
     assert!(report.unit("zookeeper@2.service").is_none());
+    // No KATO-DATA over iPXE: the preload says so and lets the units start (and pull).
+    assert!(
+        report
+            .all("preload-log")
+            .iter()
+            .any(|l| l.contains("no KATO-DATA partition")),
+        "{:?}",
+        report.all("preload-log")
+    );
+    assert!(!report.all("failed-unit").contains(&"kato-preload.service"));
 }

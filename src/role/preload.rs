@@ -1,14 +1,11 @@
-//! Baked images: KATO-DATA mounted read-only, `kato-preload.service` loading each image
-//! once, and every unit that runs a container waiting for it.
+//! Baked images: `kato-preload.service` mounting KATO-DATA read-only and loading each
+//! image once, and every unit that runs a container waiting for it.
 
 use super::{PlannedFile, PlannedUnit, generated_file};
 
 pub const SCRIPT_PATH: &str = "/opt/kato/bin/kato-preload";
 pub const SERVICE: &str = "kato-preload.service";
-/// systemd names a mount unit after its path: /var/lib/kato-data.
-pub const MOUNT: &str = "var-lib-kato\\x2ddata.mount";
 pub const MOUNT_POINT: &str = "/var/lib/kato-data";
-const DEVICE: &str = "/dev/disk/by-label/KATO-DATA";
 
 pub fn add(files: &mut Vec<PlannedFile>, units: &mut Vec<PlannedUnit>) {
     let dropin = format!(
@@ -23,29 +20,14 @@ pub fn add(files: &mut Vec<PlannedFile>, units: &mut Vec<PlannedUnit>) {
     }
     files.push(generated_file(SCRIPT_PATH, 0o755, SCRIPT.to_string()));
     units.push(PlannedUnit {
-        name: MOUNT.to_string(),
-        contents: Some(format!(
-            "# Written by kato-image: the container images baked into this disk.\n\
-             [Unit]\nDescription=Baked container images (KATO-DATA)\n\
-             ConditionPathExists={DEVICE}\n\n\
-             [Mount]\nWhat={DEVICE}\nWhere={MOUNT_POINT}\n\
-             Type=btrfs\nOptions=ro,nodev,nosuid,noexec\n"
-        )),
-        // Pulled in by the service; a disk without KATO-DATA (an iPXE boot) skips both.
-        enabled: false,
-        dropins: Vec::new(),
-    });
-    units.push(PlannedUnit {
         name: SERVICE.into(),
         contents: Some(format!(
             "# Written by kato-image: load the baked container images, once.\n\
              [Unit]\nDescription=Load the container images baked into KATO-DATA\n\
-             Requires=docker.service {mount}\nAfter=docker.service {mount}\n\
-             ConditionPathExists={DEVICE}\n\n\
+             Requires=docker.service\nAfter=docker.service\n\n\
              [Service]\nType=oneshot\nRemainAfterExit=yes\n\
              ExecStart={SCRIPT_PATH} {MOUNT_POINT}\n\n\
-             [Install]\nWantedBy=multi-user.target\n",
-            mount = MOUNT.to_string()
+             [Install]\nWantedBy=multi-user.target\n"
         )),
         enabled: true,
         dropins: Vec::new(),

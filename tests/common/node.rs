@@ -99,6 +99,7 @@ impl Report {
 /// Runs QEMU (software emulation, one VM at a time) for at most `seconds`; the console.
 fn qemu(args: &[&str], seconds: u32) -> String {
     let _one = super::boot::one_vm();
+    let started = std::time::Instant::now();
     let out = Command::new("timeout")
         .arg(seconds.to_string())
         .args([
@@ -107,14 +108,29 @@ fn qemu(args: &[&str], seconds: u32) -> String {
             "tcg",
             "-m",
             "1536",
+            // Two vCPUs on TCG's threads: systemd starts units side by side.
+            "-smp",
+            "2",
             "-nographic",
             "-no-reboot",
         ])
         .args(args)
         .output()
         .expect("qemu-system-x86_64 (qemu-system-x86)");
-    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    // Kept for reading after a failure; the boot time goes to the test's output.
+    let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let kept = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("node-console-{n}.log"));
+    let _ = std::fs::write(&kept, &console);
+    eprintln!(
+        "node boot {n}: {:.1} s (console in {})",
+        started.elapsed().as_secs_f64(),
+        kept.display()
+    );
+    console
 }
+
+static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Boots a disk image with OVMF and no network device at all.
 pub fn boot_disk(image: &Path) -> Report {
