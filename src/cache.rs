@@ -96,8 +96,13 @@ pub struct PartialMeta {
 }
 
 impl Cache {
-    /// `$XDG_CACHE_HOME/kato-image`, else `~/.cache/kato-image`.
+    /// `$KATO_IMAGE_CACHE`, else `$XDG_CACHE_HOME/kato-image`, else `~/.cache/kato-image`.
+    /// Every command that caches (fetch, build, pull, publish) starts from here, so one
+    /// variable moves them all, as CI jobs with a cached folder want.
     pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("KATO_IMAGE_CACHE").filter(|v| !v.is_empty()) {
+            return PathBuf::from(dir);
+        }
         std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)

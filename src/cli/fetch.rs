@@ -26,16 +26,16 @@ pub struct ReleaseArgs {
     pub board: Option<BoardArg>,
     /// Where releases live, with {channel}, {board} and {version}
     /// [default: https://{channel}.release.flatcar-linux.net/{board}/{version}/].
-    #[arg(long, value_name = "TEMPLATE")]
+    #[arg(long, value_name = "TEMPLATE", env = "KATO_IMAGE_RELEASE_URL")]
     pub release_url: Option<String>,
-    /// Cache folder [default: $XDG_CACHE_HOME/kato-image].
+    /// Cache folder [default: $KATO_IMAGE_CACHE, else $XDG_CACHE_HOME/kato-image].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
     /// Make no network request: use only what the cache holds.
     #[arg(long)]
     pub offline: bool,
     /// Trust these OpenPGP public keys instead of the embedded Flatcar key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "KATO_IMAGE_KEYRING")]
     pub keyring: Vec<PathBuf>,
     /// Do not check signatures (DIGESTS are still checked). Recorded in every output.
     #[arg(long)]

@@ -25,7 +25,7 @@ pub struct PullArgs {
     /// The platform to pick from multi-platform images.
     #[arg(long, value_enum, default_value = "amd64-usr")]
     pub board: BoardArg,
-    /// Cache folder (default: $XDG_CACHE_HOME/kato-image).
+    /// Cache folder [default: $KATO_IMAGE_CACHE, else $XDG_CACHE_HOME/kato-image].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
     /// Blobs downloaded at once.
