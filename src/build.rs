@@ -67,6 +67,10 @@ pub struct BuildRequest<'a> {
     pub allow_unpinned: bool,
     /// Blobs downloaded at once when pulling images.
     pub pull_workers: usize,
+    /// Ignition, or cloud-config for coreos-cloudinit written by Ignition.
+    pub config_format: crate::config::Format,
+    /// Make outputs from releases with a known problem for them (with a warning).
+    pub allow_known_issues: bool,
     /// How AMIs are published, if the plan has any.
     pub aws: AwsOptions,
 }
@@ -89,6 +93,7 @@ pub fn build(
         release: request.release,
         ipxe_base_url: request.ipxe_base_url,
         allow_unpinned: request.allow_unpinned,
+        config_format: request.config_format,
     })?;
     let out_dir = request.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|source| BuildError::Output {
@@ -100,6 +105,7 @@ pub fn build(
     let options = GatherOptions {
         fetch: request.fetch,
         pull_workers: request.pull_workers,
+        allow_known_issues: request.allow_known_issues,
     };
     let gathered = gather::gather(&plan, &options, &mut zeros, progress);
     zeros.save();

@@ -20,6 +20,15 @@ pub enum GatherError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Images(#[from] BakeError),
+    #[error(
+        "Flatcar {channel} {version} {what} ({reference}); build raw or ami outputs from it, pick another release, or pass --allow-known-issues to make the iPXE payload anyway"
+    )]
+    KnownIssue {
+        channel: &'static str,
+        version: String,
+        what: &'static str,
+        reference: &'static str,
+    },
 }
 
 /// A vendor disk image: the verified file and its decompressed form.
@@ -68,6 +77,8 @@ pub struct GatherOptions<'a> {
     pub fetch: &'a FetchOptions,
     /// Image blobs downloaded at once.
     pub pull_workers: usize,
+    /// Make outputs from releases with a known problem for them, with a warning.
+    pub allow_known_issues: bool,
 }
 
 /// Fetches, verifies and decompresses what `plan` needs; the decompressed images' digests
@@ -80,6 +91,29 @@ pub fn gather(
 ) -> Result<Gathered, GatherError> {
     let mut gathered = Gathered::default();
     let mut fetcher = Fetcher::new(options.fetch, progress);
+    // Known problems of the releases are found before anything large is downloaded.
+    for spec in plan.pxe_releases() {
+        let release = resolve(&mut gathered, &mut fetcher, &spec)?;
+        if let Some(issue) =
+            release::known_issues::pxe_appended_initrd(release.channel, &release.version)
+        {
+            if !options.allow_known_issues {
+                return Err(GatherError::KnownIssue {
+                    channel: release.channel.name(),
+                    version: release.version.clone(),
+                    what: issue.what,
+                    reference: issue.reference,
+                });
+            }
+            progress.warn(&format!(
+                "Flatcar {} {} {} ({}); making the iPXE payload anyway (--allow-known-issues)",
+                release.channel.name(),
+                release.version,
+                issue.what,
+                issue.reference
+            ));
+        }
+    }
     for (spec, kind) in plan.bases() {
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;
         let artifact = fetcher.artifact(&release, kind.vendor_file())?;

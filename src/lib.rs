@@ -25,6 +25,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod project;
+pub mod qemu;
 pub mod release;
 pub mod role;
 pub mod serve;

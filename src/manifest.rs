@@ -260,7 +260,7 @@ impl Manifest {
                 })
                 .collect(),
             config: ConfigRecord {
-                format: "ignition".into(),
+                format: role.config_format.name().into(),
                 spec: crate::config::ignition::SPEC_VERSION.into(),
                 path: crate::emit::oem::CONFIG_PATH.into(),
                 sha256: hex(&Sha256::digest(&role.config)),

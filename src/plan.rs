@@ -78,6 +78,9 @@ pub struct PlanRequest<'a> {
     pub ipxe_base_url: Option<&'a str>,
     /// Bake registry images named by tag alone.
     pub allow_unpinned: bool,
+    /// What the machines are configured by: Ignition, or cloud-config written by Ignition
+    /// for coreos-cloudinit.
+    pub config_format: Format,
 }
 
 /// One role, planned.
@@ -85,8 +88,9 @@ pub struct PlanRequest<'a> {
 pub struct PlannedRole {
     pub profile: Profile,
     pub plan: RolePlan,
-    /// The rendered Ignition config.
+    /// The Ignition config baked in (see `config::baked`).
     pub config: Vec<u8>,
+    pub config_format: Format,
     pub release: ReleaseSpec,
     /// Disk images to make, in this order.
     pub disks: Vec<DiskKind>,
@@ -176,7 +180,7 @@ impl BuildPlan {
 
 fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, PlanError> {
     let plan = crate::role::plan(&profile, &request.project.units).map_err(ProjectError::from)?;
-    let config = config::render(&plan, Format::Ignition).map_err(ProjectError::from)?;
+    let config = config::baked(&plan, request.config_format).map_err(ProjectError::from)?;
     check_images(&profile, request.allow_unpinned)?;
     let release = (request.release)(&profile);
     let wanted: BTreeSet<OutputKind> = match request.outputs {
@@ -221,6 +225,7 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
         profile,
         plan,
         config,
+        config_format: request.config_format,
         release,
         disks,
         ipxe,

@@ -10,6 +10,10 @@ pub trait Progress: Sync {
     fn finish(&self);
     /// Something the user should know (a retry, a resumed download).
     fn note(&self, message: &str);
+    /// Something the user must know even when progress is off (a known problem accepted).
+    fn warn(&self, message: &str) {
+        self.note(message);
+    }
 }
 
 /// Reports nothing.

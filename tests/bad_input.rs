@@ -318,3 +318,43 @@ fn image_entries_that_cannot_be_images() {
         assert_has(&role_error(yaml), &[expected]);
     }
 }
+
+/// Spec 3.3.0 cannot say setuid, setgid or sticky: a mode with them is refused where it is
+/// written, naming the spec that can and the releases that accept it, instead of being
+/// rendered into a config Ignition would apply without the bit.
+#[test]
+fn a_mode_only_a_newer_spec_expresses_names_the_releases_that_accept_it() {
+    for mode in ["4755", "2755", "1777", "0o6711"] {
+        let error = role_error(&format!(
+            "extends: base\nfiles:\n  - path: /opt/bin/tool\n    mode: \"{mode}\"\n    contents: x\n"
+        ));
+        assert_has(
+            &error,
+            &[
+                "profiles/probe.yaml:4:",
+                "/opt/bin/tool",
+                "setuid, setgid or sticky",
+                "spec 3.4.0",
+                "LTS 4081",
+                "spec 3.3.0",
+            ],
+        );
+    }
+    // The ordinary bits still render, at spec 3.3.0.
+    let scratch = Scratch::new();
+    scratch.write(
+        "profiles/probe.yaml",
+        "extends: base\nfiles:\n  - path: /opt/bin/tool\n    mode: \"0755\"\n    contents: x\n",
+    );
+    let out = scratch
+        .kato(&["render", "--role", "probe"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["ignition"]["version"], "3.3.0");
+}

@@ -33,8 +33,8 @@ fn expected_units(role: &str) -> Vec<&'static str> {
 
 fn kernel_args(role: &str) -> Vec<&'static str> {
     match role {
-        "edge" => vec!["flatcar.autologin=tty1", "net.ifnames=0"],
-        _ => vec!["flatcar.autologin=tty1"],
+        "edge" => vec!["net.ifnames=0"],
+        _ => vec![],
     }
 }
 
@@ -78,6 +78,11 @@ fn every_role_boots_with_its_config_and_the_base_boots_without() {
                 markers.cmdline
             );
         }
+        assert!(
+            !markers.cmdline.contains("autologin"),
+            "{role}: no console login unless asked: {}",
+            markers.cmdline
+        );
     }
 
     // Negative control: the vendor image as published, unbaked.

@@ -109,10 +109,8 @@ fn master_image_carries_its_config_and_nothing_else_changes() {
     assert_eq!(m["config"]["sha256"], sha256_hex(&config));
     let grub = String::from_utf8(grub_cat(&image, "/grub.cfg")).unwrap();
     assert!(grub.contains("set oem_id=\"qemu\""), "{grub}");
-    assert!(
-        grub.contains("set linux_append=\"$linux_append flatcar.autologin=tty1\""),
-        "{grub}"
-    );
+    // Nobody gets a console shell unless the role asks for one (profiles/dev.yaml).
+    assert!(!grub.contains("autologin"), "{grub}");
 
     // The OEM filesystem passes btrfs check.
     let (file, table) = kato_image::disk::open_table(&image, false).unwrap();
@@ -156,10 +154,14 @@ fn two_builds_of_the_same_inputs_are_byte_identical() {
         std::fs::read(b.path().join("edge.manifest.json")).unwrap()
     );
     let m = manifest(a.path(), "edge");
-    assert_eq!(
-        m["kernel_args"],
-        serde_json::json!(["flatcar.autologin=tty1", "net.ifnames=0"])
-    );
+    assert_eq!(m["kernel_args"], serde_json::json!(["net.ifnames=0"]));
+    // The role's kernel arguments reach GRUB, after the vendor's lines, which stay.
+    let grub = String::from_utf8(grub_cat(&a.path().join("edge.raw"), "/grub.cfg")).unwrap();
+    let oem_id = grub.find("set oem_id=\"qemu\"").expect("the vendor's line");
+    let added = grub
+        .find("set linux_append=\"$linux_append net.ifnames=0\"")
+        .unwrap_or_else(|| panic!("{grub}"));
+    assert!(oem_id < added, "{grub}");
     assert_eq!(m["timestamp"], 1_700_000_000);
 }
 
@@ -362,4 +364,79 @@ fn a_base_without_an_oem_partition_is_refused() {
     let error = failure(&build(&mirror, out.path(), &["--role", "master"]));
     assert!(error.contains("no partition named OEM"), "{error}");
     assert_nothing_written(out.path());
+}
+
+/// Console autologin is opt-in: a lab role that extends profiles/dev.yaml gets it in GRUB,
+/// after the vendor's lines, and the shipped roles do not.
+#[test]
+fn console_autologin_only_for_roles_that_extend_dev() {
+    let mirror = mirror_with(fixture());
+    let scratch = common::Scratch::new();
+    scratch.write(
+        "profiles/lab.yaml",
+        "extends: dev\ndescription: a lab machine\nkernel_args: [quiet]\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = common::kato();
+    cmd.current_dir(scratch.dir.path());
+    ok(&mirror.build_with(cmd, out.path(), &["--role", "lab,worker"]));
+    let lab = manifest(out.path(), "lab");
+    assert_eq!(
+        lab["kernel_args"],
+        serde_json::json!(["flatcar.autologin=tty1", "quiet"])
+    );
+    let grub = String::from_utf8(grub_cat(&out.path().join("lab.raw"), "/grub.cfg")).unwrap();
+    assert!(
+        grub.contains("set linux_append=\"$linux_append flatcar.autologin=tty1 quiet\""),
+        "{grub}"
+    );
+    let worker = manifest(out.path(), "worker");
+    assert_eq!(worker["kernel_args"], serde_json::json!([]));
+}
+
+/// `--format cloud-config`: the role's cloud-config reaches ROOT where Flatcar's
+/// coreos-cloudinit runs it on every boot (`/var/lib/flatcar-install/user_data`, as
+/// `flatcar-install -c` writes it), through a one-file Ignition config that
+/// ignition-validate accepts; the manifest says which format the machines get.
+#[test]
+fn a_cloud_config_build_bakes_the_roles_cloud_config_for_coreos_cloudinit() {
+    let mirror = mirror_with(fixture());
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(
+        &mirror,
+        out.path(),
+        &["--role", "worker", "--format", "cloud-config"],
+    ));
+    let image = out.path().join("worker.raw");
+    let baked = grub_cat(&image, "/config.ign");
+    let path = out.path().join("baked.ign");
+    std::fs::write(&path, &baked).unwrap();
+    let validated = common::judge("ignition-validate", &[], Some(&path));
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&baked).unwrap();
+    assert_eq!(config["ignition"]["version"], "3.3.0");
+    let files = config["storage"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{config}");
+    assert_eq!(files[0]["path"], "/var/lib/flatcar-install/user_data");
+    assert_eq!(files[0]["mode"], 0o600);
+    assert!(config.get("systemd").is_none() && config.get("passwd").is_none());
+    let user_data = common::decode_data_url_bytes(files[0]["contents"]["source"].as_str().unwrap());
+    let rendered = common::kato()
+        .args(["render", "--role", "worker", "--format", "cloud-config"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(user_data, rendered);
+    assert!(user_data.starts_with(b"#cloud-config\n"));
+    let m = manifest(out.path(), "worker");
+    assert_eq!(m["config"]["format"], "cloud-config");
+    assert_eq!(m["config"]["sha256"], sha256_hex(&baked));
+    // Another format is another build.
+    let other = tempfile::tempdir().unwrap();
+    ok(&build(&mirror, other.path(), &["--role", "worker"]));
+    assert_ne!(manifest(other.path(), "worker")["build_id"], m["build_id"]);
 }

@@ -447,3 +447,62 @@ fn kill_9_mid_download_leaves_nothing_trusted_and_the_next_run_completes() {
         "the next run resumed: {requests:?}"
     );
 }
+
+/// Nothing listens: the one line names the URL once, not three times, and says why.
+#[test]
+fn a_refused_connection_names_its_url_once() {
+    let port = common::free_port();
+    let out = common::kato()
+        .args([
+            "fetch",
+            "--retries",
+            "1",
+            "--retry-delay-ms",
+            "10",
+            "--release-url",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{port}/{{channel}}/{{board}}/{{version}}/"
+        ))
+        .arg("--cache")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let error = failure(&out);
+    let url = format!("http://127.0.0.1:{port}/stable/amd64-usr/current/version.txt");
+    assert_eq!(
+        error.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "{error}"
+    );
+    assert_has(&error, &[&url, "onnection refused"]);
+    assert!(!error.contains("error sending request"), "{error}");
+}
+
+/// A host name that does not resolve is not retried: one line at once, saying so. Run in a
+/// network namespace of its own, so the lookup fails here without asking any DNS server.
+#[test]
+fn a_name_that_does_not_resolve_is_said_at_once_and_not_retried() {
+    let bin = assert_cmd::cargo::cargo_bin("kato-image");
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("unshare")
+        .arg("-n")
+        .arg(bin)
+        .args(["fetch", "--retries", "5", "--release-url"])
+        .arg("http://mirror.kato-test.invalid/{channel}/{board}/{version}/")
+        .arg("--cache")
+        .arg(cache.path())
+        .output()
+        .expect("unshare (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line, no retries: {stderr}"
+    );
+    assert_has(
+        &stderr,
+        &["cannot resolve mirror.kato-test.invalid", "no network?"],
+    );
+}

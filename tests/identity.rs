@@ -169,6 +169,19 @@ fn the_kernel_command_line_wins_then_ec2_tags_then_the_host_name() {
     // A number ZooKeeper cannot take is refused.
     let (ok, text) = choose(dir.path(), &format!("{base} kato.instance=300"), "m", None);
     assert!(!ok && text.contains("not 1 to 255"), "{text}");
+    // Zero-padded host names are common: master-02 is member 2; master-00 is no member.
+    assert_eq!(
+        choose(dir.path(), base, "master-02", None),
+        (true, "instance=2 hostname=master-02 source=hostname".into())
+    );
+    assert_eq!(
+        choose(dir.path(), &format!("{base} kato.instance=007"), "m", None),
+        (true, "instance=7 hostname=m source=kernel".into())
+    );
+    for host in ["master-00", "master-0256", "master-99999999999999999999"] {
+        let (ok, text) = choose(dir.path(), base, host, None);
+        assert!(!ok && text.contains("not 1 to 255"), "{host}: {text}");
+    }
 }
 
 #[test]

@@ -183,3 +183,97 @@ fn every_role_boots_over_ipxe_with_its_config() {
         );
     }
 }
+
+/// The alpha and beta releases whose PXE initramfs drops `/usr/share/oem` from appended
+/// initrds: an iPXE build from one is refused in one line before anything large is fetched
+/// or anything written, unless asked for with a warning; disk images from it still build.
+#[test]
+fn an_ipxe_build_from_a_release_with_the_pxe_regression_is_refused_unless_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    let from = mini_release().join("stable/amd64-usr/1.2.3");
+    for (channel, version, affected) in [
+        ("alpha", "4500.0.0", true),
+        ("beta", "4593.1.0", true),
+        ("beta", "4593.1.1", false),
+    ] {
+        let dir = root.path().join(channel).join("amd64-usr").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::hard_link(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        std::fs::remove_file(dir.join("version.txt")).unwrap();
+        std::fs::write(
+            dir.join("version.txt"),
+            format!("FLATCAR_VERSION={version}\n"),
+        )
+        .unwrap();
+        let server = Server::start(root.path());
+        let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let build = |extra: &[&str]| {
+            common::kato()
+                .args(["build", "--quiet", "--role", "master", "--channel", channel])
+                .args(["--version", version])
+                .args(extra)
+                .args(common::boot::mini_build_args(
+                    &template,
+                    cache.path(),
+                    out.path(),
+                ))
+                .output()
+                .unwrap()
+        };
+        let refused = build(&["--output", "ipxe"]);
+        if !affected {
+            assert!(
+                refused.status.success(),
+                "{channel} {version}: {}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+            continue;
+        }
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{channel} {version}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+        for part in [
+            &format!("Flatcar {channel} {version}"),
+            "/usr/share/oem",
+            "flatcar/Flatcar#2023",
+            "--allow-known-issues",
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        let image = format!("/{channel}/amd64-usr/{version}/flatcar_production_image.bin.bz2");
+        assert!(
+            server
+                .requests()
+                .iter()
+                .all(|r| r.path != image && !r.path.contains("pxe_image")),
+            "nothing large fetched before the refusal"
+        );
+        // Disk images are not affected.
+        let raw = build(&["--output", "raw"]);
+        assert!(
+            raw.status.success(),
+            "{}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&raw.stderr).contains("warning"));
+        // Asked for: made, with the warning even under --quiet.
+        let allowed = build(&["--output", "ipxe", "--allow-known-issues"]);
+        let text = String::from_utf8_lossy(&allowed.stderr);
+        assert!(allowed.status.success(), "{text}");
+        assert!(
+            text.contains("kato-image: warning: Flatcar") && text.contains("--allow-known-issues"),
+            "{text}"
+        );
+        assert!(out.path().join("ipxe/master.ipxe").exists());
+    }
+}

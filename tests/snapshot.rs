@@ -538,3 +538,44 @@ fn a_parent_image_whose_snapshot_is_not_found_is_named_before_any_upload() {
     one_line_error(&out, "no completed snapshot tagged kato:build-id=b-small");
     assert!(starts(&aws.requests()).is_empty(), "no snapshot started");
 }
+
+/// One build, two images (`--output raw,ami` writes `small.raw` and `small-ami.raw` under one
+/// manifest and build ID): publishing one never reuses the AMI made of the other, and the
+/// same image published again is reused.
+#[test]
+fn images_of_one_build_get_their_own_amis() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = small_image(dir.path());
+    let ami = dir.path().join("small-ami.raw");
+    let file = std::fs::File::create(&ami).unwrap();
+    file.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"other", 2 << 20).unwrap();
+    drop(file);
+    let manifest_path = dir.path().join("small.manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut second = manifest["disks"][0].clone();
+    second["file"] = "small-ami.raw".into();
+    second["blake3"] = common::disk::b3sum(&ami).into();
+    manifest["disks"].as_array_mut().unwrap().push(second);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let aws = Aws::start(&[]);
+    let publish = |image: &std::path::Path| {
+        json(&aws.kato(&[
+            "publish",
+            "ami",
+            image.to_str().unwrap(),
+            "--json",
+            "--quiet",
+        ]))
+    };
+    let first = publish(&ami);
+    let other = publish(&raw);
+    assert_eq!(other["image"]["reused"], false, "{other}");
+    assert_ne!(first["image"]["image_id"], other["image"]["image_id"]);
+    let again = publish(&raw);
+    assert_eq!(again["image"]["reused"], true, "{again}");
+    assert_eq!(again["image"]["image_id"], other["image"]["image_id"]);
+    assert_eq!(calls(&aws.requests(), "RegisterImage").len(), 2);
+}

@@ -40,6 +40,15 @@ pub struct BuildArgs {
     /// Image blobs downloaded at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub pull_workers: usize,
+    /// What configures the machines: the role's Ignition config, or its cloud-config, which
+    /// a one-file Ignition config writes to /var/lib/flatcar-install/user_data for Flatcar's
+    /// coreos-cloudinit to run on every boot.
+    #[arg(long, value_enum, default_value_t = super::FormatArg::Ignition)]
+    pub format: super::FormatArg,
+    /// Make outputs from a release with a known problem for them (such as the alpha and beta
+    /// releases whose PXE initramfs drops appended OEM files), with a warning.
+    #[arg(long)]
+    pub allow_known_issues: bool,
     /// AWS region for `--output ami` (default: the AWS configuration's).
     #[arg(long)]
     pub region: Option<String>,
@@ -112,6 +121,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         ipxe_base_url: args.base_url.as_deref(),
         allow_unpinned: args.allow_unpinned,
         pull_workers: args.pull_workers,
+        allow_known_issues: args.allow_known_issues,
+        config_format: args.format.into(),
         aws: AwsOptions {
             region: args.region.clone(),
             workers: args.upload_workers,

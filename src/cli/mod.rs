@@ -6,6 +6,7 @@ mod inspect;
 mod progress;
 mod publish;
 mod pull;
+mod run;
 mod serve;
 
 use std::io::Write;
@@ -100,6 +101,11 @@ enum Command {
         after_help = "Examples:\n  kato-image publish ami out/master.raw --regions eu-west-1,us-east-1 --public\n  kato-image publish ami out/worker.raw --parent out/master.raw\n  kato-image publish ami out/worker.raw --parent out/master.raw --dry-run --json\n  kato-image publish snapshot out/master.raw --wait"
     )]
     Publish(publish::PublishCommand),
+    /// Boot a built image on this machine under QEMU (UEFI, serial console, SSH forward).
+    #[command(
+        after_help = "Examples:\n  kato-image run out/master.raw\n  kato-image run --role worker --memory 4096 --cpus 4\n  kato-image run out/edge.raw --accel tcg --no-network"
+    )]
+    Run(run::RunArgs),
     /// Serve a folder (iPXE payloads) over HTTP, loopback by default.
     #[command(
         after_help = "Examples:\n  kato-image serve out/ipxe\n  kato-image serve out/ipxe --listen 0.0.0.0:8080"
@@ -118,8 +124,8 @@ enum Command {
     Man,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
     /// Ignition spec 3.3.0 JSON (Flatcar, Fedora CoreOS).
     Ignition,
     /// #cloud-config for coreos-cloudinit (CoreOS Container Linux era).
@@ -209,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 release: &release,
                 ipxe_base_url: None,
                 allow_unpinned,
+                config_format: Format::Ignition,
             })?;
             for role in &plan.roles {
                 kato_image::config::render(&role.plan, Format::CloudConfig)?;
@@ -225,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => fetch::run(args)?,
         Command::Inspect(args) => inspect::run(args)?,
         Command::Serve(args) => serve::run(args)?,
+        Command::Run(args) => run::run(args)?,
         Command::Pull(args) => pull::run(args)?,
         Command::Publish(command) => publish::run(command)?,
         Command::Completions { shell } => {

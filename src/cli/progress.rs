@@ -173,4 +173,11 @@ impl Progress for Reporter {
             Reporter::Quiet => {}
         }
     }
+
+    fn warn(&self, message: &str) {
+        eprintln!(
+            "kato-image: warning: {}",
+            kato_image::origin::printable(message)
+        );
+    }
 }

@@ -299,7 +299,7 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
     }
     let identity =
         ami::AmiIdentity::new(&manifest.role, &manifest.build_id, &manifest.release, &disk);
-    // A parent without its snapshot: the parent's build ID finds the snapshot by tag.
+    // A parent without its snapshot: the parent's build ID and image digest find it by tag.
     let parent = match (&args.parent, &args.parent_snapshot) {
         (Some(_), Some(id)) => Some(ami::ParentSnapshot::Id(id.clone())),
         (Some(parent), None) => {
@@ -310,7 +310,21 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
                     path.display()
                 )
             })?;
-            Some(ami::ParentSnapshot::OfBuild(parent_manifest.build_id))
+            let file = parent
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let parent_disk = parent_manifest.disk(&file).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--parent {}: its build manifest {} does not list {file}",
+                    parent.display(),
+                    path.display()
+                )
+            })?;
+            Some(ami::ParentSnapshot::OfImage {
+                build_id: parent_manifest.build_id.clone(),
+                blake3: parent_disk.blake3.clone(),
+            })
         }
         (None, _) => None,
     };

@@ -1,4 +1,7 @@
-//! Ignition spec 3.3.0, the version Flatcar and Fedora CoreOS both accept.
+//! Ignition spec 3.3.0: the lowest version that expresses what profiles can say, so that
+//! every Flatcar channel (LTS 4081's Ignition 2.19 takes up to 3.4.0) and older Ignitions
+//! such as Debian's 2.14 (up to 3.3.0) apply it. A profile asking for something only a
+//! newer spec has is refused where it is written, naming [`NEWER_SPEC_ACCEPTED_BY`].
 
 use ignition_config::v3_3 as ign;
 
@@ -6,6 +9,10 @@ use super::RenderError;
 use crate::role::RolePlan;
 
 pub const SPEC_VERSION: &str = "3.3.0";
+
+/// Which releases accept spec 3.4.0 and later, for the message that refuses a profile needing
+/// it (Ignition 2.15 added 3.4.0; LTS 4081 ships 2.19, stable 4593 and later 2.24).
+pub const NEWER_SPEC_ACCEPTED_BY: &str = "Ignition spec 3.4.0, which Flatcar LTS 4081 and stable, beta and alpha 4593 and later accept but Ignition 2.14 and older do not";
 
 pub fn config(plan: &RolePlan) -> ign::Config {
     let users = plan
@@ -26,12 +33,7 @@ pub fn config(plan: &RolePlan) -> ign::Config {
         .files
         .iter()
         .map(|file| {
-            let mut out = ign::File::new(file.path.clone());
-            out.mode = Some(i64::from(file.mode));
-            out.overwrite = Some(true);
-            let mut contents = ign::Resource::default();
-            contents.source = Some(super::data_url(&file.contents));
-            out.contents = Some(contents);
+            let mut out = inline_file(&file.path, file.mode, &file.contents);
             out.user = file.user.as_ref().map(|name| ign::NodeUser {
                 id: None,
                 name: Some(name.clone()),
@@ -85,14 +87,47 @@ pub fn config(plan: &RolePlan) -> ign::Config {
     config
 }
 
+/// Where Flatcar's coreos-cloudinit looks for the machine's own cloud-config on ROOT: the
+/// file `flatcar-install -c` writes, which `user-cloudinit@.path` runs on every boot.
+pub const USER_DATA_PATH: &str = "/var/lib/flatcar-install/user_data";
+
+/// A config whose only work is to write `cloud_config` where coreos-cloudinit runs it (root
+/// only: user data often holds secrets). Ignition is the only way into ROOT on first boot.
+pub fn user_data(cloud_config: &[u8]) -> ign::Config {
+    ign::Config {
+        storage: Some(ign::Storage {
+            files: Some(vec![inline_file(USER_DATA_PATH, 0o600, cloud_config)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A file Ignition writes whole (replacing what is there) from bytes in the config.
+fn inline_file(path: &str, mode: u32, contents: &[u8]) -> ign::File {
+    let mut file = ign::File::new(path.to_string());
+    file.mode = Some(i64::from(mode));
+    file.overwrite = Some(true);
+    file.contents = Some(ign::Resource {
+        source: Some(super::data_url(contents)),
+        ..Default::default()
+    });
+    file
+}
+
 /// Pretty JSON without the `null`s the generated types write for every unset field; object
 /// keys come out sorted, so the bytes depend only on the plan.
 pub fn render(plan: &RolePlan) -> Result<Vec<u8>, RenderError> {
+    to_bytes(&config(plan))
+}
+
+/// The bytes of `config`, as [`render`] writes them.
+pub fn to_bytes(config: &ign::Config) -> Result<Vec<u8>, RenderError> {
     let error = |e: serde_json::Error| RenderError::Serialise {
         format: "Ignition",
         message: e.to_string(),
     };
-    let mut value = serde_json::to_value(config(plan)).map_err(error)?;
+    let mut value = serde_json::to_value(config).map_err(error)?;
     drop_nulls(&mut value);
     let mut bytes = serde_json::to_vec_pretty(&value).map_err(error)?;
     bytes.push(b'\n');

@@ -26,6 +26,27 @@ pub enum RenderError {
     },
 }
 
+impl Format {
+    /// The name in manifests and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ignition => "ignition",
+            Format::CloudConfig => "cloud-config",
+        }
+    }
+}
+
+/// The Ignition config a build bakes for `plan` in `format`: the role's own config, or (for
+/// cloud-config) one that writes the role's cloud-config where coreos-cloudinit runs it.
+pub fn baked(plan: &RolePlan, format: Format) -> Result<Vec<u8>, RenderError> {
+    match format {
+        Format::Ignition => ignition::render(plan),
+        Format::CloudConfig => {
+            ignition::to_bytes(&ignition::user_data(&cloud_config::render(plan)?))
+        }
+    }
+}
+
 /// Renders `plan` in `format`. The same plan always gives the same bytes.
 pub fn render(plan: &RolePlan, format: Format) -> Result<Vec<u8>, RenderError> {
     match format {

@@ -66,6 +66,37 @@ pub enum RegistryError {
     },
 }
 
+/// A 404 for a manifest says, in the user's terms, which image or which part of it is
+/// missing; anything else is passed on.
+fn missing_manifest(error: RegistryError, reference: &Reference, wanted: &str) -> RegistryError {
+    let RegistryError::Transport {
+        source: TransportError::NotFound { .. },
+        ..
+    } = &error
+    else {
+        return error;
+    };
+    let named =
+        reference.tag.as_deref() == Some(wanted) || reference.digest.as_deref() == Some(wanted);
+    let why = if named {
+        let what = if wanted.starts_with("sha256:") {
+            format!("digest {wanted}")
+        } else {
+            format!("tag `{wanted}`")
+        };
+        format!(
+            "no such image: {} has no repository `{}` with {what} (check the name, the tag and that you may see it)",
+            reference.registry, reference.repository
+        )
+    } else {
+        format!("its index names the manifest {wanted}, which the registry does not have")
+    };
+    RegistryError::Invalid {
+        reference: reference.to_string(),
+        why,
+    }
+}
+
 pub struct PullOptions {
     pub cache: Cache,
     /// Further attempts after a transient failure.
@@ -224,15 +255,17 @@ impl<'a> Registry<'a> {
         let url = format!("{}/manifests/{wanted}", reference.api_base());
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
-        let (body, bytes) = self.retrying(reference, &url, progress, |this| {
-            let body = this.open(reference, &url, 0, None, &headers)?;
-            let mut bytes = Vec::new();
-            let mut limited = body.reader.take(manifest::MANIFEST_LIMIT + 1);
-            limited
-                .read_to_end(&mut bytes)
-                .map_err(|source| transient(&url, source))?;
-            Ok(((body.content_type, body.content_digest), bytes))
-        })?;
+        let (body, bytes) = self
+            .retrying(reference, &url, progress, |this| {
+                let body = this.open(reference, &url, 0, None, &headers)?;
+                let mut bytes = Vec::new();
+                let mut limited = body.reader.take(manifest::MANIFEST_LIMIT + 1);
+                limited
+                    .read_to_end(&mut bytes)
+                    .map_err(|source| transient(&url, source))?;
+                Ok(((body.content_type, body.content_digest), bytes))
+            })
+            .map_err(|error| missing_manifest(error, reference, wanted))?;
         if bytes.len() as u64 > manifest::MANIFEST_LIMIT {
             return Err(RegistryError::Invalid {
                 reference: reference.to_string(),

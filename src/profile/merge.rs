@@ -236,6 +236,23 @@ fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileErr
             )
         })?,
     };
+    // Spec 3.3.0 has no setuid, setgid or sticky bits: Ignition would drop them with only a
+    // warning in the journal, so the file would exist without the bit the profile asked for.
+    if mode & 0o7000 != 0 {
+        let at = file
+            .mode
+            .as_ref()
+            .map_or(file.path.referenced, |m| m.referenced);
+        return Err(ProfileError::invalid(
+            Origin::from_location(profile_path, at),
+            format!(
+                "files: mode {mode:04o} of `{}` sets setuid, setgid or sticky bits; they need {}, and kato-image renders spec {} so that every channel applies its configs",
+                file.path.value,
+                crate::config::ignition::NEWER_SPEC_ACCEPTED_BY,
+                crate::config::ignition::SPEC_VERSION
+            ),
+        ));
+    }
     let contents = match (&file.contents, &file.source) {
         (Some(text), None) => text.clone().into_bytes(),
         (None, Some(source)) => {

@@ -6,6 +6,7 @@
 
 pub mod digests;
 mod fetch;
+pub mod known_issues;
 pub mod transport;
 
 pub use fetch::{

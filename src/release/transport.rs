@@ -21,6 +21,11 @@ pub enum TransportError {
     },
     #[error("{url}: {message}")]
     Network { url: String, message: String },
+    /// Not transient: a name that does not resolve now will not in a second either.
+    #[error(
+        "cannot resolve {host} (no network? `scripts/demo` in the repository shows kato-image offline)"
+    )]
+    Unresolved { url: String, host: String },
     #[error("{url}: larger than {limit} bytes, which this small file cannot be")]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: {source}")]
@@ -168,10 +173,7 @@ impl Transport {
                 request = request.header(reqwest::header::IF_RANGE, validator);
             }
         }
-        let response = request.send().map_err(|e| TransportError::Network {
-            url: redact(url),
-            message: describe(&e),
-        })?;
+        let response = request.send().map_err(|e| request_failed(url, e))?;
         let status = response.status().as_u16();
         let header = |name: reqwest::header::HeaderName| {
             response
@@ -274,6 +276,40 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 }
 
 /// The error and its causes on one line (reqwest nests the interesting part).
+/// A request that got no answer: a name that does not resolve, or other network trouble.
+fn request_failed(url: &str, error: reqwest::Error) -> TransportError {
+    // reqwest repeats the URL in its message ("error sending request for url (...)"), and
+    // ours names it already, redacted.
+    let error = error.without_url();
+    let message = describe(&error);
+    if error.is_connect() && message.contains("dns error") {
+        let redacted = redact(url);
+        let host = redacted
+            .split_once("://")
+            .map_or(redacted.as_str(), |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        return TransportError::Unresolved {
+            host: host.to_string(),
+            url: redacted,
+        };
+    }
+    TransportError::Network {
+        url: redact(url),
+        message: message
+            .replace("error sending request: ", "")
+            .replace("error sending request", "no answer"),
+    }
+}
+
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -285,7 +321,6 @@ fn describe(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    // reqwest puts the URL in its messages; ours already names it, redacted.
     text
 }
 

@@ -129,8 +129,18 @@ pub fn python() -> String {
     std::env::var("KATO_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Decodes the percent-encoded `data:,` URLs kato-image writes.
+/// Decodes the `data:` URLs kato-image writes (percent-encoded, or base64 where shorter).
 pub fn decode_data_url(url: &str) -> String {
+    String::from_utf8(decode_data_url_bytes(url)).unwrap()
+}
+
+pub fn decode_data_url_bytes(url: &str) -> Vec<u8> {
+    use base64::Engine;
+    if let Some(body) = url.strip_prefix("data:;base64,") {
+        return base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+    }
     let body = url.strip_prefix("data:,").expect("a data URL");
     let bytes = body.as_bytes();
     let mut out = Vec::new();
@@ -144,5 +154,5 @@ pub fn decode_data_url(url: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8(out).unwrap()
+    out
 }

@@ -164,14 +164,12 @@ impl Ec2 {
     }
 
     /// An image of ours tagged `key=value` in this region: its ID and state.
+    /// An image of ours with every one of `tags` in this region: its ID and state.
     pub async fn find_image(
         &self,
-        key: &str,
-        value: &str,
+        tags: &[(&str, &str)],
     ) -> Result<Option<(String, String)>, AmiError> {
-        let xml = self
-            .call("DescribeImages", &ours_tagged(key, value))
-            .await?;
+        let xml = self.call("DescribeImages", &ours_tagged(tags)).await?;
         Ok(first(&xml, "imageId").map(|id| (id, first(&xml, "imageState").unwrap_or_default())))
     }
 
@@ -183,11 +181,12 @@ impl Ec2 {
             .ok_or_else(|| AmiError::Answer(format!("DescribeImages: no image {image_id}")))
     }
 
-    /// A completed snapshot of ours tagged `key=value` in this region.
-    pub async fn find_snapshot(&self, key: &str, value: &str) -> Result<Option<String>, AmiError> {
-        let mut params = ours_tagged(key, value);
-        params.push(("Filter.2.Name".into(), "status".into()));
-        params.push(("Filter.2.Value.1".into(), "completed".into()));
+    /// A completed snapshot of ours with every one of `tags` in this region.
+    pub async fn find_snapshot(&self, tags: &[(&str, &str)]) -> Result<Option<String>, AmiError> {
+        let mut params = ours_tagged(tags);
+        let n = tags.len() + 1;
+        params.push((format!("Filter.{n}.Name"), "status".into()));
+        params.push((format!("Filter.{n}.Value.1"), "completed".into()));
         let xml = self.call("DescribeSnapshots", &params).await?;
         Ok(first(&xml, "snapshotId"))
     }
@@ -293,12 +292,13 @@ impl Ec2 {
 }
 
 /// Describe* filters for resources of this account tagged `key=value`.
-fn ours_tagged(key: &str, value: &str) -> Vec<(String, String)> {
-    vec![
-        ("Owner.1".into(), "self".into()),
-        ("Filter.1.Name".into(), format!("tag:{key}")),
-        ("Filter.1.Value.1".into(), value.into()),
-    ]
+fn ours_tagged(tags: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut params = vec![("Owner.1".into(), "self".into())];
+    for (i, (key, value)) in tags.iter().enumerate() {
+        params.push((format!("Filter.{}.Name", i + 1), format!("tag:{key}")));
+        params.push((format!("Filter.{}.Value.1", i + 1), value.to_string()));
+    }
+    params
 }
 
 /// `application/x-www-form-urlencoded`, RFC 3986 unreserved characters kept.

@@ -145,8 +145,9 @@ pub struct SnapshotSource<'a> {
 pub enum ParentSnapshot {
     /// This snapshot.
     Id(String),
-    /// The snapshot tagged with this build ID (a parent image published before).
-    OfBuild(String),
+    /// The snapshot of a parent image published before: its build ID and the BLAKE3 of the
+    /// image, since one build may have made several (`raw,ami`).
+    OfImage { build_id: String, blake3: String },
 }
 
 /// What names an AMI: the role, its build, the Flatcar release and the image's digest.
@@ -155,6 +156,8 @@ pub struct AmiIdentity {
     pub name: String,
     pub description: String,
     pub build_id: String,
+    /// The BLAKE3 of the image: with the build ID, it finds an AMI already made of it.
+    pub image_blake3: String,
     pub tags: Vec<(String, String)>,
 }
 
@@ -170,12 +173,24 @@ impl AmiIdentity {
                 release.channel, release.version
             ),
             build_id: build_id.to_string(),
+            image_blake3: disk.blake3.clone(),
             tags: vec![
                 ("kato:role".into(), role.to_string()),
                 ("kato:flatcar-version".into(), release.version.clone()),
                 (IMAGE_TAG.into(), disk.blake3.clone()),
             ],
         }
+    }
+}
+
+impl AmiIdentity {
+    /// The tags that find an AMI already made of this image by this build: the build ID
+    /// alone would also match the AMI of another image of the same build.
+    fn lookup(&self) -> [(&str, &str); 2] {
+        [
+            (BUILD_ID_TAG, self.build_id.as_str()),
+            (IMAGE_TAG, self.image_blake3.as_str()),
+        ]
     }
 }
 
@@ -293,7 +308,7 @@ impl Publisher {
             release.channel, release.board, release.version, vendor.file
         );
         self.runtime.block_on(async {
-            if let Some(id) = self.ec2.find_snapshot(BASE_TAG, sha512).await? {
+            if let Some(id) = self.ec2.find_snapshot(&[(BASE_TAG, sha512)]).await? {
                 progress.note(&format!(
                     "{}: base snapshot {id} already holds this vendor image",
                     self.region
@@ -378,7 +393,7 @@ impl Publisher {
         let mut tags = identity.tags.clone();
         tags.push((BUILD_ID_TAG.into(), identity.build_id.clone()));
 
-        let (image, snapshot) = match ec2.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+        let (image, snapshot) = match ec2.find_image(&identity.lookup()).await? {
             Some((image_id, state)) => {
                 progress.note(&format!(
                     "{region}: {image_id} ({state}) is already this build ({}); reusing it",
@@ -390,13 +405,17 @@ impl Publisher {
                 let parent_snapshot_id = match &request.parent {
                     None => None,
                     Some(ParentSnapshot::Id(id)) => Some(id.clone()),
-                    Some(ParentSnapshot::OfBuild(build)) => {
-                        let found = ec2.find_snapshot(BUILD_ID_TAG, build).await?;
+                    Some(ParentSnapshot::OfImage { build_id, blake3 }) => {
+                        let lookup = [
+                            (BUILD_ID_TAG, build_id.as_str()),
+                            (IMAGE_TAG, blake3.as_str()),
+                        ];
+                        let found = ec2.find_snapshot(&lookup).await?;
                         let id = found.ok_or_else(|| {
                             AmiError::Answer(format!(
-                                "{region}: no completed snapshot tagged {BUILD_ID_TAG}={build} \
-                                 (the parent's build); publish the parent first or pass \
-                                 --parent-snapshot"
+                                "{region}: no completed snapshot tagged {BUILD_ID_TAG}={build_id} \
+                                 and {IMAGE_TAG}={blake3} (the parent image); publish the parent \
+                                 first or pass --parent-snapshot"
                             ))
                         })?;
                         progress.note(&format!("{region}: on {id}, the parent's snapshot"));
@@ -434,7 +453,7 @@ impl Publisher {
         let mut copies = Vec::new();
         for target in settings.regions.iter().filter(|r| *r != region) {
             let there = ec2::Ec2::new(&self.config, target, self.options.retries)?;
-            let copy = match there.find_image(BUILD_ID_TAG, &identity.build_id).await? {
+            let copy = match there.find_image(&identity.lookup()).await? {
                 Some((image_id, _)) => {
                     progress.note(&format!(
                         "{target}: {image_id} is already this build; reusing it"

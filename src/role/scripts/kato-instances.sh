@@ -80,14 +80,17 @@ if [ -z "$instance" ]; then
     source=hostname
 fi
 case $instance in
-    '' | *[!0-9]* | 0*)
+    '' | *[!0-9]*)
         echo "kato-instances: no member number for this machine: no kato.instance= on the kernel command line, no kato:instance tag, and host name '$host' does not end in a number; not starting: $*" >&2
         exit 1 ;;
 esac
-if [ "$instance" -gt 255 ]; then
+# master-02 is member 2: leading zeros are padding (and would read as octal to some tools).
+number=${instance#"${instance%%[!0]*}"}
+if [ -z "$number" ] || [ ${#number} -gt 3 ] || [ "$number" -gt 255 ]; then
     echo "kato-instances: member number $instance (from the $source) is not 1 to 255; not starting: $*" >&2
     exit 1
 fi
+instance=$number
 if [ -n "$print_only" ]; then
     echo "instance=$instance hostname=$host source=$source"
     exit 0
