@@ -146,6 +146,12 @@ fn resolve(root: &Path, raw_path: &str) -> Result<Opened, StatusCode> {
     Ok(Opened { file, meta, real })
 }
 
+/// The real path of the regular file `raw_path` would serve from `root` (as [`root`] returns
+/// it), if any: the guard every request goes through, for fuzzing and tests.
+pub fn resolved_path(root: &Path, raw_path: &str) -> Option<PathBuf> {
+    resolve(root, raw_path).ok().map(|opened| opened.real)
+}
+
 /// Where an open file really is, from the kernel (one call instead of a walk over every
 /// component of the path).
 fn opened_path(file: &std::fs::File) -> Option<PathBuf> {
