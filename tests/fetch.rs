@@ -475,7 +475,7 @@ fn a_refused_connection_names_its_url_once() {
         1,
         "{error}"
     );
-    assert_has(&error, &[&url, "onnection refused"]);
+    assert_has(&error, &[&url, "cannot connect (Connection refused"]);
     assert!(!error.contains("error sending request"), "{error}");
 }
 

@@ -302,11 +302,22 @@ fn request_failed(url: &str, error: reqwest::Error) -> TransportError {
             url: redacted,
         };
     }
+    // reqwest's layers ("error sending request: client error (Connect): tcp connect
+    // error: ...") say less than the last of them.
+    let mut innermost: &dyn std::error::Error = &error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    let message = if error.is_connect() {
+        format!("cannot connect ({innermost})")
+    } else if error.is_timeout() {
+        format!("no answer in time ({innermost})")
+    } else {
+        message.replace("error sending request: ", "")
+    };
     TransportError::Network {
         url: redact(url),
-        message: message
-            .replace("error sending request: ", "")
-            .replace("error sending request", "no answer"),
+        message,
     }
 }
 
