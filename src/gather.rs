@@ -21,14 +21,9 @@ pub enum GatherError {
     #[error(transparent)]
     Images(#[from] BakeError),
     #[error(
-        "Flatcar {channel} {version} {what} ({reference}); build raw or ami outputs from it, pick another release, or pass --allow-known-issues to make the iPXE payload anyway"
+        "{about}; build raw or ami outputs from it, pick another release, or pass --allow-known-issues to make the iPXE payload anyway"
     )]
-    KnownIssue {
-        channel: &'static str,
-        version: String,
-        what: &'static str,
-        reference: &'static str,
-    },
+    KnownIssue { about: String },
 }
 
 /// A vendor disk image: the verified file and its decompressed form.
@@ -97,20 +92,12 @@ pub fn gather(
         if let Some(issue) =
             release::known_issues::pxe_appended_initrd(release.channel, &release.version)
         {
+            let about = issue.about(&release.version);
             if !options.allow_known_issues {
-                return Err(GatherError::KnownIssue {
-                    channel: release.channel.name(),
-                    version: release.version.clone(),
-                    what: issue.what,
-                    reference: issue.reference,
-                });
+                return Err(GatherError::KnownIssue { about });
             }
             progress.warn(&format!(
-                "Flatcar {} {} {} ({}); making the iPXE payload anyway (--allow-known-issues)",
-                release.channel.name(),
-                release.version,
-                issue.what,
-                issue.reference
+                "{about}; making the iPXE payload anyway (--allow-known-issues)"
             ));
         }
     }

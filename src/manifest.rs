@@ -124,10 +124,7 @@ impl Manifest {
     /// The manifest beside a disk image: `OUT/<role>.manifest.json` for `OUT/<role>.raw` and
     /// `OUT/<role>-ami.raw`.
     pub fn beside(image: &Path) -> PathBuf {
-        let name = image
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = Manifest::image_name(image);
         let stem = name
             .strip_suffix("-ami.raw")
             .or_else(|| name.strip_suffix(".raw"))
@@ -163,6 +160,14 @@ impl Manifest {
     }
 
     /// The record of the disk image named `file`.
+    /// The name a manifest records an image by: its file name in the output folder.
+    pub fn image_name(image: &Path) -> String {
+        image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn disk(&self, file: &str) -> Option<&DiskRecord> {
         self.disks.iter().find(|d| d.file == file)
     }

@@ -354,22 +354,6 @@ fn new_partition_before_root_keeps_root_last_and_intact() {
     );
 }
 
-/// CRC-32 (IEEE), to forge GPTs the way a damaged or malicious image would be.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// Rewrites one entry's first/last LBA in both copies of the table, with valid CRCs.
 fn forge_entry(path: &Path, slot: u64, first: u64, last: u64) {
     let mut file = std::fs::OpenOptions::new()
@@ -389,9 +373,9 @@ fn forge_entry(path: &Path, slot: u64, first: u64, last: u64) {
         let entry = &mut entries[(slot as usize - 1) * 128..slot as usize * 128];
         entry[32..40].copy_from_slice(&first.to_le_bytes());
         entry[40..48].copy_from_slice(&last.to_le_bytes());
-        header[88..92].copy_from_slice(&crc32(&entries).to_le_bytes());
+        header[88..92].copy_from_slice(&common::disk::crc32(&entries).to_le_bytes());
         header[16..20].copy_from_slice(&[0; 4]);
-        let crc = crc32(&header);
+        let crc = common::disk::crc32(&header);
         header[16..20].copy_from_slice(&crc.to_le_bytes());
         file.seek(SeekFrom::Start(entries_lba * 512)).unwrap();
         file.write_all(&entries).unwrap();

@@ -242,26 +242,11 @@ fn gpt_claiming(dir: &Path, entries: u32) -> std::path::PathBuf {
     std::io::Read::read_exact(&mut file, &mut header).unwrap();
     header[80..84].copy_from_slice(&entries.to_le_bytes());
     header[16..20].fill(0);
-    let crc = crc32(&header);
+    let crc = common::disk::crc32(&header);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
     file.seek(SeekFrom::Start(512)).unwrap();
     file.write_all(&header).unwrap();
     path
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

@@ -87,20 +87,13 @@ machines:
         let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
-        let built = scratch
-            .kato(&["build", "--quiet", "--role", "all", "--output", "raw,ipxe"])
-            .args(common::boot::mini_build_args_with(
-                &template,
-                &release.join("keyring.asc"),
-                cache.path(),
-                out.path(),
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "build: {}",
-            String::from_utf8_lossy(&built.stderr)
+        common::boot::build_all_with(
+            scratch.kato(&[]),
+            &template,
+            &release.join("keyring.asc"),
+            cache.path(),
+            out.path(),
+            &["--output", "raw,ipxe"],
         );
         let configs = ["edge", "master", "worker"]
             .iter()

@@ -223,11 +223,7 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
         ),
         e => e.into(),
     })?;
-    let file = args
-        .image
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = Manifest::image_name(&args.image);
     let disk = manifest.disk(&file).cloned().ok_or_else(|| {
         let listed: Vec<&str> = manifest.disks.iter().map(|d| d.file.as_str()).collect();
         anyhow::anyhow!(
@@ -310,10 +306,7 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
                     path.display()
                 )
             })?;
-            let file = parent
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let file = Manifest::image_name(parent);
             let parent_disk = parent_manifest.disk(&file).ok_or_else(|| {
                 anyhow::anyhow!(
                     "--parent {}: its build manifest {} does not list {file}",

@@ -20,21 +20,31 @@ pub struct KnownIssue {
 /// machine booted from an iPXE payload never sees its role's config (flatcar/Flatcar#2023,
 /// fixed in March 2026; stable and LTS were never affected).
 pub const PXE_APPENDED_INITRD: [KnownIssue; 2] = [
-    KnownIssue {
-        channel: Channel::Alpha,
-        first: [4487, 0, 0],
-        last: [4628, 0, 0],
-        what: "drops /usr/share/oem from appended initrds, so PXE-booted machines would not see their role's config",
-        reference: "flatcar/Flatcar#2023",
-    },
-    KnownIssue {
-        channel: Channel::Beta,
-        first: [4515, 1, 0],
-        last: [4593, 1, 0],
-        what: "drops /usr/share/oem from appended initrds, so PXE-booted machines would not see their role's config",
-        reference: "flatcar/Flatcar#2023",
-    },
+    KnownIssue::pxe(Channel::Alpha, [4487, 0, 0], [4628, 0, 0]),
+    KnownIssue::pxe(Channel::Beta, [4515, 1, 0], [4593, 1, 0]),
 ];
+
+impl KnownIssue {
+    const fn pxe(channel: Channel, first: [u32; 3], last: [u32; 3]) -> Self {
+        KnownIssue {
+            channel,
+            first,
+            last,
+            what: "drops /usr/share/oem from appended initrds, so PXE-booted machines would not see their role's config",
+            reference: "flatcar/Flatcar#2023",
+        }
+    }
+
+    /// One sentence about release `version` having this issue.
+    pub fn about(&self, version: &str) -> String {
+        format!(
+            "Flatcar {} {version} {} ({})",
+            self.channel.name(),
+            self.what,
+            self.reference
+        )
+    }
+}
 
 /// `X.Y.Z` as numbers; `None` for anything else.
 fn parse(version: &str) -> Option<[u32; 3]> {

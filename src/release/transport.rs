@@ -283,23 +283,13 @@ fn request_failed(url: &str, error: reqwest::Error) -> TransportError {
     let error = error.without_url();
     let message = describe(&error);
     if error.is_connect() && message.contains("dns error") {
-        let redacted = redact(url);
-        let host = redacted
-            .split_once("://")
-            .map_or(redacted.as_str(), |(_, rest)| rest)
-            .split(['/', '?'])
-            .next()
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
         return TransportError::Unresolved {
-            host: host.to_string(),
-            url: redacted,
+            host,
+            url: redact(url),
         };
     }
     // reqwest's layers ("error sending request: client error (Connect): tcp connect

@@ -74,10 +74,24 @@ pub fn mini_build_args_with(
 /// `kato-image build --quiet --role all ARGS` from the mini release served at `template`,
 /// with its test key, into `out`; panics with stderr if it fails.
 pub fn build_from_mini(template: &str, cache: &Path, out: &Path, args: &[&str]) {
-    let built = super::kato()
+    let keyring = mini_release().join("keyring.asc");
+    build_all_with(super::kato(), template, &keyring, cache, out, args);
+}
+
+/// `cmd build --quiet --role all ARGS` from the release served at `template`, signed by
+/// `keyring`, into `out`; panics with stderr if it fails.
+pub fn build_all_with(
+    mut cmd: assert_cmd::Command,
+    template: &str,
+    keyring: &Path,
+    cache: &Path,
+    out: &Path,
+    args: &[&str],
+) {
+    let built = cmd
         .args(["build", "--quiet", "--role", "all"])
         .args(args)
-        .args(mini_build_args(template, cache, out))
+        .args(mini_build_args_with(template, keyring, cache, out))
         .output()
         .unwrap();
     assert!(
@@ -103,24 +117,41 @@ pub fn one_vm() -> std::sync::MutexGuard<'static, ()> {
     ONE_VM.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs QEMU (software emulation) with `args` for at most `seconds`; the serial console.
-fn qemu(args: &[&str], seconds: u32) -> String {
-    let _one = one_vm();
+/// Runs QEMU (software emulation) with `memory_mib`, `cpus` and `args` for at most
+/// `seconds`; the serial console. The caller holds [`one_vm`].
+pub fn qemu_console(memory_mib: u32, cpus: u32, args: &[&str], seconds: u32) -> String {
     let out = Command::new("timeout")
         .arg(seconds.to_string())
-        .args([
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-        ])
+        .args(["qemu-system-x86_64", "-accel", "tcg", "-m"])
+        .arg(memory_mib.to_string())
+        .arg("-smp")
+        .arg(cpus.to_string())
+        .args(["-nographic", "-no-reboot"])
         .args(args)
         .output()
         .expect("qemu-system-x86_64 (qemu-system-x86)");
     String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+fn qemu(args: &[&str], seconds: u32) -> String {
+    let _one = one_vm();
+    qemu_console(512, 1, args, seconds)
+}
+
+/// QEMU's arguments for booting the disk `image` under OVMF with no network device.
+pub fn uefi_disk_args(image: &Path) -> Vec<String> {
+    [
+        "-machine",
+        "q35",
+        "-net",
+        "none",
+        "-bios",
+        "/usr/share/ovmf/OVMF.fd",
+        "-drive",
+        &format!("file={},format=raw,if=virtio", image.display()),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// What the mini release's initramfs printed.
@@ -139,17 +170,8 @@ pub struct Markers {
 
 /// Boots `image` with OVMF under TCG and reads the KATO-MARKER lines from the serial console.
 pub fn boot(image: &Path) -> Markers {
-    let drive = format!("file={},format=raw,if=virtio", image.display());
-    run_vm(&[
-        "-machine",
-        "q35",
-        "-net",
-        "none",
-        "-bios",
-        "/usr/share/ovmf/OVMF.fd",
-        "-drive",
-        &drive,
-    ])
+    let args = uefi_disk_args(image);
+    run_vm(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Network-boots `script_url` under SeaBIOS with the NIC's address `mac`, for `seconds`, and

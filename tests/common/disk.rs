@@ -151,3 +151,19 @@ pub fn dd_b3sum(path: &Path, offset: u64, len: u64) -> String {
     assert!(out.status.success(), "dd | b3sum");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// CRC-32 (IEEE), to forge GPTs the way a damaged or malicious image would be.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -100,24 +100,8 @@ impl Report {
 fn qemu(args: &[&str], seconds: u32) -> String {
     let _one = super::boot::one_vm();
     let started = std::time::Instant::now();
-    let out = Command::new("timeout")
-        .arg(seconds.to_string())
-        .args([
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "1536",
-            // Two vCPUs on TCG's threads: systemd starts units side by side.
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .args(args)
-        .output()
-        .expect("qemu-system-x86_64 (qemu-system-x86)");
-    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    // Two vCPUs on TCG's threads: systemd starts units side by side.
+    let console = super::boot::qemu_console(1536, 2, args, seconds);
     // Kept for reading after a failure; the boot time goes to the test's output.
     let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let kept = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("node-console-{n}.log"));
@@ -134,20 +118,9 @@ static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 
 /// Boots a disk image with OVMF and no network device at all.
 pub fn boot_disk(image: &Path) -> Report {
-    let drive = format!("file={},format=raw,if=virtio", image.display());
-    let report = Report::parse(&qemu(
-        &[
-            "-machine",
-            "q35",
-            "-net",
-            "none",
-            "-bios",
-            "/usr/share/ovmf/OVMF.fd",
-            "-drive",
-            &drive,
-        ],
-        900,
-    ));
+    let args = super::boot::uefi_disk_args(image);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = Report::parse(&qemu(&args, 900));
     report.assert_done();
     report
 }
