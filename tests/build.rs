@@ -394,6 +394,64 @@ fn console_autologin_only_for_roles_that_extend_dev() {
     assert_eq!(worker["kernel_args"], serde_json::json!([]));
 }
 
+/// A role whose profile lists a Butane fragment: the image's config.ign carries the
+/// fragment's file and unit beside the role's own and passes ignition-validate, its kernel
+/// argument is on the image's command line, and the manifest counts the fragment among the
+/// profile inputs.
+#[test]
+fn a_butane_fragment_is_baked_with_the_role() {
+    let mirror = mirror_with(fixture());
+    let scratch = common::Scratch::new();
+    scratch.write(
+        "profiles/extra.bu",
+        "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: /etc/extra\n      contents: {inline: baked}\nsystemd:\n  units:\n    - name: extra.service\n      enabled: true\n      contents: \"[Service]\\nExecStart=/bin/true\\n[Install]\\nWantedBy=multi-user.target\\n\"\nkernel_arguments:\n  should_exist: [kato.extra=1]\n",
+    );
+    scratch.write(
+        "profiles/lab.yaml",
+        "extends: base\ndescription: a lab machine\nignition:\n  - butane: extra.bu\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = common::kato();
+    cmd.current_dir(scratch.dir.path());
+    ok(&mirror.build_with(cmd, out.path(), &["--role", "lab"]));
+    let baked = grub_cat(&out.path().join("lab.raw"), "/config.ign");
+    let path = out.path().join("baked.ign");
+    std::fs::write(&path, &baked).unwrap();
+    let validated = common::judge("ignition-validate", &[], Some(&path));
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&baked).unwrap();
+    let files = config["storage"]["files"].as_array().unwrap();
+    let extra = files
+        .iter()
+        .find(|f| f["path"] == "/etc/extra")
+        .expect("the fragment's file");
+    assert_eq!(
+        common::decode_data_url(extra["contents"]["source"].as_str().unwrap()),
+        "baked"
+    );
+    assert!(files.iter().any(|f| f["path"] == "/etc/kato/role.env"));
+    let units = config["systemd"]["units"].as_array().unwrap();
+    assert!(
+        units
+            .iter()
+            .any(|u| u["name"] == "extra.service" && u["enabled"] == true)
+    );
+    let grub = String::from_utf8(grub_cat(&out.path().join("lab.raw"), "/grub.cfg")).unwrap();
+    assert!(grub.contains("kato.extra=1"), "{grub}");
+    let manifest = manifest(out.path(), "lab");
+    assert_eq!(manifest["kernel_args"], serde_json::json!(["kato.extra=1"]));
+    let profiles = manifest["profiles"].as_array().unwrap();
+    assert_eq!(
+        profiles.len(),
+        3,
+        "base.yaml, lab.yaml and extra.bu: {profiles:?}"
+    );
+}
+
 /// `--format cloud-config`: the role's cloud-config reaches ROOT where Flatcar's
 /// coreos-cloudinit runs it on every boot (`/var/lib/flatcar-install/user_data`, as
 /// `flatcar-install -c` writes it), through a one-file Ignition config that

@@ -218,10 +218,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config_format: Format::Ignition,
             })?;
             for role in &plan.roles {
-                kato_image::config::render(&role.plan, Format::CloudConfig)?;
+                let fragments = &role.plan.fragments;
+                if fragments.is_empty() {
+                    // A role without fragments can also be baked as cloud-config.
+                    kato_image::config::render(&role.plan, Format::CloudConfig)?;
+                }
                 let units: Vec<&str> = role.plan.enabled_units().collect();
+                let added = if fragments.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and {} paths, {} units from Butane/Ignition fragments",
+                        fragments.nodes.len(),
+                        fragments.units.len()
+                    )
+                };
                 println!(
-                    "{}: ok ({} files; starts {})",
+                    "{}: ok ({} files{added}; starts {})",
                     role.name(),
                     role.plan.files.len(),
                     units.join(", ")

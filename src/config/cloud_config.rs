@@ -69,6 +69,11 @@ struct CloudDropIn {
 }
 
 pub fn render(plan: &RolePlan) -> Result<Vec<u8>, RenderError> {
+    if let Some(origin) = plan.fragments.first_origin() {
+        return Err(RenderError::Unsupported(format!(
+            "cloud-config cannot carry what the role's Butane and Ignition fragments add (the first at {origin}); render or build with Ignition, the default"
+        )));
+    }
     // The `core` user exists on every CoreOS host; its keys go to the top-level list.
     let ssh_authorized_keys = plan
         .users

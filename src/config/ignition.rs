@@ -6,6 +6,7 @@
 use ignition_config::v3_3 as ign;
 
 use super::RenderError;
+use crate::profile::fragment::{self, Fragments, Node};
 use crate::role::RolePlan;
 
 pub const SPEC_VERSION: &str = "3.3.0";
@@ -15,7 +16,7 @@ pub const SPEC_VERSION: &str = "3.3.0";
 pub const NEWER_SPEC_ACCEPTED_BY: &str = "Ignition spec 3.4.0, which Flatcar LTS 4081 and stable, beta and alpha 4593 and later accept but Ignition 2.14 and older do not";
 
 pub fn config(plan: &RolePlan) -> ign::Config {
-    let users = plan
+    let mut users = plan
         .users
         .iter()
         .map(|user| {
@@ -29,7 +30,7 @@ pub fn config(plan: &RolePlan) -> ign::Config {
             out
         })
         .collect::<Vec<_>>();
-    let files = plan
+    let mut files = plan
         .files
         .iter()
         .map(|file| {
@@ -45,7 +46,7 @@ pub fn config(plan: &RolePlan) -> ign::Config {
             out
         })
         .collect::<Vec<_>>();
-    let units = plan
+    let mut units = plan
         .units
         .iter()
         .map(|unit| {
@@ -67,22 +68,86 @@ pub fn config(plan: &RolePlan) -> ign::Config {
             out
         })
         .collect::<Vec<_>>();
+    let extra = &plan.fragments;
+    for user in &extra.users {
+        match users.iter_mut().find(|u| u.name == user.value.name) {
+            Some(own) => fragment::merge_user(own, user.value.clone()),
+            None => users.push(user.value.clone()),
+        }
+    }
+    let mut directories = Vec::new();
+    let mut links = Vec::new();
+    for node in &extra.nodes {
+        match &node.value {
+            Node::File(f) => files.push(f.clone()),
+            Node::Directory(d) => directories.push(d.clone()),
+            Node::Link(l) => links.push(l.clone()),
+        }
+    }
+    units.extend(extra.units.iter().map(|u| u.value.clone()));
+    let groups = extra.groups.iter().map(|g| g.value.clone()).collect();
+    let absent = extra
+        .kernel_args_absent
+        .iter()
+        .map(|a| a.value.clone())
+        .collect();
+    assemble(users, groups, files, directories, links, units, absent)
+}
 
+/// The config of fragments alone, as `butane` would print a fragment's.
+pub fn fragments_config(extra: &Fragments) -> ign::Config {
+    let plan = RolePlan {
+        role: String::new(),
+        users: Vec::new(),
+        files: Vec::new(),
+        units: Vec::new(),
+        kernel_args: Vec::new(),
+        fragments: extra.clone(),
+    };
+    let mut config = self::config(&plan);
+    if !extra.kernel_args.is_empty() {
+        let args = config.kernel_arguments.get_or_insert_with(Default::default);
+        args.should_exist = Some(extra.kernel_args.iter().map(|a| a.value.clone()).collect());
+    }
+    config
+}
+
+fn non_empty<T>(list: Vec<T>) -> Option<Vec<T>> {
+    (!list.is_empty()).then_some(list)
+}
+
+fn assemble(
+    users: Vec<ign::User>,
+    groups: Vec<ign::Group>,
+    files: Vec<ign::File>,
+    directories: Vec<ign::Directory>,
+    links: Vec<ign::Link>,
+    units: Vec<ign::Unit>,
+    absent: Vec<String>,
+) -> ign::Config {
     let mut config = ign::Config::default();
-    if !users.is_empty() {
+    if !users.is_empty() || !groups.is_empty() {
         config.passwd = Some(ign::Passwd {
-            groups: None,
-            users: Some(users),
+            groups: non_empty(groups),
+            users: non_empty(users),
         });
     }
-    if !files.is_empty() {
+    if !files.is_empty() || !directories.is_empty() || !links.is_empty() {
         config.storage = Some(ign::Storage {
-            files: Some(files),
+            files: non_empty(files),
+            directories: non_empty(directories),
+            links: non_empty(links),
             ..Default::default()
         });
     }
     if !units.is_empty() {
         config.systemd = Some(ign::Systemd { units: Some(units) });
+    }
+    if !absent.is_empty() {
+        config.kernel_arguments = Some(ign::KernelArguments {
+            should_exist: None,
+            should_not_exist: Some(absent),
+        });
     }
     config
 }

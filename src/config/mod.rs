@@ -2,7 +2,7 @@
 //! cloud-config (CoreOS Container Linux era hosts).
 
 pub mod cloud_config;
-mod data_url;
+pub mod data_url;
 pub mod ignition;
 
 pub use data_url::encode as data_url;
@@ -24,6 +24,8 @@ pub enum RenderError {
         format: &'static str,
         message: String,
     },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Format {

@@ -149,7 +149,7 @@ fn parse(path: &Path) -> Result<Layer, ProfileError> {
 
 /// One line: our own `file:line:column` prefix and the parser's message without its
 /// rendered snippet or its own position suffix.
-fn parse_error(path: &Path, error: &serde_saphyr::Error) -> ProfileError {
+pub(super) fn parse_error(path: &Path, error: &serde_saphyr::Error) -> ProfileError {
     let origin = match error.location() {
         Some(location) => Origin::from_location(path, location),
         None => Origin::file(path),

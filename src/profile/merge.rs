@@ -28,8 +28,10 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         outputs: Outputs::default(),
         metadata: Default::default(),
         machines: Vec::new(),
+        fragments: Default::default(),
         sources: Vec::new(),
     };
+    let mut fragment_sources = Vec::new();
     let mut outputs = OutputsDoc::default();
     for layer in chain {
         let at = |spanned_location| Origin::from_location(&layer.path, spanned_location);
@@ -144,9 +146,39 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         if let Some(doc_outputs) = &doc.outputs {
             merge_outputs(&mut outputs, doc_outputs);
         }
+        for entry in doc.ignition.iter().flatten() {
+            let fragment = super::fragment::load(entry, &layer.path, &mut fragment_sources)?;
+            profile.fragments.merge(fragment)?;
+        }
     }
     profile.outputs = resolve_outputs(outputs);
+    profile.sources.extend(fragment_sources);
+    bake_fragment_kernel_args(&mut profile)?;
     Ok(profile)
+}
+
+/// The arguments fragments want go on the image's command line with the profile's own (so
+/// that they hold from the first boot, also over iPXE, without Ignition's kargs reboot);
+/// one they want gone may not be one the profile adds.
+fn bake_fragment_kernel_args(profile: &mut Profile) -> Result<(), ProfileError> {
+    for absent in &profile.fragments.kernel_args_absent {
+        if let Some(own) = profile.kernel_args.iter().find(|a| a.value == absent.value) {
+            return Err(ProfileError::invalid(
+                absent.origin.clone(),
+                format!(
+                    "kernel_arguments: `{}` must not exist, but the profile adds it at {}",
+                    crate::origin::printable(&absent.value),
+                    own.origin
+                ),
+            ));
+        }
+    }
+    for arg in std::mem::take(&mut profile.fragments.kernel_args) {
+        if !profile.kernel_args.iter().any(|a| a.value == arg.value) {
+            profile.kernel_args.push(arg);
+        }
+    }
+    Ok(())
 }
 
 fn image_source(

@@ -6,6 +6,7 @@
 //! are building blocks, not roles.
 
 mod error;
+pub mod fragment;
 mod load;
 mod merge;
 pub mod schema;
@@ -46,7 +47,10 @@ pub struct Profile {
     pub metadata: BTreeMap<String, Located<String>>,
     /// The machines that boot this role from `boot.ipxe`.
     pub machines: Vec<Located<Machine>>,
-    /// The profile files merged into this one, root first.
+    /// What the Butane and Ignition fragments under `ignition:` add, merged.
+    pub fragments: fragment::Fragments,
+    /// The profile files merged into this one, root first, then the fragments and the local
+    /// files they read.
     pub sources: Vec<SourceFile>,
 }
 

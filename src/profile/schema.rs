@@ -59,6 +59,8 @@ pub struct ProfileDoc {
     pub metadata: Option<BTreeMap<String, Spanned<Scalar>>>,
     /// The machines that boot this role over iPXE (`boot.ipxe`).
     pub machines: Option<Vec<Spanned<MachineDoc>>>,
+    /// Butane and Ignition files whose config the role's config adds, in order.
+    pub ignition: Option<Vec<Spanned<super::fragment::FragmentDoc>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::origin::Origin;
+use crate::origin::{Origin, printable};
+use crate::profile::fragment::{Fragments, Node};
 use crate::profile::{InstanceSource, Instances, Located, Profile, UnitSpec, User};
 use crate::unit::{self, RoleMatch, UnitError, UnitFile, UnitLibrary};
 
@@ -37,6 +38,8 @@ pub struct RolePlan {
     /// Sorted by name.
     pub units: Vec<PlannedUnit>,
     pub kernel_args: Vec<String>,
+    /// What the profile's Butane and Ignition fragments add, checked against the above.
+    pub fragments: Fragments,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +63,13 @@ pub struct PlannedUnit {
 }
 
 impl RolePlan {
-    /// Names of the units this role runs, instances included (`zookeeper@1.service`).
+    /// Names of the units this role runs, instances included (`zookeeper@1.service`), then
+    /// those its fragments enable.
     pub fn enabled_units(&self) -> impl Iterator<Item = &str> {
-        self.units
-            .iter()
-            .filter(|u| u.enabled)
-            .map(|u| u.name.as_str())
+        let own = self.units.iter().filter(|u| u.enabled).map(|u| &u.name);
+        let added = self.fragments.units.iter().map(|u| &u.value);
+        let added = added.filter(|u| u.enabled == Some(true)).map(|u| &u.name);
+        own.chain(added).map(String::as_str)
     }
 }
 
@@ -108,6 +112,7 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     placed.units.sort_by(|a, b| a.name.cmp(&b.name));
+    check_fragments(profile, &files, &placed)?;
     Ok(RolePlan {
         role: profile.role.clone(),
         users: profile.users.clone(),
@@ -118,7 +123,66 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             .iter()
             .map(|a| a.value.clone())
             .collect(),
+        fragments: profile.fragments.clone(),
     })
+}
+
+/// A fragment may not write what the role writes itself: a path of one of its files (or a
+/// folder on the way to one, unless as a directory), or a unit it runs. Ignition would
+/// merge the two silently; the error names both places instead.
+fn check_fragments(
+    profile: &Profile,
+    files: &[PlannedFile],
+    placed: &Placed,
+) -> Result<(), RoleError> {
+    let written_at = |path: &str| match profile.files.iter().find(|f| f.path == path) {
+        Some(file) => format!("the profile's file at {}", file.origin),
+        None => "kato-image's own file for the role".to_string(),
+    };
+    for node in &profile.fragments.nodes {
+        let path = node.value.path().trim_end_matches('/');
+        for file in files {
+            let inside = file
+                .path
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('/'));
+            let clash = file.path == path || (inside && !matches!(node.value, Node::Directory(_)));
+            if clash {
+                return Err(invalid(
+                    &node.origin,
+                    format!(
+                        "storage: the {} `{}` clashes with {} (`{}`)",
+                        node.value.kind(),
+                        printable(node.value.path()),
+                        written_at(&file.path),
+                        file.path
+                    ),
+                ));
+            }
+        }
+    }
+    for unit in &profile.fragments.units {
+        let name = &unit.value.name;
+        let own = placed
+            .machine
+            .iter()
+            .find(|(n, file, _)| n == name || &file.name == name)
+            .map(|(_, _, origin)| format!("the role's unit from {origin}"))
+            .or_else(|| {
+                placed
+                    .units
+                    .iter()
+                    .any(|u| &u.name == name)
+                    .then(|| "kato-image's own unit for the role".to_string())
+            });
+        if let Some(own) = own {
+            return Err(invalid(
+                &unit.origin,
+                format!("systemd.units: `{name}` is also {own}; give it in one place"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The units for the role: those its `[X-Fleet]` sections select, and those the profile
@@ -376,6 +440,7 @@ mod tests {
             outputs: Default::default(),
             metadata: BTreeMap::new(),
             machines: Vec::new(),
+            fragments: Default::default(),
             sources: Vec::new(),
         }
     }

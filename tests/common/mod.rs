@@ -6,6 +6,7 @@ pub mod boot;
 pub mod btrfs;
 pub mod disk;
 pub mod http;
+pub mod ignition;
 pub mod mirror;
 pub mod node;
 pub mod registry;

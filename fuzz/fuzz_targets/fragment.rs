@@ -1,0 +1,14 @@
+//! A Butane or Ignition fragment (the first byte picks which): parsing, translation and the
+//! checks of each entry; local files resolve inside an empty folder.
+#![no_main]
+use kato_image::profile::fragment::{Language, translate_text};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((first, rest)) = data.split_first() else { return };
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let language = if first & 1 == 0 { Language::Butane } else { Language::Ignition };
+    let dir = tempfile::tempdir().unwrap();
+    let mut sources = Vec::new();
+    let _ = translate_text(text, language, &dir.path().join("fragment"), &mut sources);
+});

@@ -1,0 +1,160 @@
+//! The two languages a fragment is written in, exactly as written: Butane (`variant:
+//! flatcar`, YAML, snake_case keys) and Ignition (JSON, camelCase keys). Their storage,
+//! systemd and passwd sections have the same shape, so one macro declares them for both
+//! spellings; what only one language has (Butane's `inline`/`local`, `trees`,
+//! `contents_local`; Ignition's `source`) is in the `Resource` each module declares itself.
+//!
+//! Every section the Ignition spec has is declared, so that what kato-image does not
+//! translate is refused by its name at its position, not as an unknown key; what neither
+//! language has is an unknown key.
+
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+/// A section kato-image refuses wherever it appears; only its position is kept.
+pub type Refused = Option<Spanned<IgnoredAny>>;
+
+macro_rules! sections {
+    ($case:literal) => {
+        use serde::Deserialize;
+        use serde_saphyr::Spanned;
+
+        use $crate::profile::fragment::doc::Refused;
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct StorageDoc {
+            pub files: Option<Vec<Spanned<FileDoc>>>,
+            pub directories: Option<Vec<Spanned<DirectoryDoc>>>,
+            pub links: Option<Vec<Spanned<LinkDoc>>>,
+            pub trees: Option<Vec<Spanned<TreeDoc>>>,
+            pub disks: Refused,
+            pub raid: Refused,
+            pub filesystems: Refused,
+            pub luks: Refused,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct FileDoc {
+            pub path: Spanned<String>,
+            pub mode: Option<Spanned<u32>>,
+            pub overwrite: Option<bool>,
+            pub user: Option<OwnerDoc>,
+            pub group: Option<OwnerDoc>,
+            pub contents: Option<Spanned<ResourceDoc>>,
+            pub append: Refused,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct DirectoryDoc {
+            pub path: Spanned<String>,
+            pub mode: Option<Spanned<u32>>,
+            pub overwrite: Option<bool>,
+            pub user: Option<OwnerDoc>,
+            pub group: Option<OwnerDoc>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct LinkDoc {
+            pub path: Spanned<String>,
+            pub target: Option<String>,
+            pub hard: Option<bool>,
+            pub overwrite: Option<bool>,
+            pub user: Option<OwnerDoc>,
+            pub group: Option<OwnerDoc>,
+        }
+
+        /// Butane only: a local folder copied under `path` (Ignition's module refuses it).
+        #[allow(dead_code)]
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct TreeDoc {
+            pub local: String,
+            pub path: Option<String>,
+        }
+
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct OwnerDoc {
+            pub id: Option<i64>,
+            pub name: Option<String>,
+        }
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct SystemdDoc {
+            pub units: Option<Vec<Spanned<UnitDoc>>>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct UnitDoc {
+            pub name: Spanned<String>,
+            pub enabled: Option<bool>,
+            pub mask: Option<bool>,
+            pub contents: Option<String>,
+            /// Butane 1.1.0 and later.
+            pub contents_local: Option<Spanned<String>>,
+            pub dropins: Option<Vec<Spanned<DropinDoc>>>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct DropinDoc {
+            pub name: Spanned<String>,
+            pub contents: Option<String>,
+            /// Butane 1.1.0 and later.
+            pub contents_local: Option<Spanned<String>>,
+        }
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct PasswdDoc {
+            pub users: Option<Vec<Spanned<UserDoc>>>,
+            pub groups: Option<Vec<Spanned<GroupDoc>>>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct UserDoc {
+            pub name: Spanned<String>,
+            pub uid: Option<i64>,
+            pub gecos: Option<String>,
+            pub home_dir: Option<String>,
+            pub no_create_home: Option<bool>,
+            pub primary_group: Option<String>,
+            pub groups: Option<Vec<String>>,
+            pub no_user_group: Option<bool>,
+            pub no_log_init: Option<bool>,
+            pub shell: Option<String>,
+            pub system: Option<bool>,
+            pub should_exist: Option<bool>,
+            pub password_hash: Option<String>,
+            pub ssh_authorized_keys: Option<Vec<Spanned<String>>>,
+            /// Butane 1.1.0 and later.
+            pub ssh_authorized_keys_local: Option<Vec<Spanned<String>>>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct GroupDoc {
+            pub name: Spanned<String>,
+            pub gid: Option<i64>,
+            pub password_hash: Option<String>,
+            pub system: Option<bool>,
+            pub should_exist: Option<bool>,
+        }
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct KernelArgumentsDoc {
+            pub should_exist: Option<Vec<Spanned<String>>>,
+            pub should_not_exist: Option<Vec<Spanned<String>>>,
+        }
+    };
+}
+
+pub(super) use sections;

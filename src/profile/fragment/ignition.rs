@@ -1,0 +1,139 @@
+//! Ignition JSON fragments, spec 3.0.0 to 3.4.0, read with the same YAML parser as
+//! profiles (JSON is YAML's flow style), which gives every value its line and column.
+//! Contents must be `data:` URLs; they are kept as written (with their `compression` and
+//! `verification`), after checking that they decode and match their hash.
+
+use super::doc;
+use super::translate;
+
+doc::sections!("camelCase");
+translate::conversions!();
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigDoc {
+    ignition: IgnitionDoc,
+    storage: Option<StorageDoc>,
+    systemd: Option<SystemdDoc>,
+    passwd: Option<PasswdDoc>,
+    kernel_arguments: Option<Spanned<KernelArgumentsDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IgnitionDoc {
+    version: Spanned<String>,
+    config: Refused,
+    timeouts: Refused,
+    security: Refused,
+    proxy: Refused,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceDoc {
+    source: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    verification: Option<VerificationDoc>,
+    http_headers: Refused,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationDoc {
+    hash: Option<String>,
+}
+
+pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
+    let config: ConfigDoc = serde_saphyr::from_str(text)
+        .map_err(|e| crate::profile::load::parse_error(&cx.file, &e))?;
+    let version = &config.ignition.version;
+    let minor = match version.value.as_str() {
+        "3.0.0" => 0,
+        "3.1.0" => 1,
+        "3.2.0" => 2,
+        "3.3.0" => 3,
+        "3.4.0" => 4,
+        other => {
+            return Err(cx.error(
+                version.referenced,
+                format!(
+                    "ignition.version: {} is not a spec kato-image reads (3.0.0 to 3.4.0; it renders {})",
+                    crate::origin::quoted(other),
+                    crate::config::ignition::SPEC_VERSION
+                ),
+            ));
+        }
+    };
+    let ignition = &config.ignition;
+    cx.refuse(
+        "ignition.config",
+        &ignition.config,
+        "list every fragment under the profile's `ignition:` instead of merging or replacing configs",
+    )?;
+    for (field, value) in [
+        ("ignition.timeouts", &ignition.timeouts),
+        ("ignition.security", &ignition.security),
+        ("ignition.proxy", &ignition.proxy),
+    ] {
+        cx.refuse(
+            field,
+            value,
+            "Ignition fetches nothing at boot from a kato-image config",
+        )?;
+    }
+    if let Some(storage) = &config.storage {
+        if let Some(trees) = &storage.trees {
+            let at = trees.first().map_or(Location::UNKNOWN, |t| t.referenced);
+            return Err(cx.error(
+                at,
+                "storage.trees is Butane's, not Ignition's; list the files, or write the fragment in Butane",
+            ));
+        }
+        storage.add(cx)?;
+    }
+    if let Some(systemd) = &config.systemd {
+        systemd.add(cx)?;
+    }
+    if let Some(passwd) = &config.passwd {
+        passwd.add(cx)?;
+    }
+    if let Some(args) = &config.kernel_arguments {
+        if minor < 3 {
+            return Err(cx.error(
+                args.referenced,
+                format!(
+                    "kernelArguments needs spec 3.3.0 or later (this config is {})",
+                    version.value
+                ),
+            ));
+        }
+        args.value.add(cx, "kernelArguments")?;
+    }
+    Ok(())
+}
+
+impl ResourceDoc {
+    fn to_ign(
+        &self,
+        cx: &mut Cx,
+        location: Location,
+    ) -> Result<Option<ign::Resource>, ProfileError> {
+        cx.refuse(
+            "contents.httpHeaders",
+            &self.http_headers,
+            translate::REMOTE,
+        )?;
+        let hash = self.verification.as_ref().and_then(|v| v.hash.as_deref());
+        match &self.source {
+            Some(source) => cx
+                .data_source(source, self.compression.as_ref(), hash)
+                .map(Some),
+            None if self.compression.is_some() || hash.is_some() => Err(cx.error(
+                location,
+                "contents: `compression` and `verification` need a `source`",
+            )),
+            None => Ok(None),
+        }
+    }
+}
