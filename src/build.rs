@@ -6,7 +6,8 @@
 //!    PXE files, container images;
 //! 3. per role, `emit::raw::build` for each disk image (then `emit::ami` to publish the AMI
 //!    one), `emit::ipxe::emit` for the payload;
-//! 4. `manifest::Manifest::assemble`, written once per role.
+//! 4. `manifest::Manifest::assemble`, written once per role, then its provenance
+//!    (`provenance::Statement`), signed when the request has a signer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ use crate::plan::{BuildPlan, DiskKind, OutputKind, PlanError, PlanRequest, Plann
 use crate::profile::Profile;
 use crate::progress::Progress;
 use crate::project::Project;
+use crate::provenance::dsse::{Envelope, EnvelopeSignature};
+use crate::provenance::sign::{self, Signer};
+use crate::provenance::{self as prov, Statement};
 use crate::release::{FetchOptions, ReleaseSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,10 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Provenance(#[from] crate::provenance::ProvenanceError),
+    #[error(transparent)]
+    Sign(#[from] crate::provenance::sign::SignError),
     #[error("{0}")]
     Aws(AmiError),
     #[error("role {role}: {source}")]
@@ -73,6 +81,10 @@ pub struct BuildRequest<'a> {
     pub allow_known_issues: bool,
     /// How AMIs are published, if the plan has any.
     pub aws: AwsOptions,
+    /// Signs each role's provenance and manifest; `None` writes them unsigned.
+    pub signer: Option<&'a Signer>,
+    /// Who ran the build, as a URI (SLSA's `builder.id`): a CI job's, or kato-image's local one.
+    pub builder_id: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +92,10 @@ pub struct RoleBuild {
     pub role: String,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
+    /// The statement (`<role>.provenance.json`).
+    pub provenance_path: PathBuf,
+    /// The DSSE envelope, when signed (`<role>.intoto.jsonl`).
+    pub envelope_path: Option<PathBuf>,
 }
 
 pub fn build(
@@ -171,11 +187,70 @@ impl Emitter<'_> {
         let manifest = Manifest::assemble(role, self.gathered, &facts, profiles_dir, disks, ipxe);
         let manifest_path = Manifest::path(self.request.out_dir, role.name());
         manifest.write(&manifest_path)?;
+        let (provenance_path, envelope_path) = self.provenance(role, &manifest, &manifest_path)?;
         Ok(RoleBuild {
             role: role.name().to_string(),
             manifest_path,
             manifest,
+            provenance_path,
+            envelope_path,
         })
+    }
+
+    /// The role's statement, and with a signer its DSSE envelope and the manifest's
+    /// detached signature; without one, signatures of an earlier build are removed, so that
+    /// nothing beside the new manifest claims to sign it.
+    fn provenance(
+        &self,
+        role: &PlannedRole,
+        manifest: &Manifest,
+        manifest_path: &Path,
+    ) -> Result<(PathBuf, Option<PathBuf>), BuildError> {
+        let out_dir = self.request.out_dir;
+        let write = |path: &Path, bytes: &[u8]| {
+            crate::fsutil::write_atomic(path, bytes).map_err(|source| BuildError::Output {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let manifest_bytes = manifest.to_bytes();
+        let statement = Statement::of_build(&prov::Inputs {
+            manifest,
+            manifest_bytes: &manifest_bytes,
+            out_dir,
+            builder_id: self.request.builder_id,
+            config: &role.config,
+        })?;
+        let payload = statement.to_bytes();
+        let statement_path = prov::statement_path(out_dir, role.name());
+        let envelope_path = prov::envelope_path(out_dir, role.name());
+        let detached_path = sign::manifest_signature_path(manifest_path);
+        let Some(signer) = self.request.signer else {
+            for stale in [&envelope_path, &detached_path] {
+                match std::fs::remove_file(stale) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(BuildError::Output {
+                            path: stale.clone(),
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            write(&statement_path, &payload)?;
+            return Ok((statement_path, None));
+        };
+        let mut envelope = Envelope::new(prov::PAYLOAD_TYPE, &payload);
+        let pae = prov::dsse::pae(prov::PAYLOAD_TYPE, &payload);
+        envelope.signatures.push(EnvelopeSignature {
+            keyid: signer.keyid(),
+            sig: prov::dsse::base64(&signer.signature(&pae, manifest.timestamp)?),
+        });
+        let detached = signer.detached(&manifest_bytes, manifest.timestamp)?;
+        write(&statement_path, &payload)?;
+        write(&detached_path, &detached)?;
+        write(&envelope_path, &envelope.to_line())?;
+        Ok((statement_path, Some(envelope_path)))
     }
 
     fn disk(

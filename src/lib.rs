@@ -6,7 +6,8 @@
 //! A build runs `profile` (load and merge) and `role` (units, files) into `plan`, then
 //! `gather` (`release` fetches and `verify` checks the vendor files, `disk` decompresses and
 //! hashes them, `oci` pulls images), then `emit` (a copy of the vendor disk with `fs` writing
-//! its OEM btrfs; iPXE payloads; AMIs), and `manifest` records it all; `build` drives them.
+//! its OEM btrfs; iPXE payloads; AMIs), `manifest` records it all and `provenance` states
+//! and signs it; `build` drives them.
 
 pub mod build;
 pub mod cache;
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod project;
+pub mod provenance;
 pub mod qemu;
 pub mod release;
 pub mod role;

@@ -43,6 +43,9 @@ pub struct Manifest {
     /// Every vendor file the outputs were made from, as fetched and verified.
     pub vendor: Vec<ArtifactRecord>,
     pub profiles: Vec<FileDigest>,
+    /// The unit files taken from the units folder, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<FileDigest>,
     pub config: ConfigRecord,
     pub kernel_args: Vec<String>,
     /// Seconds since the epoch used for files the build writes (SOURCE_DATE_EPOCH, else the
@@ -261,6 +264,15 @@ impl Manifest {
                         .unwrap_or(&s.path)
                         .display()
                         .to_string(),
+                    sha256: s.sha256.clone(),
+                })
+                .collect(),
+            units: role
+                .plan
+                .unit_sources
+                .iter()
+                .map(|s| FileDigest {
+                    path: s.path.display().to_string(),
                     sha256: s.sha256.clone(),
                 })
                 .collect(),

@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use kato_image::build::{BuildRequest, RoleBuild, build};
 use kato_image::emit::ami::AwsOptions;
 use kato_image::plan::OutputKind;
+use kato_image::provenance::sign::{Passphrase, Signer};
 
 use super::ProjectArgs;
 use super::fetch::{INSECURE_WARNING, ReleaseArgs};
@@ -59,6 +60,30 @@ pub struct BuildArgs {
     /// available.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     pub wait_timeout: u64,
+    /// Sign each role's provenance and manifest with this key: an OpenPGP secret key
+    /// (armored) or an unencrypted OpenSSH Ed25519 key. Without it they are written unsigned.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KATO_IMAGE_SIGN_KEY",
+        hide_env_values = true
+    )]
+    pub sign_key: Option<PathBuf>,
+    /// The OpenPGP key's passphrase is in this file (its first line).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "sign_key",
+        conflicts_with = "sign_passphrase_env"
+    )]
+    pub sign_passphrase_file: Option<PathBuf>,
+    /// The OpenPGP key's passphrase is in this environment variable.
+    #[arg(long, value_name = "VAR", requires = "sign_key")]
+    pub sign_passphrase_env: Option<String>,
+    /// Who runs the build, as a URI recorded as the provenance's builder (a CI job's URL)
+    /// [default: kato-image's local builder].
+    #[arg(long, value_name = "URI", env = "KATO_IMAGE_BUILDER_ID")]
+    pub builder_id: Option<String>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +129,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         })?),
         Err(_) => None,
     };
+    // The key is read and tried before anything is fetched or written.
+    let signer = match &args.sign_key {
+        Some(path) => {
+            let passphrase = match (&args.sign_passphrase_file, &args.sign_passphrase_env) {
+                (Some(file), _) => Passphrase::File(file.clone()),
+                (None, Some(var)) => Passphrase::Env(var.clone()),
+                (None, None) => Passphrase::None,
+            };
+            Some(Signer::load(path, &passphrase)?)
+        }
+        None => None,
+    };
+    let builder_id = args
+        .builder_id
+        .clone()
+        .unwrap_or_else(|| kato_image::provenance::LOCAL_BUILDER.to_string());
     let release =
         |profile: &kato_image::profile::Profile| args.release.spec(profile.release.clone());
     let outputs: Option<Vec<OutputKind>> = args
@@ -129,6 +170,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             retries: options.retries,
             wait: std::time::Duration::from_secs(args.wait_timeout),
         },
+        signer: signer.as_ref(),
+        builder_id: &builder_id,
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;
@@ -138,6 +181,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     } else {
         for b in &builds {
             print_text(&args.out, b);
+        }
+        match &signer {
+            Some(signer) => println!(
+                "provenance signed with {} key {}",
+                signer.kind(),
+                signer.keyid()
+            ),
+            None => println!("provenance unsigned (give --sign-key to sign it)"),
         }
     }
     if options.insecure_skip_signature {
@@ -162,6 +213,8 @@ fn summary(out: &std::path::Path, b: &RoleBuild) -> serde_json::Value {
             "ami": d.ami,
         })).collect::<Vec<_>>(),
         "ipxe": m.ipxe.as_ref().map(|i| out.join("ipxe").join(&i.script)),
+        "provenance": b.provenance_path,
+        "signed": b.envelope_path,
     })
 }
 
@@ -170,6 +223,10 @@ fn print_text(out: &std::path::Path, b: &RoleBuild) {
     println!("{}: build id {}", b.role, m.build_id);
     println!("  manifest:  {}", b.manifest_path.display());
     println!("  config:    sha256 {}", m.config.sha256);
+    println!("  provenance: {}", b.provenance_path.display());
+    if let Some(envelope) = &b.envelope_path {
+        println!("  signed:    {}", envelope.display());
+    }
     println!(
         "  release:   Flatcar {} {} {}",
         m.release.channel, m.release.board, m.release.version

@@ -8,6 +8,7 @@ mod publish;
 mod pull;
 mod run;
 mod serve;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -79,7 +80,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  kato-image build --role master\n  kato-image build --role all --out out --json\n  kato-image build --role worker,edge --channel beta --release-url 'http://mirror/{channel}/{board}/{version}/'"
     )]
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Download and verify a Flatcar release into the cache; print the artifacts.
     #[command(
         after_help = "Examples:\n  kato-image fetch\n  kato-image fetch --channel beta --version 4593.1.0 --artifact pxe --json\n  kato-image fetch --release-url 'http://127.0.0.1:8080/flatcar/{channel}/{board}/{version}/' --offline"
@@ -106,6 +107,11 @@ enum Command {
         after_help = "Examples:\n  kato-image run out/master.raw\n  kato-image run --role worker --memory 4096 --cpus 4\n  kato-image run out/edge.raw --accel tcg --no-network"
     )]
     Run(run::RunArgs),
+    /// Check a built image against its manifest and signed provenance, partition by partition.
+    #[command(
+        after_help = "Examples:\n  kato-image verify out/master.raw\n  kato-image verify out/master.raw --key ci-signing-key.asc\n  kato-image verify out/worker.raw --allowed-signers allowed_signers --json"
+    )]
+    Verify(verify::VerifyArgs),
     /// Serve a folder (iPXE payloads) over HTTP, loopback by default.
     #[command(
         after_help = "Examples:\n  kato-image serve out/ipxe\n  kato-image serve out/ipxe --listen 0.0.0.0:8080"
@@ -241,11 +247,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Build(args) => build::run(args)?,
+        Command::Build(args) => build::run(*args)?,
         Command::Fetch(args) => fetch::run(args)?,
         Command::Inspect(args) => inspect::run(args)?,
         Command::Serve(args) => serve::run(args)?,
         Command::Run(args) => run::run(args)?,
+        Command::Verify(args) => verify::run(args)?,
         Command::Pull(args) => pull::run(args)?,
         Command::Publish(command) => publish::run(command)?,
         Command::Completions { shell } => {

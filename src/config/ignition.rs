@@ -103,6 +103,7 @@ pub fn fragments_config(extra: &Fragments) -> ign::Config {
         units: Vec::new(),
         kernel_args: Vec::new(),
         fragments: extra.clone(),
+        unit_sources: Vec::new(),
     };
     let mut config = self::config(&plan);
     if !extra.kernel_args.is_empty() {

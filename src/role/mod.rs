@@ -40,6 +40,8 @@ pub struct RolePlan {
     pub kernel_args: Vec<String>,
     /// What the profile's Butane and Ignition fragments add, checked against the above.
     pub fragments: Fragments,
+    /// The unit files read from the units folder (by file name), sorted.
+    pub unit_sources: Vec<crate::profile::SourceFile>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +115,7 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
     files.sort_by(|a, b| a.path.cmp(&b.path));
     placed.units.sort_by(|a, b| a.name.cmp(&b.name));
     check_fragments(profile, &files, &placed)?;
+    let unit_sources = library_sources(&chosen);
     Ok(RolePlan {
         role: profile.role.clone(),
         users: profile.users.clone(),
@@ -124,7 +127,21 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             .map(|a| a.value.clone())
             .collect(),
         fragments: profile.fragments.clone(),
+        unit_sources,
     })
+}
+
+/// The chosen units whose text is a file of the units folder (not a profile's inline one).
+fn library_sources(chosen: &BTreeMap<String, Chosen>) -> Vec<crate::profile::SourceFile> {
+    use sha2::Digest;
+    chosen
+        .values()
+        .filter(|c| c.spec.is_none_or(|s| s.value.contents.is_none()))
+        .map(|c| crate::profile::SourceFile {
+            path: c.file.name.clone().into(),
+            sha256: crate::cache::hex(&sha2::Sha256::digest(c.file.contents.as_bytes())),
+        })
+        .collect()
 }
 
 /// A fragment may not write what the role writes itself: a path of one of its files (or a

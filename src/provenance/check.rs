@@ -1,0 +1,317 @@
+//! `kato-image verify`: what a consumer can check about a disk image before launching it,
+//! from the files beside it: the manifest's detached signature and the signed statement
+//! (with the key it is told to trust), the statement naming this manifest and this image,
+//! and the image itself re-hashed, whole and partition by partition, against the manifest.
+//! Each partition is reported as the vendor's byte for byte, or as changed by the build.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::dsse::{self, Envelope};
+use super::sshkey::{self, PublicKey};
+use super::{PAYLOAD_TYPE, Statement};
+use crate::disk::{PartitionTable, ZeroLeaves, digest};
+use crate::manifest::Manifest;
+use crate::verify::Keyring;
+
+/// The keys a consumer trusts.
+pub enum Trust {
+    /// No key given: signatures are reported, not required.
+    None,
+    OpenPgp(Keyring),
+    /// The keys of an `allowed_signers` file.
+    Ssh(Vec<PublicKey>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("{}: {why}", path.display())]
+    Refused { path: PathBuf, why: String },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub image: String,
+    pub role: String,
+    pub build_id: String,
+    /// `unsigned`, `verified`, or `not checked` (signed, but no key was given).
+    pub signature: String,
+    /// Who signed, when verified: a key ID and its kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    pub blake3: String,
+    pub partitions: Vec<PartitionReport>,
+    /// Everything that does not hold, one line each; empty when the image checks out.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub slot: u32,
+    pub name: String,
+    pub blake3: String,
+    /// Equal to the vendor image's partition.
+    pub vendor: bool,
+    /// Equal to what the manifest recorded for it.
+    pub as_built: bool,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
+    move |source| CheckError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks `image` against the manifest beside it (or `manifest`), with `trust`.
+pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Report, CheckError> {
+    let manifest_path = manifest.map_or_else(|| Manifest::beside(image), Path::to_path_buf);
+    let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
+    let m = Manifest::read(&manifest_path)?;
+    let name = Manifest::image_name(image);
+    let disk = m.disk(&name).ok_or_else(|| CheckError::Refused {
+        path: manifest_path.clone(),
+        why: format!(
+            "records no image named {name} (it records {})",
+            m.disks
+                .iter()
+                .map(|d| d.file.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    let mut problems = Vec::new();
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let (signature, signer, statement) = signed_statement(
+        dir,
+        &m.role,
+        &manifest_path,
+        &manifest_bytes,
+        trust,
+        &mut problems,
+    )?;
+    if let Some(statement) = &statement {
+        let manifest_name = format!("{}.manifest.json", m.role);
+        let sha256 = crate::cache::hex(&Sha256::digest(&manifest_bytes));
+        match statement.subject(&manifest_name) {
+            Some(s) if s.digest.get("sha256") == Some(&sha256) => {}
+            Some(_) => problems.push(format!(
+                "{}: changed since the build: the statement names another manifest",
+                manifest_path.display()
+            )),
+            None => problems.push(format!("the statement does not name {manifest_name}")),
+        }
+        match statement.subject(&disk.file) {
+            Some(s) if s.digest.get("blake3") == Some(&disk.blake3) => {}
+            Some(_) => problems.push(format!(
+                "the statement and the manifest give {} different digests",
+                disk.file
+            )),
+            None => problems.push(format!("the statement does not name {}", disk.file)),
+        }
+    }
+    let file = std::fs::File::open(image).map_err(io(image))?;
+    let len = file.metadata().map_err(io(image))?.len();
+    // Partitions first: the one that differs says more than the whole image's digest.
+    let partitions = partitions(image, &file, disk, &mut problems)?;
+    if len != disk.size {
+        problems.push(format!(
+            "{}: {len} bytes, but the manifest says {}",
+            image.display(),
+            disk.size
+        ));
+    }
+    let mut zeros = ZeroLeaves::in_memory();
+    let blake3 = digest::hex(&digest::hash_range(&file, 0, len, &mut zeros).map_err(io(image))?);
+    if blake3 != disk.blake3 {
+        problems.push(format!(
+            "{}: BLAKE3 {blake3}, not the manifest's {}",
+            image.display(),
+            disk.blake3
+        ));
+    }
+    Ok(Report {
+        image: image.display().to_string(),
+        role: m.role.clone(),
+        build_id: m.build_id.clone(),
+        signature,
+        signer,
+        blake3,
+        partitions,
+        problems,
+    })
+}
+
+fn partitions(
+    image: &Path,
+    file: &std::fs::File,
+    disk: &crate::manifest::DiskRecord,
+    problems: &mut Vec<String>,
+) -> Result<Vec<PartitionReport>, CheckError> {
+    let table = match PartitionTable::read(&mut file.try_clone().map_err(io(image))?, false) {
+        Ok(table) => table,
+        Err(e) => {
+            problems.push(format!("{}: {e}", image.display()));
+            return Ok(Vec::new());
+        }
+    };
+    let digests = crate::disk::partition_digests(file, &table).map_err(io(image))?;
+    let mut out = Vec::new();
+    for record in &disk.partitions {
+        let Some(now) = digests.get(&record.slot) else {
+            problems.push(format!(
+                "partition {} ({}) is gone from the image",
+                record.slot, record.name
+            ));
+            continue;
+        };
+        let as_built = *now == record.blake3_after;
+        if !as_built {
+            problems.push(format!(
+                "partition {} ({}) differs from the build's: BLAKE3 {now}, not {}",
+                record.slot, record.name, record.blake3_after
+            ));
+        }
+        out.push(PartitionReport {
+            slot: record.slot,
+            name: record.name.clone(),
+            blake3: now.clone(),
+            vendor: record.blake3_before.as_deref() == Some(now.as_str()),
+            as_built,
+        });
+    }
+    Ok(out)
+}
+
+type Signed = (String, Option<String>, Option<Statement>);
+
+/// The statement and whether its signatures (and the manifest's) check out with `trust`.
+fn signed_statement(
+    dir: &Path,
+    role: &str,
+    manifest_path: &Path,
+    manifest_bytes: &[u8],
+    trust: &Trust,
+    problems: &mut Vec<String>,
+) -> Result<Signed, CheckError> {
+    let envelope_path = super::envelope_path(dir, role);
+    let statement_path = super::statement_path(dir, role);
+    let detached_path = super::sign::manifest_signature_path(manifest_path);
+    let required = !matches!(trust, Trust::None);
+    if !envelope_path.exists() {
+        if required {
+            problems.push(format!(
+                "{}: missing: the build was not signed, and a key was given",
+                envelope_path.display()
+            ));
+        }
+        let statement = match std::fs::read(&statement_path) {
+            Ok(bytes) => Some(parse_statement(&bytes, &statement_path)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!("{}: missing", statement_path.display()));
+                None
+            }
+            Err(e) => return Err(io(&statement_path)(e)),
+        };
+        return Ok(("unsigned".into(), None, statement));
+    }
+    let text = std::fs::read(&envelope_path).map_err(io(&envelope_path))?;
+    let refused = |why: String| CheckError::Refused {
+        path: envelope_path.clone(),
+        why,
+    };
+    let envelope: Envelope =
+        serde_json::from_slice(&text).map_err(|e| refused(format!("not a DSSE envelope: {e}")))?;
+    if envelope.payload_type != PAYLOAD_TYPE {
+        return Err(refused(format!(
+            "payload type {:?}, not {PAYLOAD_TYPE}",
+            envelope.payload_type
+        )));
+    }
+    let payload = envelope.payload_bytes().map_err(refused)?;
+    let statement = parse_statement(&payload, &envelope_path)?;
+    if !required {
+        return Ok(("not checked".into(), None, Some(statement)));
+    }
+    let pae = dsse::pae(&envelope.payload_type, &payload);
+    let mut signer = None;
+    for sig in &envelope.signatures {
+        let bytes = dsse::decode_sig(&sig.sig).map_err(&refused)?;
+        if let Some(who) = check_signature(trust, &pae, &bytes, &envelope_path) {
+            signer = Some(who);
+            break;
+        }
+    }
+    let Some(signer) = signer else {
+        problems.push(format!(
+            "{}: no signature by a trusted key (signed by {})",
+            envelope_path.display(),
+            envelope
+                .signatures
+                .iter()
+                .map(|s| s.keyid.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return Ok(("untrusted".into(), None, Some(statement)));
+    };
+    match std::fs::read(&detached_path) {
+        Ok(sig) => {
+            if check_signature(trust, manifest_bytes, &sig, &detached_path).is_none() {
+                problems.push(format!(
+                    "{}: does not verify {} with the trusted key: the manifest was changed after signing, or another key signed it",
+                    detached_path.display(),
+                    manifest_path.display()
+                ));
+            }
+        }
+        Err(_) => problems.push(format!("{}: missing", detached_path.display())),
+    }
+    Ok(("verified".into(), Some(signer), Some(statement)))
+}
+
+fn parse_statement(bytes: &[u8], path: &Path) -> Result<Statement, CheckError> {
+    Statement::parse(bytes, path).map_err(|e| CheckError::Refused {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Who made `signature` over `data`, if a trusted key did: an OpenPGP signature packet, a
+/// raw Ed25519 signature, or an armored SSH signature.
+fn check_signature(trust: &Trust, data: &[u8], signature: &[u8], path: &Path) -> Option<String> {
+    match trust {
+        Trust::None => None,
+        Trust::OpenPgp(keyring) => keyring
+            .verify_detached(signature, data, &path.display().to_string())
+            .ok()
+            .map(|info| format!("OpenPGP {}", info.signer_fingerprint)),
+        Trust::Ssh(keys) => {
+            let key = if sshkey::is_sshsig(signature) {
+                let text = std::str::from_utf8(signature).ok()?;
+                sshkey::verify_sshsig(text, data).ok()?
+            } else {
+                keys.iter()
+                    .find(|k| k.verify_raw(data, signature).is_ok())?
+                    .clone()
+            };
+            keys.contains(&key)
+                .then(|| format!("SSH {}", key.fingerprint()))
+        }
+    }
+}
