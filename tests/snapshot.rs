@@ -410,6 +410,55 @@ fn build_output_ami_puts_every_role_on_one_snapshot_of_the_vendor_image() {
         common::disk::b3sum(&out.path().join("worker-ami.raw"))
     );
 
+    // `verify --ami`: the AMI's root snapshot (the base's blocks and the role's, as EBS lists
+    // a child's) holds the image byte for byte; each block it has is read once.
+    let master_ami = ami_disk(&master)["ami"]["image"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = out.path().join("master-ami.raw");
+    let verify = |aws: &Aws| {
+        aws.kato(&[
+            "verify".as_ref(),
+            image.as_os_str(),
+            "--ami".as_ref(),
+            std::ffi::OsStr::new(&master_ami),
+            "--json".as_ref(),
+        ])
+    };
+    aws.clear();
+    let verified = verify(&aws);
+    no_secret(&verified);
+    let report = json(&verified);
+    assert!(report["ami"]["first_difference"].is_null(), "{report}");
+    let read = report["ami"]["blocks_read"].as_u64().unwrap();
+    assert!(
+        read > 0 && read < report["ami"]["blocks"].as_u64().unwrap(),
+        "{report}"
+    );
+    let gets = aws
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().contains("/blocks/"))
+        .count();
+    assert_eq!(
+        gets as u64, read,
+        "GetSnapshotBlock once per block the snapshot has"
+    );
+    // A byte of the image changed after publishing: the block is named, non-zero exit.
+    let original = std::fs::read(&image).unwrap();
+    let mut changed = original.clone();
+    changed[100] ^= 0xff;
+    std::fs::write(&image, &changed).unwrap();
+    let differs = verify(&aws);
+    assert!(!differs.status.success());
+    let stderr = String::from_utf8_lossy(&differs.stderr);
+    assert!(
+        stderr.contains("differs from") && stderr.contains("at block 0 (byte 0)"),
+        "{stderr}"
+    );
+    std::fs::write(&image, &original).unwrap();
+
     // A later run finds the base snapshot and the AMIs by their tags and uploads nothing.
     aws.clear();
     let again = json(&aws.kato(&args));

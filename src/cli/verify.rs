@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use kato_image::emit::ami::{AwsOptions, Publisher};
 use kato_image::provenance::check::{self, Report, Trust};
 use kato_image::provenance::sshkey;
 use kato_image::verify::Keyring;
@@ -22,6 +23,13 @@ pub struct VerifyArgs {
     /// -Y verify`); the build's signatures are then required.
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// Also prove that this AMI's root snapshot holds the image, block by block (EBS direct
+    /// APIs; every block the snapshot has is read once).
+    #[arg(long, value_name = "AMI-ID")]
+    pub ami: Option<String>,
+    /// AWS region of `--ami` (default: the AWS configuration's).
+    #[arg(long, requires = "ami")]
+    pub region: Option<String>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +39,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let text = args.image.to_string_lossy();
     if text.starts_with("ami-") && !args.image.exists() {
         anyhow::bail!(
-            "{text}: verifying a published AMI against its image is not built yet; verify the image it was published from (OUT/<role>-ami.raw)"
+            "{text} is an AMI: give the image it was published from, and the AMI with --ami (kato-image verify OUT/<role>-ami.raw --ami {text})"
         );
     }
     let read = |path: &PathBuf| {
@@ -50,7 +58,19 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         }
         (None, None) => Trust::None,
     };
-    let report = check::verify(&args.image, args.manifest.as_deref(), &trust)?;
+    let mut report = check::verify(&args.image, args.manifest.as_deref(), &trust)?;
+    if let Some(ami) = &args.ami {
+        let options = AwsOptions {
+            region: args.region.clone(),
+            workers: 1,
+            retries: 3,
+            wait: std::time::Duration::from_secs(60),
+        };
+        let publisher = Publisher::connect(&options)?;
+        let progress = super::progress::Reporter::for_stderr(false, args.json);
+        let comparison = publisher.compare_image(ami, &args.image, &progress)?;
+        report.add_ami(&args.image, comparison);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -73,6 +93,16 @@ fn print_text(report: &Report) {
         None => println!("  signature: {}", report.signature),
     }
     println!("  image:     blake3 {}", report.blake3);
+    if let Some(ami) = &report.ami {
+        let state = match ami.first_difference {
+            None => "holds the image, byte for byte",
+            Some(_) => "DIFFERS from the image",
+        };
+        println!(
+            "  ami:       {} (snapshot {}): {state}; {} of {} blocks read",
+            ami.image_id, ami.snapshot_id, ami.blocks_read, ami.blocks
+        );
+    }
     for p in &report.partitions {
         let state = match (p.as_built, p.vendor) {
             (false, _) => "DIFFERS from the build",

@@ -50,6 +50,9 @@ pub struct Report {
     pub signer: Option<String>,
     pub blake3: String,
     pub partitions: Vec<PartitionReport>,
+    /// With `verify --ami`: the AMI's root snapshot compared with the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<crate::emit::ami::compare::SnapshotComparison>,
     /// Everything that does not hold, one line each; empty when the image checks out.
     pub problems: Vec<String>,
 }
@@ -69,6 +72,41 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Records what comparing an AMI's snapshot with the image found.
+    pub fn add_ami(
+        &mut self,
+        image: &Path,
+        comparison: crate::emit::ami::compare::SnapshotComparison,
+    ) {
+        if let Some(block) = comparison.first_difference {
+            let offset = block * crate::emit::ami::plan::BLOCK;
+            let inside = partition_at(image, offset)
+                .map(|name| format!(", in {name}"))
+                .unwrap_or_default();
+            self.problems.insert(
+                0,
+                format!(
+                    "snapshot {} of {} differs from {} at block {block} (byte {offset}{inside})",
+                    comparison.snapshot_id,
+                    comparison.image_id,
+                    image.display()
+                ),
+            );
+        }
+        self.ami = Some(comparison);
+    }
+}
+
+/// The name of the partition that holds byte `offset` of a disk image.
+fn partition_at(image: &Path, offset: u64) -> Option<String> {
+    let mut file = std::fs::File::open(image).ok()?;
+    let table = PartitionTable::read(&mut file, false).ok()?;
+    table
+        .partitions()
+        .into_iter()
+        .find(|p| (p.start()..p.end()).contains(&offset))
+        .map(|p| format!("partition {} ({})", p.slot, p.name))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
@@ -153,6 +191,7 @@ pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Re
         signer,
         blake3,
         partitions,
+        ami: None,
         problems,
     })
 }

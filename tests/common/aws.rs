@@ -33,7 +33,8 @@ impl Aws {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // moto's own log, for reading when a test fails.
+            .stderr(std::fs::File::create(dir.path().join("moto.log")).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(

@@ -181,6 +181,23 @@ impl Ec2 {
             .ok_or_else(|| AmiError::Answer(format!("DescribeImages: no image {image_id}")))
     }
 
+    /// The snapshot behind an image's root device.
+    pub async fn root_snapshot(&self, image_id: &str) -> Result<String, AmiError> {
+        let xml = self
+            .call("DescribeImages", &[("ImageId.1".into(), image_id.into())])
+            .await?;
+        if first(&xml, "imageId").is_none() {
+            return Err(AmiError::Answer(format!(
+                "DescribeImages: no image {image_id} in this region"
+            )));
+        }
+        first(&xml, "snapshotId").ok_or_else(|| {
+            AmiError::Answer(format!(
+                "DescribeImages: image {image_id} has no EBS snapshot"
+            ))
+        })
+    }
+
     /// A completed snapshot of ours with every one of `tags` in this region.
     pub async fn find_snapshot(&self, tags: &[(&str, &str)]) -> Result<Option<String>, AmiError> {
         let mut params = ours_tagged(tags);

@@ -3,6 +3,7 @@
 //! the snapshot upload (`ebs`), then RegisterImage, copies to other regions and launch
 //! permissions through a small EC2 Query client (`ec2`), found again by tags on later runs.
 
+pub mod compare;
 pub mod ebs;
 pub mod ec2;
 pub mod plan;
@@ -273,6 +274,22 @@ impl Publisher {
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Proves that the root snapshot of `image_id` holds `image`, byte for byte, or names
+    /// the first block where it does not.
+    pub fn compare_image(
+        &self,
+        image_id: &str,
+        image: &Path,
+        progress: &dyn Progress,
+    ) -> Result<compare::SnapshotComparison, AmiError> {
+        let file =
+            File::open(image).map_err(|e| AmiError::Answer(format!("{}: {e}", image.display())))?;
+        self.runtime.block_on(async {
+            let snapshot = self.ec2.root_snapshot(image_id).await?;
+            compare::compare(&self.ebs, image_id, &snapshot, &file, progress).await
+        })
     }
 
     /// Plans and uploads one snapshot; with `wait`, waits for it to complete.
