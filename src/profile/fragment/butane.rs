@@ -59,12 +59,6 @@ pub struct ResourceDoc {
     http_headers: Refused,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerificationDoc {
-    hash: Option<String>,
-}
-
 /// The most entries one tree may hold; a larger folder is refused before it is read.
 const MAX_TREE_ENTRIES: usize = 10_000;
 
@@ -104,23 +98,8 @@ pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
     });
     let config: ConfigDoc =
         serde_saphyr::from_str_with_options(text, options).map_err(parse_error)?;
-    if let Some(ignition) = &config.ignition {
-        cx.refuse(
-            "ignition.config",
-            &ignition.config,
-            "list every fragment under the profile's `ignition:` instead of merging or replacing configs",
-        )?;
-        for (field, value) in [
-            ("ignition.timeouts", &ignition.timeouts),
-            ("ignition.security", &ignition.security),
-            ("ignition.proxy", &ignition.proxy),
-        ] {
-            cx.refuse(
-                field,
-                value,
-                "Ignition fetches nothing at boot from a kato-image config",
-            )?;
-        }
+    if let Some(i) = &config.ignition {
+        cx.refuse_ignition_section([&i.config, &i.timeouts, &i.security, &i.proxy])?;
     }
     if let Some(storage) = &config.storage {
         storage.add(cx)?;

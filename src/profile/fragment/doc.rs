@@ -76,6 +76,13 @@ macro_rules! sections {
             pub path: Option<String>,
         }
 
+        /// A resource's `verification`: `sha512-HEX` or `sha256-HEX` of its bytes.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct VerificationDoc {
+            pub hash: Option<String>,
+        }
+
         #[derive(Debug, Clone, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
         pub struct OwnerDoc {

@@ -38,12 +38,6 @@ pub struct ResourceDoc {
     http_headers: Refused,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerificationDoc {
-    hash: Option<String>,
-}
-
 pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
     let config: ConfigDoc = serde_saphyr::from_str(text)
         .map_err(|e| crate::profile::load::parse_error(&cx.file, &e))?;
@@ -65,23 +59,8 @@ pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
             ));
         }
     };
-    let ignition = &config.ignition;
-    cx.refuse(
-        "ignition.config",
-        &ignition.config,
-        "list every fragment under the profile's `ignition:` instead of merging or replacing configs",
-    )?;
-    for (field, value) in [
-        ("ignition.timeouts", &ignition.timeouts),
-        ("ignition.security", &ignition.security),
-        ("ignition.proxy", &ignition.proxy),
-    ] {
-        cx.refuse(
-            field,
-            value,
-            "Ignition fetches nothing at boot from a kato-image config",
-        )?;
-    }
+    let i = &config.ignition;
+    cx.refuse_ignition_section([&i.config, &i.timeouts, &i.security, &i.proxy])?;
     if let Some(storage) = &config.storage {
         if let Some(trees) = &storage.trees {
             let at = trees.first().map_or(Location::UNKNOWN, |t| t.referenced);

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use ignition_config::v3_3 as ign;
 use serde_saphyr::{Location, Spanned};
 
+use super::doc::Refused;
 use super::{Fragments, Language, Node};
 use crate::origin::{Origin, printable};
 use crate::profile::{Located, ProfileError, SourceFile};
@@ -48,6 +49,29 @@ impl Cx<'_> {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Refuses the `ignition` section's `config`, `timeouts`, `security` and `proxy`, which
+    /// both languages have.
+    pub fn refuse_ignition_section(&self, sections: [&Refused; 4]) -> Result<(), ProfileError> {
+        let [config, timeouts, security, proxy] = sections;
+        self.refuse(
+            "ignition.config",
+            config,
+            "list every fragment under the profile's `ignition:` instead of merging or replacing configs",
+        )?;
+        for (field, value) in [
+            ("ignition.timeouts", timeouts),
+            ("ignition.security", security),
+            ("ignition.proxy", proxy),
+        ] {
+            self.refuse(
+                field,
+                value,
+                "Ignition fetches nothing at boot from a kato-image config",
+            )?;
+        }
+        Ok(())
     }
 
     /// The name of a field in this fragment's language (`contents_local`, `contentsLocal`).
