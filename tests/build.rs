@@ -490,7 +490,10 @@ fn a_cloud_config_build_bakes_the_roles_cloud_config_for_coreos_cloudinit() {
     assert!(user_data.starts_with(b"#cloud-config\n"));
     let m = manifest(out.path(), "worker");
     assert_eq!(m["config"]["format"], "cloud-config");
-    assert_eq!(m["config"]["sha256"], sha256_hex(&grub_cat(&image, "/config.ign")));
+    assert_eq!(
+        m["config"]["sha256"],
+        sha256_hex(&grub_cat(&image, "/config.ign"))
+    );
     // Another format is another build.
     let other = tempfile::tempdir().unwrap();
     ok(&build(&mirror, other.path(), &["--role", "worker"]));
