@@ -5,9 +5,17 @@ use kato_image::profile::fragment::{Language, translate_text};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((first, rest)) = data.split_first() else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
-    let language = if first & 1 == 0 { Language::Butane } else { Language::Ignition };
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let language = if first & 1 == 0 {
+        Language::Butane
+    } else {
+        Language::Ignition
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut sources = Vec::new();
     let _ = translate_text(text, language, &dir.path().join("fragment"), &mut sources);

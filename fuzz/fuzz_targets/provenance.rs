@@ -5,7 +5,9 @@ use kato_image::provenance::{Statement, dsse::Envelope, sshkey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((first, rest)) = data.split_first() else { return };
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
     let text = String::from_utf8_lossy(rest);
     match first % 4 {
         0 => {

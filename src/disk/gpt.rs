@@ -221,7 +221,10 @@ pub fn primary_layout(head: &[u8]) -> Option<Vec<(u32, u64, u64)>> {
         if first < first_usable || last > last_usable || last < first {
             return None;
         }
-        used.push((i as u32 + 1, first * SECTOR, (last + 1) * SECTOR));
+        // LBAs near 2^64 / 512 are no disk's: refused, not wrapped (found by fuzzing).
+        let start = first.checked_mul(SECTOR)?;
+        let end = last.checked_add(1)?.checked_mul(SECTOR)?;
+        used.push((i as u32 + 1, start, end));
     }
     used.sort_by_key(|&(_, start, _)| start);
     if used.windows(2).any(|w| w[1].1 < w[0].2) {
@@ -445,5 +448,44 @@ impl PartitionTable {
         disk.flush()?;
         self.from_backup = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A primary header whose one entry spans LBAs whose byte offsets do not fit in 64 bits,
+    /// with both CRCs right (the fuzzer's finding: `first * 512` overflowed).
+    fn head_with_entry(first: u64, last: u64) -> Vec<u8> {
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+        let mut head = vec![0u8; 1024 + 128];
+        let h = 512;
+        head[h..h + 8].copy_from_slice(b"EFI PART");
+        head[h + 12..h + 16].copy_from_slice(&92u32.to_le_bytes());
+        head[h + 48..h + 56].copy_from_slice(&u64::MAX.to_le_bytes());
+        head[h + 72..h + 80].copy_from_slice(&2u64.to_le_bytes());
+        head[h + 80..h + 84].copy_from_slice(&1u32.to_le_bytes());
+        head[h + 84..h + 88].copy_from_slice(&128u32.to_le_bytes());
+        let e = 1024;
+        head[e..e + 16].copy_from_slice(&[0xAB; 16]);
+        head[e + 32..e + 40].copy_from_slice(&first.to_le_bytes());
+        head[e + 40..e + 48].copy_from_slice(&last.to_le_bytes());
+        let entries = crc.checksum(&head[e..e + 128]);
+        head[h + 88..h + 92].copy_from_slice(&entries.to_le_bytes());
+        let header = crc.checksum(&head[h..h + 92]);
+        head[h + 16..h + 20].copy_from_slice(&header.to_le_bytes());
+        head
+    }
+
+    #[test]
+    fn entries_past_the_64_bit_byte_range_are_refused_not_wrapped() {
+        assert_eq!(
+            super::primary_layout(&head_with_entry(34, 2047)),
+            Some(vec![(1, 34 * 512, 2048 * 512)])
+        );
+        assert_eq!(
+            super::primary_layout(&head_with_entry(u64::MAX / 256, u64::MAX / 256)),
+            None
+        );
+        assert_eq!(super::primary_layout(&head_with_entry(34, u64::MAX)), None);
     }
 }
