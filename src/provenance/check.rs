@@ -43,8 +43,7 @@ pub struct Report {
     pub image: String,
     pub role: String,
     pub build_id: String,
-    /// `unsigned`, `verified`, or `not checked` (signed, but no key was given).
-    pub signature: String,
+    pub signature: SignatureState,
     /// Who signed, when verified: a key ID and its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
@@ -55,6 +54,42 @@ pub struct Report {
     pub ami: Option<crate::emit::ami::compare::SnapshotComparison>,
     /// Everything that does not hold, one line each; empty when the image checks out.
     pub problems: Vec<String>,
+}
+
+/// What `verify` found of the build's signatures (JSON: `unsigned`, `not checked`,
+/// `untrusted`, `verified`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum SignatureState {
+    /// No envelope beside the manifest.
+    #[serde(rename = "unsigned")]
+    Unsigned,
+    /// Signed, but no key was given to check it with.
+    #[serde(rename = "not checked")]
+    NotChecked,
+    /// Signed by no key the caller trusts.
+    #[serde(rename = "untrusted")]
+    Untrusted,
+    #[serde(rename = "verified")]
+    Verified,
+}
+
+impl std::fmt::Display for SignatureState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignatureState::Unsigned => "unsigned",
+            SignatureState::NotChecked => "not checked",
+            SignatureState::Untrusted => "untrusted",
+            SignatureState::Verified => "verified",
+        })
+    }
+}
+
+/// The statement found beside a manifest, and what its signatures are worth.
+struct Signed {
+    state: SignatureState,
+    /// Who signed, when verified.
+    signer: Option<String>,
+    statement: Option<Statement>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -135,7 +170,11 @@ pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Re
     })?;
     let mut problems = Vec::new();
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
-    let (signature, signer, statement) = signed_statement(
+    let Signed {
+        state: signature,
+        signer,
+        statement,
+    } = signed_statement(
         dir,
         &m.role,
         &manifest_path,
@@ -237,8 +276,6 @@ fn partitions(
     Ok(out)
 }
 
-type Signed = (String, Option<String>, Option<Statement>);
-
 /// The statement and whether its signatures (and the manifest's) check out with `trust`.
 fn signed_statement(
     dir: &Path,
@@ -267,7 +304,11 @@ fn signed_statement(
             }
             Err(e) => return Err(io(&statement_path)(e)),
         };
-        return Ok(("unsigned".into(), None, statement));
+        return Ok(Signed {
+            state: SignatureState::Unsigned,
+            signer: None,
+            statement,
+        });
     }
     let text = std::fs::read(&envelope_path).map_err(io(&envelope_path))?;
     let refused = |why: String| CheckError::Refused {
@@ -285,7 +326,11 @@ fn signed_statement(
     let payload = envelope.payload_bytes().map_err(refused)?;
     let statement = parse_statement(&payload, &envelope_path)?;
     if !required {
-        return Ok(("not checked".into(), None, Some(statement)));
+        return Ok(Signed {
+            state: SignatureState::NotChecked,
+            signer: None,
+            statement: Some(statement),
+        });
     }
     let pae = dsse::pae(&envelope.payload_type, &payload);
     let mut signer = None;
@@ -307,7 +352,11 @@ fn signed_statement(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        return Ok(("untrusted".into(), None, Some(statement)));
+        return Ok(Signed {
+            state: SignatureState::Untrusted,
+            signer: None,
+            statement: Some(statement),
+        });
     };
     match std::fs::read(&detached_path) {
         Ok(sig) => {
@@ -321,7 +370,11 @@ fn signed_statement(
         }
         Err(_) => problems.push(format!("{}: missing", detached_path.display())),
     }
-    Ok(("verified".into(), Some(signer), Some(statement)))
+    Ok(Signed {
+        state: SignatureState::Verified,
+        signer: Some(signer),
+        statement: Some(statement),
+    })
 }
 
 fn parse_statement(bytes: &[u8], path: &Path) -> Result<Statement, CheckError> {

@@ -125,12 +125,7 @@ impl ResourceDoc {
         cx: &mut Cx,
         location: Location,
     ) -> Result<Option<ign::Resource>, ProfileError> {
-        cx.refuse(
-            "contents.http_headers",
-            &self.http_headers,
-            translate::REMOTE,
-        )?;
-        let hash = self.verification.as_ref().and_then(|v| v.hash.as_deref());
+        let hash = resource_hash(cx, &self.http_headers, &self.verification)?;
         let bytes = match (&self.inline, &self.local, &self.source) {
             (None, None, None) => return Ok(None),
             (None, None, Some(source)) => {

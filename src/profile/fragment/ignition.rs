@@ -98,12 +98,7 @@ impl ResourceDoc {
         cx: &mut Cx,
         location: Location,
     ) -> Result<Option<ign::Resource>, ProfileError> {
-        cx.refuse(
-            "contents.httpHeaders",
-            &self.http_headers,
-            translate::REMOTE,
-        )?;
-        let hash = self.verification.as_ref().and_then(|v| v.hash.as_deref());
+        let hash = resource_hash(cx, &self.http_headers, &self.verification)?;
         match &self.source {
             Some(source) => cx
                 .data_source(source, self.compression.as_ref(), hash)

@@ -366,6 +366,18 @@ macro_rules! conversions {
             })
         }
 
+        /// What both languages' resources share: no `http_headers` (nothing is fetched), and
+        /// the verification hash, if any.
+        fn resource_hash<'a>(
+            cx: &Cx,
+            http_headers: &$crate::profile::fragment::doc::Refused,
+            verification: &'a Option<VerificationDoc>,
+        ) -> Result<Option<&'a str>, ProfileError> {
+            let field = format!("contents.{}", cx.key("http_headers"));
+            cx.refuse(&field, http_headers, $crate::profile::fragment::translate::REMOTE)?;
+            Ok(verification.as_ref().and_then(|v| v.hash.as_deref()))
+        }
+
         impl StorageDoc {
             pub fn add(&self, cx: &mut Cx) -> Result<(), ProfileError> {
                 cx.refuse("storage.disks", &self.disks, DEVICES)?;
