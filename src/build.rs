@@ -18,10 +18,11 @@ use crate::emit::ami::{
     SnapshotSource,
 };
 use crate::emit::ipxe::{self, IpxeError, IpxeRecord};
+use crate::emit::oem::PlatformOem;
 use crate::emit::raw::{self, RawError};
 use crate::fs::tree::Timespec;
 use crate::gather::{self, GatherError, GatherOptions, Gathered};
-use crate::manifest::{DiskRecord, Manifest, ManifestError, RoleFacts};
+use crate::manifest::{DiskRecord, Manifest, ManifestError, OemRecord, RoleFacts};
 use crate::plan::{BuildPlan, DiskKind, OutputKind, PlanError, PlanRequest, PlannedRole};
 use crate::profile::Profile;
 use crate::progress::Progress;
@@ -265,6 +266,20 @@ impl Emitter<'_> {
             sha512: &vendor.artifact.record.sha512,
             image: &vendor.image,
         };
+        let version = &self.gathered.release(&role.release).version;
+        let platform = kind.platform().map(|platform| {
+            let sysext = self.gathered.oem(&role.release, platform);
+            PlatformOem {
+                platform,
+                sysext: &sysext.path,
+                sysext_len: sysext.record.size,
+                version,
+                record: OemRecord {
+                    artifact: sysext.record.clone(),
+                    installed_as: format!("/oem/{}", platform.sysext_path(version)),
+                },
+            }
+        });
         let inputs = raw::RawInputs {
             role: role.name(),
             config: &role.config,
@@ -272,6 +287,7 @@ impl Emitter<'_> {
             images: self.gathered.baked(role.name()),
             data: &role.profile.data,
             time,
+            platform,
         };
         let output = self.request.out_dir.join(kind.file_name(role.name()));
         Ok(raw::build(&base, &inputs, &output, self.zeros)?)

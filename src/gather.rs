@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::disk::{self, CachedImage, DiskError, ZeroLeaves};
 use crate::oci::{self, BakeError, BakedImage, PullOptions};
-use crate::plan::{BuildPlan, DiskKind};
+use crate::plan::{BuildPlan, DiskKind, VendorDisk};
+use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::release::{
     self, FetchOptions, FetchedArtifact, Fetcher, ReleaseError, ReleaseInfo, ReleaseSpec,
@@ -24,6 +25,18 @@ pub enum GatherError {
         "{about}; build raw or ami outputs from it, pick another release, or pass --allow-known-issues to make the iPXE payload anyway"
     )]
     KnownIssue { about: String },
+    #[error(
+        "Flatcar {channel} {version} {board} publishes no {file} ({url}), so no {title} disk can be made from it: OEM sysexts exist from release {first} on, and some platforms came later; pick a newer release"
+    )]
+    NoOem {
+        channel: String,
+        version: String,
+        board: String,
+        file: String,
+        url: String,
+        title: &'static str,
+        first: u32,
+    },
 }
 
 /// A vendor disk image: the verified file and its decompressed form.
@@ -44,7 +57,9 @@ pub struct PxeFiles {
 #[derive(Debug, Default)]
 pub struct Gathered {
     pub releases: BTreeMap<ReleaseSpec, ReleaseInfo>,
-    pub images: BTreeMap<(ReleaseSpec, DiskKind), VendorImage>,
+    pub images: BTreeMap<(ReleaseSpec, VendorDisk), VendorImage>,
+    /// Each platform's OEM sysext, verified.
+    pub oems: BTreeMap<(ReleaseSpec, Platform), FetchedArtifact>,
     pub pxe: BTreeMap<ReleaseSpec, PxeFiles>,
     /// Each role's container images, in profile order.
     pub baked: BTreeMap<String, Vec<BakedImage>>,
@@ -56,7 +71,11 @@ impl Gathered {
     }
 
     pub fn image(&self, spec: &ReleaseSpec, kind: DiskKind) -> &VendorImage {
-        &self.images[&(spec.clone(), kind)]
+        &self.images[&(spec.clone(), kind.vendor())]
+    }
+
+    pub fn oem(&self, spec: &ReleaseSpec, platform: Platform) -> &FetchedArtifact {
+        &self.oems[&(spec.clone(), platform)]
     }
 
     pub fn pxe(&self, spec: &ReleaseSpec) -> &PxeFiles {
@@ -101,9 +120,27 @@ pub fn gather(
             ));
         }
     }
-    for (spec, kind) in plan.bases() {
+    // OEM sysexts are small: a release without one is found before the image is fetched.
+    for (spec, platform) in plan.oems() {
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;
-        let artifact = fetcher.artifact(&release, kind.vendor_file())?;
+        let file = platform.sysext_file();
+        let artifact = fetcher.artifact(&release, &file).map_err(|e| match e {
+            ReleaseError::Missing { .. } => GatherError::NoOem {
+                channel: release.channel.to_string(),
+                version: release.version.clone(),
+                board: release.board.to_string(),
+                url: format!("{}{file}", release.base_url),
+                file: file.clone(),
+                title: platform.title(),
+                first: crate::platform::FIRST_SYSEXT_RELEASE,
+            },
+            e => e.into(),
+        })?;
+        gathered.oems.insert((spec, platform), artifact);
+    }
+    for (spec, vendor) in plan.bases() {
+        let release = resolve(&mut gathered, &mut fetcher, &spec)?;
+        let artifact = fetcher.artifact(&release, vendor.file())?;
         let source = disk::Source {
             path: &artifact.path,
             name: &artifact.record.file,
@@ -112,7 +149,7 @@ pub fn gather(
         let image = disk::cached_raw(&options.fetch.cache, &source, zeros, progress)?;
         gathered
             .images
-            .insert((spec, kind), VendorImage { artifact, image });
+            .insert((spec, vendor), VendorImage { artifact, image });
     }
     for spec in plan.pxe_releases() {
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;

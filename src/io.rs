@@ -146,3 +146,39 @@ mod tests {
         assert_eq!(pipe.finish().finalize(), sha2::Sha512::digest(&data));
     }
 }
+
+/// A `Write` that hashes what passes through it (BLAKE3) and counts it, for outputs written
+/// front to back whose digest should cost no second read.
+pub struct Blake3Writer<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: io::Write> Blake3Writer<W> {
+    pub fn new(inner: W) -> Self {
+        Blake3Writer {
+            inner,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        }
+    }
+
+    /// The inner writer, the digest and the byte count.
+    pub fn finish(self) -> (W, blake3::Hash, u64) {
+        (self.inner, self.hasher.finalize(), self.len)
+    }
+}
+
+impl<W: io::Write> io::Write for Blake3Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

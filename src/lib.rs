@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod oci;
 pub mod origin;
 pub mod plan;
+pub mod platform;
 pub mod profile;
 pub mod progress;
 pub mod project;

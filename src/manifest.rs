@@ -19,6 +19,7 @@ use crate::emit::ipxe::IpxeRecord;
 use crate::gather::Gathered;
 use crate::oci::BakedImage;
 use crate::plan::PlannedRole;
+use crate::platform::{Container, Platform};
 use crate::release::ReleaseInfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,33 @@ pub struct DiskRecord {
     /// The AMI this image was published as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ami: Option<AmiRecord>,
+    /// For a platform disk: the platform, its OEM and the disk inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformRecord>,
+}
+
+/// What makes a disk a platform's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlatformRecord {
+    pub name: Platform,
+    pub format: Container,
+    /// GRUB's `oem_id`, the kernel's `flatcar.oem.id`.
+    pub oem_id: String,
+    /// The disk the container holds: its size and the BLAKE3 of its bytes (what
+    /// `qemu-img convert -O raw` of the file gives; the partitions above are its).
+    pub disk_size: u64,
+    pub disk_blake3: String,
+    pub oem: OemRecord,
+}
+
+/// The OEM sysext installed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OemRecord {
+    /// The release file (`oem-gce.raw`), its SHA-512, size and signature.
+    #[serde(flatten)]
+    pub artifact: ArtifactRecord,
+    /// Where it is in the OEM filesystem.
+    pub installed_as: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -200,6 +228,12 @@ impl RoleFacts {
             .iter()
             .map(|&kind| gathered.image(&role.release, kind).artifact.record.clone())
             .collect();
+        // Platform disks share the generic image; their OEM sysexts are vendor files too.
+        let mut seen = std::collections::BTreeSet::new();
+        vendor.retain(|a| seen.insert((a.file.clone(), a.sha512.clone())));
+        for platform in role.disks.iter().filter_map(|d| d.platform()) {
+            vendor.push(gathered.oem(&role.release, platform).record.clone());
+        }
         if role.ipxe.is_some() {
             let pxe = gathered.pxe(&role.release);
             vendor.push(pxe.kernel.record.clone());

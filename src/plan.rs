@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{self, Format};
 use crate::origin::Origin;
+use crate::platform::Platform;
 use crate::profile::{AmiOutput, ImageSource, IpxeOutput, Profile, UnknownMachine};
 use crate::project::{Project, ProjectError};
 use crate::release::{Board, ReleaseSpec};
@@ -20,22 +21,53 @@ pub enum OutputKind {
     Ipxe,
     /// An AMI, uploaded from `OUT/<role>-ami.raw`, made from Flatcar's EC2 image.
     Ami,
+    /// `OUT/<role>-<platform>.<format>` from Flatcar's generic image with the platform's OEM.
+    Platform(Platform),
 }
 
 /// A disk image a role gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DiskKind {
     Raw,
     Ami,
+    Platform(Platform),
+}
+
+/// As in build IDs: `raw`, `ami`, or the platform's name.
+impl serde::Serialize for DiskKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            DiskKind::Raw => "raw",
+            DiskKind::Ami => "ami",
+            DiskKind::Platform(p) => p.name(),
+        })
+    }
+}
+
+/// The vendor disk images roles are made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VendorDisk {
+    /// `flatcar_production_image.bin.bz2`: raw and every platform disk.
+    Generic,
+    /// `flatcar_production_ami_image.bin.bz2`.
+    Ami,
+}
+
+impl VendorDisk {
+    pub fn file(self) -> &'static str {
+        match self {
+            VendorDisk::Generic => crate::release::IMAGE_FILE,
+            VendorDisk::Ami => crate::release::AMI_IMAGE_FILE,
+        }
+    }
 }
 
 impl DiskKind {
-    /// The vendor image it is made from.
-    pub fn vendor_file(self) -> &'static str {
+    /// The vendor image it is made from: one decompression serves raw and all platforms.
+    pub fn vendor(self) -> VendorDisk {
         match self {
-            DiskKind::Raw => crate::release::IMAGE_FILE,
-            DiskKind::Ami => crate::release::AMI_IMAGE_FILE,
+            DiskKind::Ami => VendorDisk::Ami,
+            DiskKind::Raw | DiskKind::Platform(_) => VendorDisk::Generic,
         }
     }
 
@@ -44,6 +76,14 @@ impl DiskKind {
         match self {
             DiskKind::Raw => format!("{role}.raw"),
             DiskKind::Ami => format!("{role}-ami.raw"),
+            DiskKind::Platform(p) => format!("{role}-{p}.{}", p.container().extension()),
+        }
+    }
+
+    pub fn platform(self) -> Option<Platform> {
+        match self {
+            DiskKind::Platform(p) => Some(p),
+            _ => None,
         }
     }
 }
@@ -153,10 +193,23 @@ impl BuildPlan {
     }
 
     /// Each vendor disk image needed, once.
-    pub fn bases(&self) -> BTreeSet<(ReleaseSpec, DiskKind)> {
+    pub fn bases(&self) -> BTreeSet<(ReleaseSpec, VendorDisk)> {
         self.roles
             .iter()
-            .flat_map(|r| r.disks.iter().map(|&d| (r.release.clone(), d)))
+            .flat_map(|r| r.disks.iter().map(|&d| (r.release.clone(), d.vendor())))
+            .collect()
+    }
+
+    /// Each OEM sysext needed, once per release and platform.
+    pub fn oems(&self) -> BTreeSet<(ReleaseSpec, Platform)> {
+        self.roles
+            .iter()
+            .flat_map(|r| {
+                r.disks
+                    .iter()
+                    .filter_map(|d| d.platform())
+                    .map(|p| (r.release.clone(), p))
+            })
             .collect()
     }
 
@@ -197,6 +250,7 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
             if listed.ami.is_some() {
                 from_profile.insert(OutputKind::Ami);
             }
+            from_profile.extend(listed.platforms.iter().map(|&p| OutputKind::Platform(p)));
             if from_profile.is_empty() {
                 from_profile.insert(OutputKind::Raw);
             }
@@ -213,6 +267,14 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
     if let Some(settings) = &ami {
         check_ami(&profile, settings, release.board)?;
         disks.push(DiskKind::Ami);
+    }
+    for &kind in &wanted {
+        if let OutputKind::Platform(platform) = kind {
+            if let Some(why) = platform.unavailable(release.board) {
+                return Err(invalid(&profile_origin(&profile), format!("{platform}: {why}")));
+            }
+            disks.push(DiskKind::Platform(platform));
+        }
     }
     let ipxe = wanted.contains(&OutputKind::Ipxe).then(|| {
         let mut settings = profile.outputs.ipxe.clone().unwrap_or_default();
@@ -295,16 +357,21 @@ fn check_images(profile: &Profile, allow_unpinned: bool) -> Result<(), PlanError
 /// Settings EC2 cannot boot (legacy BIOS on arm64) are refused before anything is built.
 fn check_ami(profile: &Profile, settings: &AmiOutput, board: Board) -> Result<(), PlanError> {
     match settings.unbootable(board) {
-        Some(why) => {
-            let origin = profile
-                .sources
-                .last()
-                .map(|s| Origin::file(&s.path))
-                .unwrap_or_else(|| Origin::file(std::path::Path::new(&profile.role)));
-            Err(invalid(&origin, format!("outputs.ami.boot_mode: {why}")))
-        }
+        Some(why) => Err(invalid(
+            &profile_origin(profile),
+            format!("outputs.ami.boot_mode: {why}"),
+        )),
         None => Ok(()),
     }
+}
+
+/// The role's own profile file, for settings that come from it as a whole.
+fn profile_origin(profile: &Profile) -> Origin {
+    profile
+        .sources
+        .last()
+        .map(|s| Origin::file(&s.path))
+        .unwrap_or_else(|| Origin::file(std::path::Path::new(&profile.role)))
 }
 
 /// The machine map of `roles`. A MAC address listed twice, a member number given twice in

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kato_image::build::{BuildRequest, RoleBuild, build};
 use kato_image::emit::ami::AwsOptions;
 use kato_image::plan::OutputKind;
@@ -24,12 +24,16 @@ pub struct BuildArgs {
     /// Where the images and manifests go.
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
-    /// What to emit: any of `raw`, `ipxe` and `ami` (`raw,ipxe,ami`) [default: what each
-    /// profile lists under `outputs:`, else `raw`]. `ami` makes OUT/<role>-ami.raw from
-    /// Flatcar's EC2 image, uploads it to EBS on a snapshot of that image (sending only the
-    /// blocks the role changed) and registers it.
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub output: Option<Vec<OutputArg>>,
+    /// What to emit, comma-separated [default: what each profile lists under `outputs:`,
+    /// else `raw`]: `raw` (OUT/<role>.raw), `ipxe` (OUT/ipxe/), `ami` (OUT/<role>-ami.raw
+    /// from Flatcar's EC2 image, uploaded to EBS on a snapshot of that image, sending only
+    /// the blocks the role changed, and registered), or a platform: `gce` (tar.gz), `azure`
+    /// (fixed VHD), `qemu` (or `qcow2`), `openstack`, `proxmoxve`, `kubevirt`, `scaleway`,
+    /// `stackit`, `nutanix`, `oraclecloud`, `cloudsigma`, `exoscale` (qcow2), `hetzner`,
+    /// `digitalocean`, `akamai`, `vmware` (raw): OUT/<role>-<platform>.<format>, Flatcar's
+    /// generic image with the platform's signed OEM sysext.
+    #[arg(long, value_delimiter = ',', value_parser = parse_output, value_name = "OUTPUT")]
+    pub output: Option<Vec<OutputKind>>,
     /// URL prefix for the kernel and initrds in iPXE scripts (default: relative to the
     /// script, which iPXE resolves against the script's own URL).
     #[arg(long, value_name = "URL")]
@@ -92,23 +96,20 @@ pub struct BuildArgs {
     pub quiet: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum OutputArg {
-    /// OUT/<role>.raw: the disk image with the role's config in its OEM partition.
-    Raw,
-    /// OUT/ipxe/: PXE kernel and initramfs, a config overlay and <role>.ipxe per role.
-    Ipxe,
-    /// An AMI per role (settings from the profile's `outputs.ami`), recorded in its manifest.
-    Ami,
-}
-
-impl From<OutputArg> for OutputKind {
-    fn from(value: OutputArg) -> Self {
-        match value {
-            OutputArg::Raw => OutputKind::Raw,
-            OutputArg::Ipxe => OutputKind::Ipxe,
-            OutputArg::Ami => OutputKind::Ami,
-        }
+/// An `--output` value.
+fn parse_output(text: &str) -> Result<OutputKind, String> {
+    use kato_image::platform::Platform;
+    match text {
+        "raw" => Ok(OutputKind::Raw),
+        "ipxe" => Ok(OutputKind::Ipxe),
+        "ami" => Ok(OutputKind::Ami),
+        "qcow2" => Ok(OutputKind::Platform(Platform::Qemu)),
+        name => Platform::parse(name).map(OutputKind::Platform).ok_or_else(|| {
+            format!(
+                "expected raw, ipxe, ami or a platform ({}; qcow2 is qemu's)",
+                Platform::names()
+            )
+        }),
     }
 }
 
@@ -147,10 +148,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| kato_image::provenance::LOCAL_BUILDER.to_string());
     let release =
         |profile: &kato_image::profile::Profile| args.release.spec(profile.release.clone());
-    let outputs: Option<Vec<OutputKind>> = args
-        .output
-        .as_ref()
-        .map(|o| o.iter().map(|&o| o.into()).collect());
+    let outputs = args.output.clone();
     let request = BuildRequest {
         project: &project,
         roles: &roles,

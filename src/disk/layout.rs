@@ -16,6 +16,8 @@ pub enum LayoutError {
     SlotTaken(u32, String),
     #[error("ROOT is not the last partition ({0} ends after it)")]
     RootNotLast(String),
+    #[error("the disk is {from} bytes and cannot be made {to} bytes (whole sectors, not smaller)")]
+    Shrink { from: u64, to: u64 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -96,4 +98,44 @@ pub fn insert_before_root(
     table.set(&added)?;
     table.write(disk, new_len)?;
     Ok(added)
+}
+
+/// Grows the disk to `new_len` bytes (a whole number of sectors, larger than now) and ROOT,
+/// the last partition, to its end: Flatcar grows ROOT's filesystem to the partition on first
+/// boot. The old backup header's sectors, now inside ROOT, become a hole so nothing finds a
+/// stale table there. Returns the grown ROOT.
+pub fn grow_root(
+    disk: &mut Tracked,
+    table: &mut PartitionTable,
+    new_len: u64,
+) -> Result<Partition, LayoutError> {
+    let root = table.by_name("ROOT")?;
+    if let Some(after) = table
+        .partitions()
+        .iter()
+        .find(|p| p.first_lba > root.last_lba)
+    {
+        return Err(LayoutError::RootNotLast(after.name.clone()));
+    }
+    let old_len = disk.len()?;
+    if new_len % SECTOR != 0 || new_len < old_len {
+        return Err(LayoutError::Shrink {
+            from: old_len,
+            to: new_len,
+        });
+    }
+    if new_len == old_len {
+        return Ok(root);
+    }
+    let backup_start = (table.last_usable_lba() + 1) * SECTOR;
+    disk.set_len(new_len)?;
+    disk.punch_hole(backup_start, old_len - backup_start)?;
+    table.grow_to(new_len);
+    let grown = Partition {
+        last_lba: table.last_usable_lba(),
+        ..root
+    };
+    table.set(&grown)?;
+    table.write(disk, new_len)?;
+    Ok(grown)
 }

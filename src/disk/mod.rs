@@ -387,6 +387,16 @@ impl WorkingCopy {
         &self.temp
     }
 
+    /// The name it becomes on `commit`.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// The copy as a file, for readers that want positioned reads and its data extents.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The copy, for reading.
     pub fn reader(&self) -> ReadView<'_> {
         ReadView {

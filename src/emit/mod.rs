@@ -3,8 +3,10 @@
 //! (`ami`).
 
 pub mod ami;
+pub mod container;
 pub mod cpio;
 pub mod data;
 pub mod ipxe;
 pub mod oem;
+pub mod package;
 pub mod raw;

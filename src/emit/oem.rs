@@ -62,3 +62,80 @@ pub fn bake(
     tree.insert(GRUB_CFG_PATH, Entry::file(meta, text), &dir_meta)?;
     Ok(())
 }
+
+/// A platform's OEM, as it goes into the OEM filesystem.
+pub struct PlatformOem<'a> {
+    pub platform: crate::platform::Platform,
+    /// The verified `oem-<id>.raw` (read when the filesystem is written).
+    pub sysext: &'a std::path::Path,
+    pub sysext_len: u64,
+    /// The Flatcar version: the initrd looks for `oem-<id>-<version>.raw`.
+    pub version: &'a str,
+    /// For the manifest.
+    pub record: crate::manifest::OemRecord,
+}
+
+/// Installs a platform's OEM as Flatcar's image build does: the sysext under
+/// `sysext/oem-<id>-<version>.raw`, the empty `sysext/active-oem-<id>`, `oem-release` with
+/// `ID=<id>`, and the platform's `grub.cfg` in place of the generic one (the role's kernel
+/// arguments are appended to it afterwards by [`bake`]). Another OEM's sysexts and marker
+/// are removed, so only one is active.
+pub fn install_platform(
+    tree: &mut FileTree,
+    oem: &PlatformOem,
+    time: Timespec,
+) -> Result<(), OemError> {
+    let file_meta = Meta::new(0o644, time);
+    let dir_meta = Meta::new(0o755, time);
+    let platform = oem.platform;
+    if let Some(Entry {
+        kind: Kind::Dir(children),
+        ..
+    }) = tree_dir_mut(tree, SYSEXT_DIR)
+    {
+        children.retain(|name, _| {
+            let name = String::from_utf8_lossy(name);
+            !(name.starts_with("active-oem-") || name.starts_with("oem-") && name.ends_with(".raw"))
+        });
+    }
+    tree.insert(
+        &platform.sysext_path(oem.version),
+        Entry {
+            meta: file_meta.clone(),
+            kind: Kind::File(Contents::Host {
+                path: oem.sysext.to_path_buf(),
+                len: oem.sysext_len,
+            }),
+        },
+        &dir_meta,
+    )?;
+    tree.insert(
+        &platform.active_path(),
+        Entry::file(file_meta.clone(), Vec::new()),
+        &dir_meta,
+    )?;
+    tree.insert(
+        OEM_RELEASE_PATH,
+        Entry::file(
+            file_meta.clone(),
+            platform.oem_release(oem.version).into_bytes(),
+        ),
+        &dir_meta,
+    )?;
+    tree.insert(
+        GRUB_CFG_PATH,
+        Entry::file(file_meta, platform.grub_cfg().into_bytes()),
+        &dir_meta,
+    )?;
+    Ok(())
+}
+
+pub const OEM_RELEASE_PATH: &str = "oem-release";
+const SYSEXT_DIR: &str = "sysext";
+
+fn tree_dir_mut<'t>(tree: &'t mut FileTree, name: &str) -> Option<&'t mut Entry> {
+    match &mut tree.root.kind {
+        Kind::Dir(children) => children.get_mut(name.as_bytes()),
+        _ => None,
+    }
+}

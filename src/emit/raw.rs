@@ -8,13 +8,14 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::data::{self, DataError};
-use super::oem::{self, OemError};
+use super::oem::{self, OemError, PlatformOem};
+use super::package::{self, PackageError};
 use crate::cache::hex;
 use crate::disk::{self, DiskError, ImageDigests, Window, WorkingCopy, ZeroLeaves};
 use crate::fs::btrfs::{self, EditError, ReadError, WriteError};
 use crate::fs::tree::Timespec;
 use crate::fs::{self as filesystems, FsKind};
-use crate::manifest::{DiskRecord, PartitionRecord};
+use crate::manifest::{DiskRecord, PartitionRecord, PlatformRecord};
 use crate::oci::BakedImage;
 use crate::profile::DataSettings;
 
@@ -42,6 +43,8 @@ pub enum RawError {
     WriteOem { role: String, source: EditError },
     #[error("role {role}: {source}")]
     Data { role: String, source: DataError },
+    #[error("role {role}: {source}")]
+    Package { role: String, source: PackageError },
 }
 
 /// The vendor image a role's disk is made from.
@@ -61,6 +64,9 @@ pub struct RawInputs<'a> {
     pub data: &'a DataSettings,
     /// Times of the files the build writes.
     pub time: Timespec,
+    /// For a platform disk: the OEM to install (the disk is then grown to the platform's
+    /// size and packaged in its format).
+    pub platform: Option<PlatformOem<'a>>,
 }
 
 /// Writes `output` from `base`, renamed into place only when complete, and describes it.
@@ -92,6 +98,14 @@ pub fn build(
             role: role.into(),
             source,
         })?;
+    if let Some(platform) = &inputs.platform {
+        oem::install_platform(&mut tree, platform, inputs.time).map_err(|source| {
+            RawError::Oem {
+                role: role.into(),
+                source,
+            }
+        })?;
+    }
     oem::bake(
         &mut tree,
         inputs.config,
@@ -134,15 +148,32 @@ pub fn build(
                 source,
             })?;
     }
+    let package_error = |source| RawError::Package {
+        role: role.into(),
+        source,
+    };
+    if let Some(platform) = &inputs.platform {
+        package::grow(&mut copy, platform.platform).map_err(package_error)?;
+    }
     let digests = copy.digests(&base.image.digests, zeros)?;
     let partitions = partition_records(&copy, &base.image.digests, &digests);
-    let size = digests.leaves.len;
-    let path = copy.commit()?;
+    let disk = package::Disk {
+        size: digests.leaves.len,
+        blake3: disk::digest::hex(&digests.leaves.root()),
+    };
+    let (path, file) = match &inputs.platform {
+        None => {
+            let path = copy.commit()?;
+            (path, disk.clone())
+        }
+        Some(platform) => package::write(copy, platform.platform, &digests, inputs.time, zeros)
+            .map_err(package_error)?,
+    };
     Ok(DiskRecord {
         file: file_name(&path),
         from: base.file.to_string(),
-        size,
-        blake3: disk::digest::hex(&digests.leaves.root()),
+        size: file.size,
+        blake3: file.blake3,
         changed_partitions: partitions
             .iter()
             .filter(|p| p.changed)
@@ -150,6 +181,14 @@ pub fn build(
             .collect(),
         partitions,
         ami: None,
+        platform: inputs.platform.as_ref().map(|p| PlatformRecord {
+            name: p.platform,
+            format: p.platform.container(),
+            oem_id: p.platform.oem_id().to_string(),
+            disk_size: disk.size,
+            disk_blake3: disk.blake3,
+            oem: p.record.clone(),
+        }),
     })
 }
 

@@ -448,6 +448,9 @@ fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
     if from.raw.is_some() {
         into.raw = from.raw.clone();
     }
+    if from.platforms.is_some() {
+        into.platforms = from.platforms.clone();
+    }
     if let Some(ami) = &from.ami {
         let base = into.ami.get_or_insert_with(Default::default);
         macro_rules! take {
@@ -467,6 +470,7 @@ fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
 fn resolve_outputs(doc: OutputsDoc) -> Outputs {
     Outputs {
         raw: doc.raw.is_some(),
+        platforms: doc.platforms.unwrap_or_default(),
         ami: doc.ami.map(|ami| {
             let default = AmiOutput::default();
             AmiOutput {

@@ -149,6 +149,8 @@ pub struct DataSettings {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outputs {
     pub raw: bool,
+    /// Platform disks, in the order listed.
+    pub platforms: Vec<crate::platform::Platform>,
     pub ami: Option<AmiOutput>,
     pub ipxe: Option<IpxeOutput>,
 }

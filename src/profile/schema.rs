@@ -198,6 +198,9 @@ pub struct OutputsDoc {
     pub raw: Option<RawOutputDoc>,
     pub ami: Option<AmiOutputDoc>,
     pub ipxe: Option<IpxeOutputDoc>,
+    /// Platform disks (`[gce, azure, openstack]`): Flatcar's generic image with each
+    /// platform's OEM, in its format.
+    pub platforms: Option<Vec<crate::platform::Platform>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
