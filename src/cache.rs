@@ -151,7 +151,12 @@ impl Cache {
 
     /// BLAKE3 values of all-zero leaves, which depend only on their offset.
     pub fn zero_leaves_path(&self) -> PathBuf {
-        self.root.join("digests").join("zero-leaves")
+        Cache::zero_leaves_in(&self.root)
+    }
+
+    /// The same for a cache folder not opened (`verify` reads only this table).
+    pub fn zero_leaves_in(root: &Path) -> PathBuf {
+        root.join("digests").join("zero-leaves")
     }
 
     /// A container image archive and its record, by the archive's key.

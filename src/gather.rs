@@ -25,18 +25,23 @@ pub enum GatherError {
         "{about}; build raw or ami outputs from it, pick another release, or pass --allow-known-issues to make the iPXE payload anyway"
     )]
     KnownIssue { about: String },
-    #[error(
-        "Flatcar {channel} {version} {board} publishes no {file} ({url}), so no {title} disk can be made from it: OEM sysexts exist from release {first} on, and some platforms came later; pick a newer release"
-    )]
-    NoOem {
-        channel: String,
-        version: String,
-        board: String,
-        file: String,
-        url: String,
-        title: &'static str,
-        first: u32,
-    },
+    #[error(transparent)]
+    NoOem(Box<MissingOem>),
+}
+
+/// A platform's OEM sysext is not in the release folder.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Flatcar {channel} {version} {board} publishes no {file} ({url}), so no {title} disk can be made from it: OEM sysexts exist from release {first} on, and some platforms came later; pick a newer release"
+)]
+pub struct MissingOem {
+    pub channel: String,
+    pub version: String,
+    pub board: String,
+    pub file: String,
+    pub url: String,
+    pub title: &'static str,
+    pub first: u32,
 }
 
 /// A vendor disk image: the verified file and its decompressed form.
@@ -125,7 +130,7 @@ pub fn gather(
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;
         let file = platform.sysext_file();
         let artifact = fetcher.artifact(&release, &file).map_err(|e| match e {
-            ReleaseError::Missing { .. } => GatherError::NoOem {
+            ReleaseError::Missing { .. } => GatherError::NoOem(Box::new(MissingOem {
                 channel: release.channel.to_string(),
                 version: release.version.clone(),
                 board: release.board.to_string(),
@@ -133,7 +138,7 @@ pub fn gather(
                 file: file.clone(),
                 title: platform.title(),
                 first: crate::platform::FIRST_SYSEXT_RELEASE,
-            },
+            })),
             e => e.into(),
         })?;
         gathered.oems.insert((spec, platform), artifact);

@@ -113,40 +113,6 @@ impl Sha512Pipe {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delivers_every_byte_in_order() {
-        let (sender, mut reader) = chunk_channel(2);
-        let producer = std::thread::spawn(move || {
-            for i in 0..100u8 {
-                sender.send(vec![i; i as usize]).unwrap();
-            }
-        });
-        let mut all = Vec::new();
-        reader.read_to_end(&mut all).unwrap();
-        producer.join().unwrap();
-        let expected: Vec<u8> = (0..100u8).flat_map(|i| vec![i; i as usize]).collect();
-        assert_eq!(all, expected);
-    }
-
-    #[test]
-    fn sha512_pipe_matches_a_direct_hash() {
-        use sha2::Digest;
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut pipe = Sha512Pipe::spawn(4096, 3);
-        for piece in data.chunks(3000) {
-            let mut buffer = pipe.buffer();
-            buffer[..piece.len()].copy_from_slice(piece);
-            buffer.truncate(piece.len());
-            pipe.submit(buffer);
-        }
-        assert_eq!(pipe.finish().finalize(), sha2::Sha512::digest(&data));
-    }
-}
-
 /// A `Write` that hashes what passes through it (BLAKE3) and counts it, for outputs written
 /// front to back whose digest should cost no second read.
 pub struct Blake3Writer<W> {
@@ -180,5 +146,39 @@ impl<W: io::Write> io::Write for Blake3Writer<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_every_byte_in_order() {
+        let (sender, mut reader) = chunk_channel(2);
+        let producer = std::thread::spawn(move || {
+            for i in 0..100u8 {
+                sender.send(vec![i; i as usize]).unwrap();
+            }
+        });
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        producer.join().unwrap();
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| vec![i; i as usize]).collect();
+        assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn sha512_pipe_matches_a_direct_hash() {
+        use sha2::Digest;
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut pipe = Sha512Pipe::spawn(4096, 3);
+        for piece in data.chunks(3000) {
+            let mut buffer = pipe.buffer();
+            buffer[..piece.len()].copy_from_slice(piece);
+            buffer.truncate(piece.len());
+            pipe.submit(buffer);
+        }
+        assert_eq!(pipe.finish().finalize(), sha2::Sha512::digest(&data));
     }
 }

@@ -156,8 +156,11 @@ impl Manifest {
     /// `OUT/<role>-ami.raw`.
     pub fn beside(image: &Path) -> PathBuf {
         let name = Manifest::image_name(image);
-        let stem = name
-            .strip_suffix("-ami.raw")
+        let platform_stem = Platform::ALL
+            .iter()
+            .find_map(|p| name.strip_suffix(&format!("-{p}.{}", p.container().extension())));
+        let stem = platform_stem
+            .or_else(|| name.strip_suffix("-ami.raw"))
             .or_else(|| name.strip_suffix(".raw"))
             .unwrap_or(&name);
         image.with_file_name(format!("{stem}.manifest.json"))

@@ -271,7 +271,10 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
     for &kind in &wanted {
         if let OutputKind::Platform(platform) = kind {
             if let Some(why) = platform.unavailable(release.board) {
-                return Err(invalid(&profile_origin(&profile), format!("{platform}: {why}")));
+                return Err(invalid(
+                    &profile_origin(&profile),
+                    format!("{platform}: {why}"),
+                ));
             }
             disks.push(DiskKind::Platform(platform));
         }

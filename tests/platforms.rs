@@ -20,7 +20,7 @@ const GIB: u64 = 1 << 30;
 
 struct Built {
     _server: Server,
-    _cache: tempfile::TempDir,
+    cache: tempfile::TempDir,
     out: tempfile::TempDir,
     template: String,
 }
@@ -55,7 +55,7 @@ fn built() -> &'static Built {
         );
         Built {
             _server: server,
-            _cache: cache,
+            cache,
             out,
             template,
         }
@@ -174,7 +174,10 @@ fn the_qcow2_passes_qemu_img_check_and_holds_the_disk_the_manifest_names() {
         "{libqcow}"
     );
     assert_eq!(record["blake3"], b3sum(&image));
-    assert_eq!(u64_of(&record["size"]), std::fs::metadata(&image).unwrap().len());
+    assert_eq!(
+        u64_of(&record["size"]),
+        std::fs::metadata(&image).unwrap().len()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let raw = to_raw(&image, "qcow2", dir.path());
@@ -201,7 +204,13 @@ fn the_fixed_vhd_is_the_raw_disk_and_a_footer_every_reader_sizes_alike() {
     assert!(disk_size / 512 >= AZURE_DISK_SECTORS);
     let info: serde_json::Value = serde_json::from_str(&run(
         "qemu-img",
-        &["info", "-f", "vpc", "--output=json", image.to_str().unwrap()],
+        &[
+            "info",
+            "-f",
+            "vpc",
+            "--output=json",
+            image.to_str().unwrap(),
+        ],
     ))
     .unwrap();
     assert_eq!(info["format"], "vpc");
@@ -214,7 +223,11 @@ fn the_fixed_vhd_is_the_raw_disk_and_a_footer_every_reader_sizes_alike() {
     );
     assert_eq!(record["blake3"], b3sum(&image));
     // The raw part is sparse on disk.
-    assert!(allocated(&image) < 200 * MIB, "{} allocated", allocated(&image));
+    assert!(
+        allocated(&image) < 200 * MIB,
+        "{} allocated",
+        allocated(&image)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let raw = to_raw(&image, "vpc", dir.path());
@@ -283,13 +296,23 @@ fn each_platform_disk_has_its_oem_installed_with_the_roles_config_and_arguments(
         ("hetzner", out(&format!("{ROLE}-hetzner.raw"))),
         (
             "openstack",
-            to_raw(&out(&format!("{ROLE}-openstack.qcow2")), "qcow2", dir.path()),
+            to_raw(
+                &out(&format!("{ROLE}-openstack.qcow2")),
+                "qcow2",
+                dir.path(),
+            ),
         ),
     ] {
         let grub = String::from_utf8(grub_cat(&raw, "/grub.cfg")).unwrap();
-        assert!(grub.contains(&format!("set oem_id=\"{platform}\"")), "{grub}");
+        assert!(
+            grub.contains(&format!("set oem_id=\"{platform}\"")),
+            "{grub}"
+        );
         assert!(!grub.contains("autologin"), "the profile decides: {grub}");
-        assert!(grub.contains("net.ifnames=0"), "the role's arguments: {grub}");
+        assert!(
+            grub.contains("net.ifnames=0"),
+            "the role's arguments: {grub}"
+        );
         let oem_release = String::from_utf8(grub_cat(&raw, "/oem-release")).unwrap();
         assert!(
             oem_release.lines().any(|l| l == format!("ID={platform}")),
@@ -367,15 +390,82 @@ fn the_manifest_records_each_outputs_platform_oem_format_and_digest() {
 }
 
 #[test]
+fn verify_checks_every_platform_output_and_finds_a_changed_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    for platform in ["qemu", "azure", "gce", "hetzner"] {
+        let file = disk_record(platform)["file"].as_str().unwrap().to_string();
+        let result = common::kato()
+            .args(["verify", "--json", "--cache"])
+            .arg(built().cache.path())
+            .arg(out(&file))
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{file}: {}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        // A copy with one byte changed, beside a copy of the manifest.
+        let copy = dir.path().join(&file);
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                out(&file).to_str().unwrap(),
+                copy.to_str().unwrap(),
+            ],
+        );
+        std::fs::copy(
+            built().out.path().join(format!("{ROLE}.manifest.json")),
+            dir.path().join(format!("{ROLE}.manifest.json")),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&copy)
+                .unwrap();
+            let mut byte = [0u8];
+            f.read_exact_at(&mut byte, 1000).unwrap();
+            f.write_all_at(&[byte[0] ^ 0x40], 1000).unwrap();
+        }
+        let result = common::kato()
+            .args(["verify", "--cache"])
+            .arg(built().cache.path())
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            !result.status.success(),
+            "{file} with a changed byte passed"
+        );
+        let text = String::from_utf8_lossy(&result.stdout);
+        assert!(text.contains("problem:"), "{text}");
+    }
+}
+
+#[test]
 fn platform_outputs_are_byte_identical_across_builds() {
     let built = built();
     let cache = tempfile::tempdir().unwrap();
     let again = tempfile::tempdir().unwrap();
-    let result = build_into(&built.template, cache.path(), again.path(), &["--output", OUTPUTS]);
+    let result = build_into(
+        &built.template,
+        cache.path(),
+        again.path(),
+        &["--output", OUTPUTS],
+    );
     assert!(result.status.success());
     for platform in ["qemu", "azure", "gce", "hetzner"] {
         let file = disk_record(platform)["file"].as_str().unwrap().to_string();
-        assert_eq!(b3sum(&out(&file)), b3sum(&again.path().join(&file)), "{file}");
+        assert_eq!(
+            b3sum(&out(&file)),
+            b3sum(&again.path().join(&file)),
+            "{file}"
+        );
     }
     assert_eq!(manifest(built.out.path()), manifest(again.path()));
 }
@@ -399,7 +489,10 @@ fn the_qcow2_boots_with_the_platforms_oem_id_and_the_roles_arguments() {
         .unwrap_or_else(|| panic!("no command line; console:\n{console}"));
     assert!(cmdline.contains("flatcar.oem.id=qemu"), "{cmdline}");
     assert!(cmdline.contains("net.ifnames=0"), "{cmdline}");
-    assert!(console.contains("KATO-MARKER config-source: oem"), "{console}");
+    assert!(
+        console.contains("KATO-MARKER config-source: oem"),
+        "{console}"
+    );
     assert!(console.contains("KATO-MARKER done"), "{console}");
 }
 
@@ -453,7 +546,12 @@ fn an_oem_sysext_whose_signature_fails_is_never_used() {
     let server = Server::start(copy.path());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let result = build_into(&template(&server), cache.path(), out.path(), &["--output", "qemu"]);
+    let result = build_into(
+        &template(&server),
+        cache.path(),
+        out.path(),
+        &["--output", "qemu"],
+    );
     let line = last_line(&result);
     assert!(line.contains("oem-qemu.raw"), "{line}");
     assert_nothing_written(out.path());
@@ -622,7 +720,10 @@ fn the_writers_turn_any_sparse_disk_into_what_qemu_img_reads_back_identically() 
             vhd_path.to_str().unwrap(),
         ],
     );
-    let vhd = std::fs::OpenOptions::new().write(true).open(&vhd_path).unwrap();
+    let vhd = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vhd_path)
+        .unwrap();
     vhd.set_len(vhd_size).unwrap();
     let footer = kato_image::emit::container::vhd::Footer {
         size: vhd_size,
@@ -632,7 +733,13 @@ fn the_writers_turn_any_sparse_disk_into_what_qemu_img_reads_back_identically() 
     vhd.write_all_at(&footer.to_bytes(), vhd_size).unwrap();
     let info: serde_json::Value = serde_json::from_str(&run(
         "qemu-img",
-        &["info", "-f", "vpc", "--output=json", vhd_path.to_str().unwrap()],
+        &[
+            "info",
+            "-f",
+            "vpc",
+            "--output=json",
+            vhd_path.to_str().unwrap(),
+        ],
     ))
     .unwrap();
     assert_eq!(u64_of(&info["virtual-size"]), vhd_size);

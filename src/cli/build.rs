@@ -104,12 +104,14 @@ fn parse_output(text: &str) -> Result<OutputKind, String> {
         "ipxe" => Ok(OutputKind::Ipxe),
         "ami" => Ok(OutputKind::Ami),
         "qcow2" => Ok(OutputKind::Platform(Platform::Qemu)),
-        name => Platform::parse(name).map(OutputKind::Platform).ok_or_else(|| {
-            format!(
-                "expected raw, ipxe, ami or a platform ({}; qcow2 is qemu's)",
-                Platform::names()
-            )
-        }),
+        name => Platform::parse(name)
+            .map(OutputKind::Platform)
+            .ok_or_else(|| {
+                format!(
+                    "expected raw, ipxe, ami or a platform ({}; qcow2 is qemu's)",
+                    Platform::names()
+                )
+            }),
     }
 }
 
@@ -209,6 +211,7 @@ fn summary(out: &std::path::Path, b: &RoleBuild) -> serde_json::Value {
             "blake3": d.blake3,
             "changed_partitions": d.changed_partitions,
             "ami": d.ami,
+            "platform": d.platform,
         })).collect::<Vec<_>>(),
         "ipxe": m.ipxe.as_ref().map(|i| out.join("ipxe").join(&i.script)),
         "provenance": b.provenance_path,
@@ -237,6 +240,17 @@ fn print_text(out: &std::path::Path, b: &RoleBuild) {
             disk.blake3
         );
         println!("    from:    {}", disk.from);
+        if let Some(p) = &disk.platform {
+            println!(
+                "    for:     {} ({}, oem_id {}, {} as {}; disk {})",
+                p.name.title(),
+                p.format.extension(),
+                p.oem_id,
+                p.oem.artifact.file,
+                p.oem.installed_as,
+                bytes(p.disk_size)
+            );
+        }
         println!("    changed: {}", disk.changed_partitions.join(", "));
         if let Some(ami) = &disk.ami {
             let reused = if ami.image.reused { " (reused)" } else { "" };

@@ -33,6 +33,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Cache folder whose table of zero-block digests makes holes free to hash (only that
+    /// table is read and extended) [default: $KATO_IMAGE_CACHE, else
+    /// $XDG_CACHE_HOME/kato-image].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
@@ -58,7 +63,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         }
         (None, None) => Trust::None,
     };
-    let mut report = check::verify(&args.image, args.manifest.as_deref(), &trust)?;
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(kato_image::cache::Cache::default_dir);
+    let zeros_path = kato_image::cache::Cache::zero_leaves_in(&cache);
+    let mut zeros = kato_image::disk::ZeroLeaves::load(&zeros_path);
+    let report = check::verify(&args.image, args.manifest.as_deref(), &trust, &mut zeros);
+    zeros.save();
+    let mut report = report?;
     if let Some(ami) = &args.ami {
         let options = AwsOptions {
             region: args.region.clone(),
@@ -84,6 +97,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
 }
 
 fn print_text(report: &Report) {
+    use kato_image::platform::Container;
     println!(
         "{}: role {}, build {}",
         report.image, report.role, report.build_id
@@ -101,6 +115,16 @@ fn print_text(report: &Report) {
         println!(
             "  ami:       {} (snapshot {}): {state}; {} of {} blocks read",
             ami.image_id, ami.snapshot_id, ami.blocks_read, ami.blocks
+        );
+    }
+    if let Some(format) = report.packaged {
+        let unpack = match format {
+            Container::GceTar => "tar -xSzf",
+            _ => "qemu-img convert -O raw",
+        };
+        println!(
+            "  partitions: inside the {} file, covered by its digest ({unpack} to read them)",
+            format.extension()
         );
     }
     for p in &report.partitions {

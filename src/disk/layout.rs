@@ -118,7 +118,7 @@ pub fn grow_root(
         return Err(LayoutError::RootNotLast(after.name.clone()));
     }
     let old_len = disk.len()?;
-    if new_len % SECTOR != 0 || new_len < old_len {
+    if !new_len.is_multiple_of(SECTOR) || new_len < old_len {
         return Err(LayoutError::Shrink {
             from: old_len,
             to: new_len,

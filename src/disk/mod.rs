@@ -204,12 +204,20 @@ pub fn partition_digests(
     file: &File,
     table: &PartitionTable,
 ) -> Result<BTreeMap<u32, String>, io::Error> {
-    let mut zeros = ZeroLeaves::in_memory();
+    partition_digests_with(file, table, &mut ZeroLeaves::in_memory())
+}
+
+/// The same, with a table of zero leaves that may already hold what holes hash to.
+pub fn partition_digests_with(
+    file: &File,
+    table: &PartitionTable,
+    zeros: &mut ZeroLeaves,
+) -> Result<BTreeMap<u32, String>, io::Error> {
     table
         .partitions()
         .into_iter()
         .map(|p| {
-            let hash = digest::hash_range(file, p.start(), p.end(), &mut zeros)?;
+            let hash = digest::hash_range(file, p.start(), p.end(), zeros)?;
             Ok((p.slot, digest::hex(&hash)))
         })
         .collect()

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::platform::Container;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -49,6 +50,10 @@ pub struct Report {
     pub signer: Option<String>,
     pub blake3: String,
     pub partitions: Vec<PartitionReport>,
+    /// For a qcow2 or GCE archive: its format. Partitions are inside it and not read one by
+    /// one; the file's digest covers them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packaged: Option<crate::platform::Container>,
     /// With `verify --ami`: the AMI's root snapshot compared with the image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ami: Option<crate::emit::ami::compare::SnapshotComparison>,
@@ -152,7 +157,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
 }
 
 /// Checks `image` against the manifest beside it (or `manifest`), with `trust`.
-pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Report, CheckError> {
+/// Checks `image` against its manifest and signatures. `zeros` holds what all-zero leaves
+/// hash to (the cache's table makes holes in large disks cost nothing).
+pub fn verify(
+    image: &Path,
+    manifest: Option<&Path>,
+    trust: &Trust,
+    zeros: &mut ZeroLeaves,
+) -> Result<Report, CheckError> {
     let manifest_path = manifest.map_or_else(|| Manifest::beside(image), Path::to_path_buf);
     let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
     let m = Manifest::read(&manifest_path)?;
@@ -204,8 +216,17 @@ pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Re
     }
     let file = std::fs::File::open(image).map_err(io(image))?;
     let len = file.metadata().map_err(io(image))?.len();
-    // Partitions first: the one that differs says more than the whole image's digest.
-    let partitions = partitions(image, &file, disk, &mut problems)?;
+    // Partitions first: the one that differs says more than the whole image's digest. A raw
+    // disk and a fixed VHD (the raw disk and a footer) are read as they are.
+    let packaged = disk
+        .platform
+        .as_ref()
+        .map(|p| p.format)
+        .filter(|f| matches!(f, Container::Qcow2 | Container::GceTar));
+    let partitions = match packaged {
+        None => partitions(image, &file, disk, zeros, &mut problems)?,
+        Some(_) => Vec::new(),
+    };
     if len != disk.size {
         problems.push(format!(
             "{}: {len} bytes, but the manifest says {}",
@@ -213,8 +234,7 @@ pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Re
             disk.size
         ));
     }
-    let mut zeros = ZeroLeaves::in_memory();
-    let blake3 = digest::hex(&digest::hash_range(&file, 0, len, &mut zeros).map_err(io(image))?);
+    let blake3 = digest::hex(&digest::hash_range(&file, 0, len, zeros).map_err(io(image))?);
     if blake3 != disk.blake3 {
         problems.push(format!(
             "{}: BLAKE3 {blake3}, not the manifest's {}",
@@ -230,6 +250,7 @@ pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Re
         signer,
         blake3,
         partitions,
+        packaged,
         ami: None,
         problems,
     })
@@ -239,6 +260,7 @@ fn partitions(
     image: &Path,
     file: &std::fs::File,
     disk: &crate::manifest::DiskRecord,
+    zeros: &mut ZeroLeaves,
     problems: &mut Vec<String>,
 ) -> Result<Vec<PartitionReport>, CheckError> {
     let table = match PartitionTable::read(&mut file.try_clone().map_err(io(image))?, false) {
@@ -248,7 +270,7 @@ fn partitions(
             return Ok(Vec::new());
         }
     };
-    let digests = crate::disk::partition_digests(file, &table).map_err(io(image))?;
+    let digests = crate::disk::partition_digests_with(file, &table, zeros).map_err(io(image))?;
     let mut out = Vec::new();
     for record in &disk.partitions {
         let Some(now) = digests.get(&record.slot) else {

@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(&field, b"00000000777\0");
         number(&mut field, 30 << 30);
         assert_eq!(field[0], 0x80);
-        assert_eq!(u64::from_be_bytes(field[4..12].try_into().unwrap()), 30 << 30);
+        assert_eq!(
+            u64::from_be_bytes(field[4..12].try_into().unwrap()),
+            30 << 30
+        );
     }
 
     #[test]

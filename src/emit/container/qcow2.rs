@@ -199,16 +199,17 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     let mut nth_region = 0;
     let mut l2 = vec![0u64; L2_ENTRIES as usize];
     let mut region_of_l2 = None;
-    let mut flush_l2 = |region: Option<u64>, l2: &mut Vec<u64>, nth: &mut usize| -> io::Result<()> {
-        if let Some(region) = region {
-            let at = layout.l2_cluster(*nth);
-            write_entries(out, at * CLUSTER, l2)?;
-            l1[region as usize] = at * CLUSTER | COPIED;
-            *nth += 1;
-            l2.iter_mut().for_each(|e| *e = 0);
-        }
-        Ok(())
-    };
+    let mut flush_l2 =
+        |region: Option<u64>, l2: &mut Vec<u64>, nth: &mut usize| -> io::Result<()> {
+            if let Some(region) = region {
+                let at = layout.l2_cluster(*nth);
+                write_entries(out, at * CLUSTER, l2)?;
+                l1[region as usize] = (at * CLUSTER) | COPIED;
+                *nth += 1;
+                l2.iter_mut().for_each(|e| *e = 0);
+            }
+            Ok(())
+        };
     for &(first, end) in &candidates {
         let mut cluster = first;
         while cluster < end {
@@ -229,7 +230,7 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
                 if chunk.len() < CLUSTER as usize {
                     data.write_all(&vec![0u8; CLUSTER as usize - chunk.len()])?;
                 }
-                l2[((cluster + i as u64) % L2_ENTRIES) as usize] = next * CLUSTER | COPIED;
+                l2[((cluster + i as u64) % L2_ENTRIES) as usize] = (next * CLUSTER) | COPIED;
                 next += 1;
             }
             cluster += count;
@@ -308,7 +309,10 @@ mod tests {
         assert_eq!(&h[0..4], b"QFI\xfb");
         assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 3);
         assert_eq!(u32::from_be_bytes(h[20..24].try_into().unwrap()), 16);
-        assert_eq!(u64::from_be_bytes(h[24..32].try_into().unwrap()), 0x1122_3344_5566);
+        assert_eq!(
+            u64::from_be_bytes(h[24..32].try_into().unwrap()),
+            0x1122_3344_5566
+        );
         assert_eq!(u32::from_be_bytes(h[36..40].try_into().unwrap()), 7);
         assert_eq!(u64::from_be_bytes(h[40..48].try_into().unwrap()), 0x10000);
         assert_eq!(u64::from_be_bytes(h[48..56].try_into().unwrap()), 0x20000);

@@ -123,7 +123,9 @@ impl Footer {
         b[59] = g.sectors;
         b[60..64].copy_from_slice(&2u32.to_be_bytes());
         b[68..84].copy_from_slice(&self.unique_id);
-        let checksum = !b.iter().fold(0u32, |sum, &x| sum.wrapping_add(u32::from(x)));
+        let checksum = !b
+            .iter()
+            .fold(0u32, |sum, &x| sum.wrapping_add(u32::from(x)));
         b[64..68].copy_from_slice(&checksum.to_be_bytes());
         b
     }
