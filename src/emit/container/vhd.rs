@@ -4,7 +4,8 @@
 //! Readers disagree on a VHD's size: Hyper-V and Azure take the footer's current size,
 //! Virtual PC and QEMU (for creators it does not know) the CHS geometry, which usually
 //! rounds down. [`exact_size`] picks a disk size, a whole number of MiB as Azure requires,
-//! whose geometry covers it exactly, so every reader sees the same disk.
+//! whose geometry covers it exactly (past about 127.5 GiB, where the geometry is at its
+//! largest, readers take the footer's size), so every reader sees the same disk.
 //!
 //! Footer (big-endian):
 //!
@@ -50,7 +51,7 @@ impl Geometry {
 /// The geometry the VHD specification's algorithm gives a disk of `size` bytes.
 pub fn geometry(size: u64) -> Geometry {
     let mut total = size / 512;
-    total = total.min(65535 * 16 * 255);
+    total = total.min(MAX_GEOMETRY_SECTORS);
     let (sectors, heads, cylinder_heads);
     if total >= 65535 * 16 * 63 {
         sectors = 255;
@@ -81,12 +82,18 @@ pub fn geometry(size: u64) -> Geometry {
     }
 }
 
+/// The largest geometry (65535 cylinders, 16 heads, 255 sectors, about 127.5 GiB): readers
+/// that use CHS take the footer's size for disks that have it.
+pub const MAX_GEOMETRY_SECTORS: u64 = 65535 * 16 * 255;
+
 /// The smallest size of at least `wanted` bytes that is a whole number of MiB and that its
-/// own geometry covers exactly; `None` past the format's limit.
+/// own geometry covers exactly (or, past the largest geometry, that has it); `None` past
+/// the format's limit.
 pub fn exact_size(wanted: u64) -> Option<u64> {
     let mut size = wanted.max(MIB).div_ceil(MIB) * MIB;
     while size <= MAX_SIZE {
-        if geometry(size).sectors_total() * 512 == size {
+        let covered = geometry(size).sectors_total();
+        if covered * 512 == size || covered == MAX_GEOMETRY_SECTORS {
             return Some(size);
         }
         size += MIB;
@@ -175,7 +182,8 @@ mod tests {
             let size = exact_size(wanted).unwrap();
             prop_assert!(size >= wanted);
             prop_assert_eq!(size % MIB, 0);
-            prop_assert_eq!(geometry(size).sectors_total() * 512, size);
+            let covered = geometry(size).sectors_total();
+            prop_assert!(covered * 512 == size || covered == MAX_GEOMETRY_SECTORS);
             // Never far above what was asked: at most one period of the geometry.
             prop_assert!(size - wanted < 256 * MIB);
         }
