@@ -136,6 +136,25 @@ impl<W: io::Write> Blake3Writer<W> {
     }
 }
 
+impl<W: io::Write + io::Seek> Blake3Writer<W> {
+    /// Moves `n` bytes on without writing them (a hole in a file), hashing them as zeros.
+    pub fn skip_zeros(&mut self, n: u64) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.inner.seek(io::SeekFrom::Current(n as i64))?;
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut left = n;
+        while left > 0 {
+            let step = left.min(ZEROS.len() as u64) as usize;
+            self.hasher.update(&ZEROS[..step]);
+            left -= step as u64;
+        }
+        self.len += n;
+        Ok(())
+    }
+}
+
 impl<W: io::Write> io::Write for Blake3Writer<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;

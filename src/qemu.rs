@@ -173,14 +173,28 @@ fn on_path(program: &str) -> bool {
 }
 
 /// Checks the image is a GPT disk (so nothing starts for a file that cannot boot).
-fn check_image(path: &Path) -> Result<(), RunError> {
+/// The image's format as QEMU names it: a raw disk (a fixed VHD's raw part and footer
+/// boot as raw), or qcow2, which QEMU reads itself. A GCE archive must be unpacked first.
+fn check_image(path: &Path) -> Result<&'static str, RunError> {
+    use std::io::Read;
     let image = |why: String| RunError::Image {
         path: path.to_path_buf(),
         why,
     };
     let mut file = std::fs::File::open(path).map_err(|e| image(e.to_string()))?;
+    let mut magic = [0u8; 4];
+    let read = file.read(&mut magic).map_err(|e| image(e.to_string()))?;
+    if read == 4 && &magic == b"QFI\xfb" {
+        return Ok("qcow2");
+    }
+    if read >= 2 && magic[..2] == [0x1f, 0x8b] {
+        return Err(image(
+            "a gzip'd archive (a GCE image?): unpack it with `tar -xSzf` and run its disk.raw"
+                .into(),
+        ));
+    }
     crate::disk::gpt::PartitionTable::read(&mut file, false)
-        .map(|_| ())
+        .map(|_| "raw")
         .map_err(|e| image(format!("not a bootable disk image ({e})")))
 }
 
@@ -197,7 +211,7 @@ pub fn prepare(options: &RunOptions) -> Result<Machine, RunError> {
             program: program.into(),
         });
     }
-    check_image(&options.image)?;
+    let format = check_image(&options.image)?;
     let firmware = match &options.firmware {
         Some(path) => {
             std::fs::metadata(path).map_err(|source| RunError::Firmware {
@@ -224,17 +238,17 @@ pub fn prepare(options: &RunOptions) -> Result<Machine, RunError> {
         Firmware::Flash { code, vars } => {
             command
                 .arg("-drive")
-                .arg(drive("pflash,unit=0,readonly=on", code));
+                .arg(drive("pflash,unit=0,readonly=on", "raw", code));
             if let Some(vars) = vars {
                 command
                     .arg("-drive")
-                    .arg(drive("pflash,unit=1,snapshot=on", vars));
+                    .arg(drive("pflash,unit=1,snapshot=on", "raw", vars));
             }
         }
     }
     command
         .arg("-drive")
-        .arg(drive("virtio,snapshot=on", &options.image));
+        .arg(drive("virtio,snapshot=on", format, &options.image));
     match options.ssh_port {
         Some(port) => command.args([
             "-netdev",
@@ -254,10 +268,10 @@ pub fn prepare(options: &RunOptions) -> Result<Machine, RunError> {
     })
 }
 
-/// `-drive` for `file` with `options` (`if=...` first). Commas in a path are doubled, as
-/// QEMU's option syntax wants.
-fn drive(options: &str, file: &Path) -> std::ffi::OsString {
-    let mut value = std::ffi::OsString::from(format!("if={options},format=raw,file="));
+/// `-drive` for `file` in `format` with `options` (`if=...` first). Commas in a path are
+/// doubled, as QEMU's option syntax wants.
+fn drive(options: &str, format: &str, file: &Path) -> std::ffi::OsString {
+    let mut value = std::ffi::OsString::from(format!("if={options},format={format},file="));
     value.push(file.to_string_lossy().replace(',', ",,"));
     value
 }
@@ -276,7 +290,7 @@ mod tests {
     #[test]
     fn drive_options_double_commas_in_paths() {
         assert_eq!(
-            drive("virtio,snapshot=on", Path::new("/a,b/c.raw")),
+            drive("virtio,snapshot=on", "raw", Path::new("/a,b/c.raw")),
             "if=virtio,snapshot=on,format=raw,file=/a,,b/c.raw"
         );
     }

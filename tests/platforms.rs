@@ -677,6 +677,8 @@ fn the_writers_turn_any_sparse_disk_into_what_qemu_img_reads_back_identically() 
         .unwrap();
     let written = kato_image::emit::container::qcow2::write(&source, size, &qcow).unwrap();
     assert_eq!(written.len, std::fs::metadata(&qcow_path).unwrap().len());
+    // Hashed as written, with the gap of skipped zero clusters hashed as zeros.
+    assert_eq!(written.blake3.to_hex().to_string(), b3sum(&qcow_path));
     let check = run("qemu-img", &["check", qcow_path.to_str().unwrap()]);
     assert!(check.contains("No errors"), "{check}");
     let compare = run(

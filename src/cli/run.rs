@@ -12,7 +12,8 @@ use super::Prefix;
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["image", "role"])))]
 pub struct RunArgs {
-    /// The disk image to boot (a build's `<role>.raw`); it is never changed.
+    /// The disk image to boot (a build's `<role>.raw`, or a platform's `.qcow2`, `.vhd` or
+    /// `.raw`); it is never changed.
     pub image: Option<PathBuf>,
     /// Boot this role's image from the build folder (`--out`).
     #[arg(long)]

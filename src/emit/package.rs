@@ -162,7 +162,7 @@ pub fn write(
                     .create_new(true)
                     .open(&temp)?;
                 let disk = match platform.container() {
-                    Container::Qcow2 => qcow2_file(copy.file(), disk_len, &file, zeros)?,
+                    Container::Qcow2 => qcow2_file(copy.file(), disk_len, &file)?,
                     _ => gce_file(copy.file(), disk_len, time.sec, &file)?,
                 };
                 file.sync_all()?;
@@ -180,22 +180,17 @@ pub fn write(
     }
 }
 
-fn qcow2_file(
-    source: &File,
-    len: u64,
-    out: &File,
-    zeros: &mut ZeroLeaves,
-) -> std::io::Result<Disk> {
+/// Writes `source` (a raw disk of `len` bytes) into `out` as qcow2; its size and BLAKE3.
+pub fn qcow2_file(source: &File, len: u64, out: &File) -> std::io::Result<Disk> {
     let written = qcow2::write(source, len, out)?;
-    // The metadata at the front is written last, so the file is hashed once it is whole.
-    let blake3 = digest::hash_range(out, 0, written.len, zeros)?;
     Ok(Disk {
         size: written.len,
-        blake3: digest::hex(&blake3),
+        blake3: digest::hex(&written.blake3),
     })
 }
 
-fn gce_file(source: &File, len: u64, mtime: i64, out: &File) -> std::io::Result<Disk> {
+/// Writes `source` into `out` as GCE's tar.gz of `disk.raw`; its size and BLAKE3.
+pub fn gce_file(source: &File, len: u64, mtime: i64, out: &File) -> std::io::Result<Disk> {
     let extents = sparse::data_extents(source, 0, len)?;
     let hashed = crate::io::Blake3Writer::new(BufWriter::with_capacity(1 << 20, out));
     let mut gz = gce::gzip(hashed);
@@ -207,4 +202,50 @@ fn gce_file(source: &File, len: u64, mtime: i64, out: &File) -> std::io::Result<
         size,
         blake3: digest::hex(&hash),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 16_515_072 * 512;
+    const BASE_ROOT: u64 = 3_653_632 * 512;
+
+    #[test]
+    fn each_layout_sizes_the_disk_as_flatcars_does() {
+        // vm: ROOT grows to 12943360 sectors, in whole 2 MiB steps.
+        let vm = target_len(Platform::Openstack, BASE, BASE_ROOT).unwrap();
+        assert_eq!(
+            vm - BASE,
+            (12_943_360 * 512 - BASE_ROOT).div_ceil(2 << 20) * (2 << 20)
+        );
+        // A ROOT already that large is left alone.
+        assert_eq!(
+            target_len(Platform::Hetzner, BASE, 13_000_000 * 512).unwrap(),
+            BASE
+        );
+        // base: as it is.
+        assert_eq!(
+            target_len(Platform::Digitalocean, BASE, BASE_ROOT).unwrap(),
+            BASE
+        );
+        // azure: at least the azure disk, whole MiB, covered by its geometry.
+        let azure = target_len(Platform::Azure, BASE, BASE_ROOT).unwrap();
+        assert!(azure >= 63_737_856 * 512 && azure % (1 << 20) == 0);
+        assert_eq!(vhd::geometry(azure).sectors_total() * 512, azure);
+        // gce: vm, then whole GiB.
+        let gce = target_len(Platform::Gce, BASE, BASE_ROOT).unwrap();
+        assert!(gce >= vm && gce % GIB == 0 && gce - vm < GIB);
+        // exoscale: exactly 10 GiB, and a larger disk is refused with both sizes.
+        assert_eq!(
+            target_len(Platform::Exoscale, BASE, BASE_ROOT).unwrap(),
+            10 * GIB
+        );
+        let refused = target_len(Platform::Exoscale, 11 * GIB, BASE_ROOT).unwrap_err();
+        let text = refused.to_string();
+        assert!(
+            text.contains(&(11 * GIB).to_string()) && text.contains("Exoscale"),
+            "{text}"
+        );
+    }
 }

@@ -3,30 +3,32 @@
 //! Why our own and not a crate: `imago` is built around random guest writes through an async
 //! runtime and allocates metadata as writes arrive; `qcow2-rs` is a reader first. We know the
 //! whole disk before the first byte is written, so the layout is decided up front and the
-//! file is written in one forward pass over the data, with a few metadata clusters filled in
-//! at the end. Clusters that are holes in the raw file, or read as all zeros, are not
-//! allocated (reads of them give zeros, as in `qemu-img convert`).
+//! file is written strictly front to back, in one pass over the data, hashed as it goes.
+//! Clusters that are holes in the raw file, or read as all zeros, are not allocated (reads
+//! of them give zeros, as in `qemu-img convert`).
 //!
 //! Layout (64 KiB clusters, 16-bit refcounts, no backing file, no extensions):
 //!
-//! | cluster(s)            | contents                                                 |
-//! |-----------------------|----------------------------------------------------------|
-//! | 0                     | header (104 bytes, big-endian; see [`Header`])           |
-//! | L1                    | one 8-byte entry per 512 MiB of guest disk               |
-//! | refcount table        | one 8-byte entry per refcount block                      |
-//! | refcount blocks       | one 16-bit count per host cluster (32768 per block)      |
-//! | L2 tables             | one per 512 MiB guest region that has data, in order     |
-//! | data                  | the guest clusters with data, in guest order             |
+//! | cluster(s)             | contents                                                  |
+//! |------------------------|-----------------------------------------------------------|
+//! | 0                      | header (104 bytes, big-endian; see [`Header`])            |
+//! | per 512 MiB region     | the region's data clusters in guest order, then its L2 table |
+//! | gap                    | unwritten: the candidate clusters that turned out all zeros |
+//! | L1                     | one 8-byte entry per 512 MiB of guest disk                |
+//! | refcount table         | one 8-byte entry per refcount block                       |
+//! | refcount blocks        | one 16-bit count per host cluster (32768 per block)       |
 //!
-//! Every cluster from 0 to the end of the file is used exactly once, so each has refcount 1
-//! and every L1/L2 entry carries the COPIED flag; refcount blocks past the last used cluster
-//! count nothing (the count of them is an upper bound taken before zero clusters are known).
+//! The tables at the end sit where the worst case (every candidate cluster allocated) puts
+//! them, so the header, written first, can point at them. Every cluster outside the gap is
+//! used exactly once (refcount 1, and the COPIED flag on every L1/L2 entry); gap clusters
+//! have refcount 0.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::disk::sparse;
+use crate::io::Blake3Writer;
 
 pub const CLUSTER_BITS: u32 = 16;
 pub const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -86,6 +88,8 @@ pub struct Layout {
     pub refcount_blocks: u64,
     /// The guest regions (512 MiB each, by index) that get an L2 table, ascending.
     pub regions: Vec<u64>,
+    /// Candidate data clusters: the most the data can take.
+    pub max_data: u64,
 }
 
 impl Layout {
@@ -122,11 +126,16 @@ impl Layout {
             refcount_table_clusters: table,
             refcount_blocks: blocks,
             regions,
+            max_data: data,
         }
     }
 
+    /// Data and L2 tables in the worst case.
+    fn body_clusters(&self) -> u64 {
+        self.max_data + self.regions.len() as u64
+    }
     fn l1_cluster(&self) -> u64 {
-        1
+        1 + self.body_clusters()
     }
     fn refcount_table_cluster(&self) -> u64 {
         self.l1_cluster() + self.l1_clusters
@@ -134,12 +143,9 @@ impl Layout {
     fn refcount_block_cluster(&self) -> u64 {
         self.refcount_table_cluster() + self.refcount_table_clusters
     }
-    fn l2_cluster(&self, nth: usize) -> u64 {
-        self.refcount_block_cluster() + self.refcount_blocks + nth as u64
-    }
-    /// The first data cluster.
-    pub fn data_cluster(&self) -> u64 {
-        self.l2_cluster(self.regions.len())
+    /// The clusters in the file, gap included.
+    pub fn total_clusters(&self) -> u64 {
+        self.refcount_block_cluster() + self.refcount_blocks
     }
 
     pub fn header(&self) -> Header {
@@ -177,9 +183,11 @@ pub struct Written {
     pub len: u64,
     /// Guest clusters that hold data.
     pub data_clusters: u64,
+    /// BLAKE3 of the file.
+    pub blake3: blake3::Hash,
 }
 
-/// Writes `source` (a raw disk of `size` bytes) as qcow2 into `out` (empty, or truncated).
+/// Writes `source` (a raw disk of `size` bytes) as qcow2 into `out` (emptied first).
 pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     if size == 0 || size > MAX_SIZE {
         return Err(io::Error::new(
@@ -190,33 +198,35 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     let candidates = candidate_clusters(&sparse::data_extents(source, 0, size)?);
     let layout = Layout::plan(size, &candidates);
     out.set_len(0)?;
-    let mut cursor = out;
-    cursor.seek(SeekFrom::Start(layout.data_cluster() * CLUSTER))?;
-    let mut data = BufWriter::with_capacity(4 << 20, cursor);
-    let mut next = layout.data_cluster();
+    let mut file = Blake3Writer::new(BufWriter::with_capacity(4 << 20, out));
+    let mut header = vec![0u8; CLUSTER as usize];
+    header[..Header::LEN].copy_from_slice(&layout.header().to_bytes());
+    file.write_all(&header)?;
+    let mut next = 1; // the next host cluster
+    let mut data_clusters = 0;
     let mut l1 = vec![0u64; layout.l1_entries as usize];
-    let mut buffer = vec![0u8; (BATCH * CLUSTER) as usize];
-    let mut nth_region = 0;
     let mut l2 = vec![0u64; L2_ENTRIES as usize];
-    let mut region_of_l2 = None;
-    let mut flush_l2 =
-        |region: Option<u64>, l2: &mut Vec<u64>, nth: &mut usize| -> io::Result<()> {
-            if let Some(region) = region {
-                let at = layout.l2_cluster(*nth);
-                write_entries(out, at * CLUSTER, l2)?;
-                l1[region as usize] = (at * CLUSTER) | COPIED;
-                *nth += 1;
-                l2.iter_mut().for_each(|e| *e = 0);
-            }
-            Ok(())
+    let mut buffer = vec![0u8; (BATCH * CLUSTER) as usize];
+    let mut pending: Option<u64> = None;
+    let mut close_region =
+        |region: u64, l2: &mut [u64], next: &mut u64, file: &mut Blake3Writer<_>| {
+            write_entries(file, l2)?;
+            l1[region as usize] = (*next * CLUSTER) | COPIED;
+            *next += 1;
+            l2.fill(0);
+            io::Result::Ok(())
         };
     for &(first, end) in &candidates {
         let mut cluster = first;
         while cluster < end {
             let region = cluster / L2_ENTRIES;
-            if region_of_l2 != Some(region) {
-                flush_l2(region_of_l2, &mut l2, &mut nth_region)?;
-                region_of_l2 = Some(region);
+            match pending {
+                Some(open) if open != region => {
+                    close_region(open, &mut l2, &mut next, &mut file)?;
+                    pending = Some(region);
+                }
+                None => pending = Some(region),
+                _ => {}
             }
             // A batch stays within one region.
             let region_end = (region + 1) * L2_ENTRIES;
@@ -226,35 +236,50 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
                 if sparse::is_zero(chunk) {
                     continue;
                 }
-                data.write_all(chunk)?;
+                file.write_all(chunk)?;
                 if chunk.len() < CLUSTER as usize {
-                    data.write_all(&vec![0u8; CLUSTER as usize - chunk.len()])?;
+                    file.write_all(&vec![0u8; CLUSTER as usize - chunk.len()])?;
                 }
                 l2[((cluster + i as u64) % L2_ENTRIES) as usize] = (next * CLUSTER) | COPIED;
                 next += 1;
+                data_clusters += 1;
             }
             cluster += count;
         }
     }
-    flush_l2(region_of_l2, &mut l2, &mut nth_region)?;
-    // Every region in the layout was visited: its table is written even if all its
-    // clusters turned out to be zeros.
-    debug_assert_eq!(nth_region, layout.regions.len());
-    data.flush()?;
-    drop(data);
-    let used = next;
-    write_entries(out, layout.l1_cluster() * CLUSTER, &l1)?;
+    if let Some(open) = pending {
+        close_region(open, &mut l2, &mut next, &mut file)?;
+    }
+    // Every region in the layout got its table, even one whose clusters were all zeros.
+    debug_assert_eq!(next, 1 + data_clusters + layout.regions.len() as u64);
+    let gap = layout.l1_cluster() - next;
+    file.skip_zeros(gap * CLUSTER)?;
+    write_entries(&mut file, &l1)?;
+    pad_cluster(
+        &mut file,
+        layout.l1_clusters * CLUSTER - l1.len() as u64 * 8,
+    )?;
     let table: Vec<u64> = (0..layout.refcount_blocks)
         .map(|k| (layout.refcount_block_cluster() + k) * CLUSTER)
         .collect();
-    write_entries(out, layout.refcount_table_cluster() * CLUSTER, &table)?;
-    write_refcounts(out, &layout, used)?;
-    out.write_all_at(&layout.header().to_bytes(), 0)?;
-    out.set_len(used * CLUSTER)?;
+    write_entries(&mut file, &table)?;
+    pad_cluster(
+        &mut file,
+        layout.refcount_table_clusters * CLUSTER - table.len() as u64 * 8,
+    )?;
+    write_refcounts(&mut file, &layout, next)?;
+    let (mut inner, blake3, len) = file.finish();
+    inner.flush()?;
+    debug_assert_eq!(len, layout.total_clusters() * CLUSTER);
     Ok(Written {
-        len: used * CLUSTER,
-        data_clusters: used - layout.data_cluster(),
+        len,
+        data_clusters,
+        blake3,
     })
+}
+
+fn pad_cluster(out: &mut impl Write, n: u64) -> io::Result<()> {
+    io::copy(&mut io::repeat(0).take(n), out).map(|_| ())
 }
 
 /// Reads `count` guest clusters from `cluster` on (zeros past the end of the disk).
@@ -271,22 +296,23 @@ fn read_clusters<'b>(
     Ok(&buffer[..len])
 }
 
-fn write_entries(out: &File, at: u64, entries: &[u64]) -> io::Result<()> {
+fn write_entries(out: &mut impl Write, entries: &[u64]) -> io::Result<()> {
     let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_be_bytes()).collect();
-    out.write_all_at(&bytes, at)
+    out.write_all(&bytes)
 }
 
-/// Refcount 1 for clusters `0..used`, 0 after, across every block of the layout.
-fn write_refcounts(out: &File, layout: &Layout, used: u64) -> io::Result<()> {
+/// Refcount 1 for the header and body clusters before `gap_start`, 0 in the gap, 1 for the
+/// tables at the end, 0 past the file's end.
+fn write_refcounts(out: &mut impl Write, layout: &Layout, gap_start: u64) -> io::Result<()> {
+    let (tables, total) = (layout.l1_cluster(), layout.total_clusters());
     let mut block = vec![0u8; CLUSTER as usize];
     for k in 0..layout.refcount_blocks {
-        let first = k * REFCOUNTS_PER_BLOCK;
-        let ones = used.saturating_sub(first).min(REFCOUNTS_PER_BLOCK) as usize;
-        block.iter_mut().for_each(|b| *b = 0);
-        for entry in block.chunks_mut(2).take(ones) {
-            entry.copy_from_slice(&1u16.to_be_bytes());
+        for (i, entry) in block.chunks_mut(2).enumerate() {
+            let cluster = k * REFCOUNTS_PER_BLOCK + i as u64;
+            let used = cluster < gap_start || (tables..total).contains(&cluster);
+            entry.copy_from_slice(&u16::from(used).to_be_bytes());
         }
-        out.write_all_at(&block, (layout.refcount_block_cluster() + k) * CLUSTER)?;
+        out.write_all(&block)?;
     }
     Ok(())
 }
@@ -337,8 +363,8 @@ mod tests {
             let candidates = candidate_clusters(&extents);
             let layout = Layout::plan(size, &candidates);
             let data: u64 = candidates.iter().map(|(a, b)| b - a).sum();
-            let total = layout.data_cluster() + data;
-            prop_assert!(layout.refcount_blocks * REFCOUNTS_PER_BLOCK >= total);
+            prop_assert_eq!(layout.max_data, data);
+            prop_assert!(layout.refcount_blocks * REFCOUNTS_PER_BLOCK >= layout.total_clusters());
             prop_assert!(layout.refcount_table_clusters * CLUSTER / 8 >= layout.refcount_blocks);
             prop_assert!(layout.l1_entries * L2_ENTRIES * CLUSTER >= size);
             prop_assert!(layout.regions.windows(2).all(|w| w[0] < w[1]));
