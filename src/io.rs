@@ -114,25 +114,113 @@ impl Sha512Pipe {
 }
 
 /// A `Write` that hashes what passes through it (BLAKE3) and counts it, for outputs written
-/// front to back whose digest should cost no second read.
-pub struct Blake3Writer<W> {
-    inner: W,
-    hasher: blake3::Hasher,
+/// front to back whose digest should cost no second read. It buffers 4 MiB at a time; each
+/// full buffer is written, then hashed on a thread of its own while the next one fills, so
+/// hashing takes no time from the writer on a second core.
+pub struct Blake3Writer<W: io::Write> {
+    /// Taken by `finish`.
+    inner: Option<W>,
+    buffer: Vec<u8>,
+    to_hasher: Option<SyncSender<HashJob>>,
+    free: Receiver<Vec<u8>>,
+    spare: usize,
+    worker: Option<std::thread::JoinHandle<blake3::Hash>>,
     len: u64,
 }
 
+enum HashJob {
+    Data(Vec<u8>),
+    Zeros(u64),
+}
+
+const HASH_CHUNK: usize = 4 << 20;
+/// Buffers in flight: one filling, one being hashed, one queued.
+const HASH_BUFFERS: usize = 3;
+
 impl<W: io::Write> Blake3Writer<W> {
     pub fn new(inner: W) -> Self {
+        let (to_hasher, jobs) = sync_channel::<HashJob>(HASH_BUFFERS);
+        let (give_back, free) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
+        let worker = std::thread::spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            let zeros = vec![0u8; 64 << 10];
+            for job in jobs {
+                match job {
+                    HashJob::Data(mut buffer) => {
+                        hasher.update(&buffer);
+                        buffer.clear();
+                        let _ = give_back.try_send(buffer);
+                    }
+                    HashJob::Zeros(mut n) => {
+                        while n > 0 {
+                            let step = n.min(zeros.len() as u64) as usize;
+                            hasher.update(&zeros[..step]);
+                            n -= step as u64;
+                        }
+                    }
+                }
+            }
+            hasher.finalize()
+        });
         Blake3Writer {
-            inner,
-            hasher: blake3::Hasher::new(),
+            inner: Some(inner),
+            buffer: Vec::with_capacity(HASH_CHUNK),
+            to_hasher: Some(to_hasher),
+            free,
+            spare: HASH_BUFFERS - 1,
+            worker: Some(worker),
             len: 0,
         }
     }
 
-    /// The inner writer, the digest and the byte count.
-    pub fn finish(self) -> (W, blake3::Hash, u64) {
-        (self.inner, self.hasher.finalize(), self.len)
+    fn inner_mut(&mut self) -> &mut W {
+        self.inner.as_mut().expect("present until finish")
+    }
+
+    fn send(&mut self, job: HashJob) {
+        // The worker only ends when the sender is dropped, in `finish`.
+        let _ = self
+            .to_hasher
+            .as_ref()
+            .expect("open until finish")
+            .send(job);
+    }
+
+    /// Writes the buffer out and hands it to the hasher.
+    fn pass_on(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .as_mut()
+            .expect("present until finish")
+            .write_all(&self.buffer)?;
+        let next = if self.spare > 0 {
+            self.spare -= 1;
+            Vec::with_capacity(HASH_CHUNK)
+        } else {
+            self.free
+                .recv()
+                .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK))
+        };
+        let full = std::mem::replace(&mut self.buffer, next);
+        self.send(HashJob::Data(full));
+        Ok(())
+    }
+
+    /// The inner writer (flushed), the digest and the byte count.
+    pub fn finish(mut self) -> io::Result<(W, blake3::Hash, u64)> {
+        self.pass_on()?;
+        self.inner_mut().flush()?;
+        drop(self.to_hasher.take());
+        let hash = self
+            .worker
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        let inner = self.inner.take().expect("present until finish");
+        Ok((inner, hash, self.len))
     }
 }
 
@@ -142,14 +230,9 @@ impl<W: io::Write + io::Seek> Blake3Writer<W> {
         if n == 0 {
             return Ok(());
         }
-        self.inner.seek(io::SeekFrom::Current(n as i64))?;
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut left = n;
-        while left > 0 {
-            let step = left.min(ZEROS.len() as u64) as usize;
-            self.hasher.update(&ZEROS[..step]);
-            left -= step as u64;
-        }
+        self.pass_on()?;
+        self.inner_mut().seek(io::SeekFrom::Current(n as i64))?;
+        self.send(HashJob::Zeros(n));
         self.len += n;
         Ok(())
     }
@@ -157,20 +240,50 @@ impl<W: io::Write + io::Seek> Blake3Writer<W> {
 
 impl<W: io::Write> io::Write for Blake3Writer<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        let n = buf.len().min(HASH_CHUNK - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..n]);
         self.len += n as u64;
+        if self.buffer.len() == HASH_CHUNK {
+            self.pass_on()?;
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.pass_on()?;
+        self.inner_mut().flush()
+    }
+}
+
+impl<W: io::Write> Drop for Blake3Writer<W> {
+    fn drop(&mut self) {
+        drop(self.to_hasher.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_blake3_writer_hashes_what_the_file_holds_across_buffers_and_holes() {
+        use std::io::Write;
+        let mut file = Blake3Writer::new(std::io::Cursor::new(Vec::new()));
+        let piece: Vec<u8> = (0..3_000_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        file.write_all(&piece).unwrap();
+        file.skip_zeros(5 << 20).unwrap();
+        file.write_all(&piece[..12345]).unwrap();
+        file.write_all(&piece).unwrap();
+        file.write_all(&piece).unwrap();
+        let (cursor, hash, len) = file.finish().unwrap();
+        let bytes = cursor.into_inner();
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(len, 3 * 3_000_001 + 12345 + (5 << 20));
+        assert_eq!(hash, blake3::hash(&bytes));
+    }
 
     #[test]
     fn delivers_every_byte_in_order() {

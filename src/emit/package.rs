@@ -3,7 +3,7 @@
 //! it from the raw copy's data extents).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::container::{gce, qcow2, vhd};
@@ -192,12 +192,9 @@ pub fn qcow2_file(source: &File, len: u64, out: &File) -> std::io::Result<Disk> 
 /// Writes `source` into `out` as GCE's tar.gz of `disk.raw`; its size and BLAKE3.
 pub fn gce_file(source: &File, len: u64, mtime: i64, out: &File) -> std::io::Result<Disk> {
     let extents = sparse::data_extents(source, 0, len)?;
-    let hashed = crate::io::Blake3Writer::new(BufWriter::with_capacity(1 << 20, out));
-    let mut gz = gce::gzip(hashed);
+    let mut gz = gce::gzip(crate::io::Blake3Writer::new(out));
     gce::write_tar(source, len, &extents, mtime, &mut gz)?;
-    let hashed = gz.finish()?;
-    let (mut inner, hash, size) = hashed.finish();
-    inner.flush()?;
+    let (_, hash, size) = gz.finish()?.finish()?;
     Ok(Disk {
         size,
         blake3: digest::hex(&hash),

@@ -24,7 +24,7 @@
 //! have refcount 0.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::disk::sparse;
@@ -198,7 +198,7 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     let candidates = candidate_clusters(&sparse::data_extents(source, 0, size)?);
     let layout = Layout::plan(size, &candidates);
     out.set_len(0)?;
-    let mut file = Blake3Writer::new(BufWriter::with_capacity(4 << 20, out));
+    let mut file = Blake3Writer::new(out);
     let mut header = vec![0u8; CLUSTER as usize];
     header[..Header::LEN].copy_from_slice(&layout.header().to_bytes());
     file.write_all(&header)?;
@@ -268,8 +268,7 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
         layout.refcount_table_clusters * CLUSTER - table.len() as u64 * 8,
     )?;
     write_refcounts(&mut file, &layout, next)?;
-    let (mut inner, blake3, len) = file.finish();
-    inner.flush()?;
+    let (_, blake3, len) = file.finish()?;
     debug_assert_eq!(len, layout.total_clusters() * CLUSTER);
     Ok(Written {
         len,
