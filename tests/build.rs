@@ -49,25 +49,10 @@ fn sha256_hex(data: &[u8]) -> String {
     kato_image::cache::hex(&sha2::Sha256::digest(data))
 }
 
-fn grub_cat(image: &Path, path: &str) -> Vec<u8> {
-    let out = Command::new("grub-fstest")
-        .arg(image)
-        .arg("cat")
-        .arg(format!("(loop0,gpt6){path}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "grub-fstest: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// The config baked into an image's OEM partition, read by GRUB and judged by
 /// ignition-validate.
 fn baked_config(image: &Path) -> serde_json::Value {
-    let baked = grub_cat(image, "/config.ign");
+    let baked = common::btrfs::oem_cat(image, "/config.ign");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("baked.ign");
     std::fs::write(&path, &baked).unwrap();
@@ -121,9 +106,9 @@ fn master_image_carries_its_config_and_nothing_else_changes() {
 
     // GRUB reads the config and the kernel arguments through the GPT, old lines kept.
     let config = render("master");
-    assert_eq!(grub_cat(&image, "/config.ign"), config);
+    assert_eq!(common::btrfs::oem_cat(&image, "/config.ign"), config);
     assert_eq!(m["config"]["sha256"], sha256_hex(&config));
-    let grub = String::from_utf8(grub_cat(&image, "/grub.cfg")).unwrap();
+    let grub = String::from_utf8(common::btrfs::oem_cat(&image, "/grub.cfg")).unwrap();
     assert!(grub.contains("set oem_id=\"qemu\""), "{grub}");
     // Nobody gets a console shell unless the role asks for one (profiles/dev.yaml).
     assert!(!grub.contains("autologin"), "{grub}");
@@ -172,7 +157,11 @@ fn two_builds_of_the_same_inputs_are_byte_identical() {
     let m = manifest(a.path(), "edge");
     assert_eq!(m["kernel_args"], serde_json::json!(["net.ifnames=0"]));
     // The role's kernel arguments reach GRUB, after the vendor's lines, which stay.
-    let grub = String::from_utf8(grub_cat(&a.path().join("edge.raw"), "/grub.cfg")).unwrap();
+    let grub = String::from_utf8(common::btrfs::oem_cat(
+        &a.path().join("edge.raw"),
+        "/grub.cfg",
+    ))
+    .unwrap();
     let oem_id = grub.find("set oem_id=\"qemu\"").expect("the vendor's line");
     let added = grub
         .find("set linux_append=\"$linux_append net.ifnames=0\"")
@@ -216,7 +205,7 @@ fn all_roles_share_one_download_and_one_decompression() {
     assert_eq!(ids.len(), 3, "each role has its own build id");
     for role in roles {
         assert_eq!(
-            grub_cat(&out.path().join(format!("{role}.raw")), "/config.ign"),
+            common::btrfs::oem_cat(&out.path().join(format!("{role}.raw")), "/config.ign"),
             render(role)
         );
     }
@@ -401,7 +390,11 @@ fn console_autologin_only_for_roles_that_extend_dev() {
         lab["kernel_args"],
         serde_json::json!(["flatcar.autologin=tty1", "quiet"])
     );
-    let grub = String::from_utf8(grub_cat(&out.path().join("lab.raw"), "/grub.cfg")).unwrap();
+    let grub = String::from_utf8(common::btrfs::oem_cat(
+        &out.path().join("lab.raw"),
+        "/grub.cfg",
+    ))
+    .unwrap();
     assert!(
         grub.contains("set linux_append=\"$linux_append flatcar.autologin=tty1 quiet\""),
         "{grub}"
@@ -447,7 +440,11 @@ fn a_butane_fragment_is_baked_with_the_role() {
             .iter()
             .any(|u| u["name"] == "extra.service" && u["enabled"] == true)
     );
-    let grub = String::from_utf8(grub_cat(&out.path().join("lab.raw"), "/grub.cfg")).unwrap();
+    let grub = String::from_utf8(common::btrfs::oem_cat(
+        &out.path().join("lab.raw"),
+        "/grub.cfg",
+    ))
+    .unwrap();
     assert!(grub.contains("kato.extra=1"), "{grub}");
     let manifest = manifest(out.path(), "lab");
     assert_eq!(manifest["kernel_args"], serde_json::json!(["kato.extra=1"]));
@@ -492,7 +489,7 @@ fn a_cloud_config_build_bakes_the_roles_cloud_config_for_coreos_cloudinit() {
     assert_eq!(m["config"]["format"], "cloud-config");
     assert_eq!(
         m["config"]["sha256"],
-        sha256_hex(&grub_cat(&image, "/config.ign"))
+        sha256_hex(&common::btrfs::oem_cat(&image, "/config.ign"))
     );
     // Another format is another build.
     let other = tempfile::tempdir().unwrap();

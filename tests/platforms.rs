@@ -123,20 +123,31 @@ fn to_raw(image: &Path, format: &str, dir: &Path) -> PathBuf {
     raw
 }
 
-/// A file from the OEM btrfs of a raw disk, read by GRUB's own driver.
-fn grub_cat(image: &Path, path: &str) -> Vec<u8> {
-    let out = Command::new("grub-fstest")
-        .arg(image)
-        .arg("cat")
-        .arg(format!("(loop0,gpt6){path}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "grub-fstest {path}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// `qemu-img compare` of `image` (in `format`) with the raw disk `raw`: the same bytes.
+fn assert_reads_as(image: &Path, format: &str, raw: &Path) {
+    let compare = run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            format,
+            "-F",
+            "raw",
+            image.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
     );
-    out.stdout
+    assert!(compare.contains("identical"), "{compare}");
+}
+
+/// `qemu-img info --output=json`, with `-f format` when given.
+fn qemu_info(image: &Path, format: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["info"];
+    if let Some(format) = format {
+        args.extend(["-f", format]);
+    }
+    args.extend(["--output=json", image.to_str().unwrap()]);
+    serde_json::from_str(&run("qemu-img", &args)).unwrap()
 }
 
 fn root_sectors(raw: &Path) -> u64 {
@@ -159,11 +170,7 @@ fn the_qcow2_passes_qemu_img_check_and_holds_the_disk_the_manifest_names() {
     let record = disk_record("qemu");
     let check = run("qemu-img", &["check", image.to_str().unwrap()]);
     assert!(check.contains("No errors were found"), "{check}");
-    let info: serde_json::Value = serde_json::from_str(&run(
-        "qemu-img",
-        &["info", "--output=json", image.to_str().unwrap()],
-    ))
-    .unwrap();
+    let info = qemu_info(&image, None);
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
     assert_eq!(info["format-specific"]["data"]["corrupt"], false);
@@ -202,17 +209,7 @@ fn the_fixed_vhd_is_the_raw_disk_and_a_footer_every_reader_sizes_alike() {
     assert_eq!(len, disk_size + 512);
     assert_eq!(disk_size % MIB, 0, "Azure takes whole MiB");
     assert!(disk_size / 512 >= AZURE_DISK_SECTORS);
-    let info: serde_json::Value = serde_json::from_str(&run(
-        "qemu-img",
-        &[
-            "info",
-            "-f",
-            "vpc",
-            "--output=json",
-            image.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
+    let info = qemu_info(&image, Some("vpc"));
     assert_eq!(info["format"], "vpc");
     assert_eq!(u64_of(&info["virtual-size"]), disk_size);
     let libvhdi = run("vhdiinfo", &[image.to_str().unwrap()]);
@@ -232,19 +229,7 @@ fn the_fixed_vhd_is_the_raw_disk_and_a_footer_every_reader_sizes_alike() {
     let dir = tempfile::tempdir().unwrap();
     let raw = to_raw(&image, "vpc", dir.path());
     assert_eq!(record["platform"]["disk_blake3"], b3sum(&raw));
-    let compare = run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "vpc",
-            "-F",
-            "raw",
-            image.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ],
-    );
-    assert!(compare.contains("identical"), "{compare}");
+    assert_reads_as(&image, "vpc", &raw);
     assert_sgdisk_clean(&raw);
 }
 
@@ -278,7 +263,7 @@ fn the_gce_archive_is_one_sparse_disk_raw() {
     assert!(allocated(&raw) < 200 * MIB, "extracted sparse");
     assert_sgdisk_clean(&raw);
     assert!(root_sectors(&raw) >= VM_ROOT_SECTORS);
-    let grub = String::from_utf8(grub_cat(&raw, "/grub.cfg")).unwrap();
+    let grub = String::from_utf8(common::btrfs::oem_cat(&raw, "/grub.cfg")).unwrap();
     assert!(grub.contains("set oem_id=\"gce\""), "{grub}");
     assert!(grub.contains("console=ttyS0,115200n8"), "{grub}");
 }
@@ -303,7 +288,7 @@ fn each_platform_disk_has_its_oem_installed_with_the_roles_config_and_arguments(
             ),
         ),
     ] {
-        let grub = String::from_utf8(grub_cat(&raw, "/grub.cfg")).unwrap();
+        let grub = String::from_utf8(common::btrfs::oem_cat(&raw, "/grub.cfg")).unwrap();
         assert!(
             grub.contains(&format!("set oem_id=\"{platform}\"")),
             "{grub}"
@@ -313,23 +298,23 @@ fn each_platform_disk_has_its_oem_installed_with_the_roles_config_and_arguments(
             grub.contains("net.ifnames=0"),
             "the role's arguments: {grub}"
         );
-        let oem_release = String::from_utf8(grub_cat(&raw, "/oem-release")).unwrap();
+        let oem_release = String::from_utf8(common::btrfs::oem_cat(&raw, "/oem-release")).unwrap();
         assert!(
             oem_release.lines().any(|l| l == format!("ID={platform}")),
             "{oem_release}"
         );
-        let sysext = grub_cat(&raw, &format!("/sysext/oem-{platform}-1.2.3.raw"));
+        let sysext = common::btrfs::oem_cat(&raw, &format!("/sysext/oem-{platform}-1.2.3.raw"));
         assert_eq!(
             sysext,
             std::fs::read(release.join(format!("oem-{platform}.raw"))).unwrap()
         );
-        assert!(grub_cat(&raw, &format!("/sysext/active-oem-{platform}")).is_empty());
-        assert_eq!(grub_cat(&raw, "/config.ign"), rendered);
+        assert!(common::btrfs::oem_cat(&raw, &format!("/sysext/active-oem-{platform}")).is_empty());
+        assert_eq!(common::btrfs::oem_cat(&raw, "/config.ign"), rendered);
         assert_sgdisk_clean(&raw);
     }
     // The plain raw output keeps the generic image's grub.cfg and has no sysext.
     let plain = out(&format!("{ROLE}.raw"));
-    let grub = String::from_utf8_lossy(&grub_cat(&plain, "/grub.cfg")).into_owned();
+    let grub = String::from_utf8_lossy(&common::btrfs::oem_cat(&plain, "/grub.cfg")).into_owned();
     assert!(!grub.contains("written by kato-image"), "{grub}");
     assert!(grub.contains("net.ifnames=0"), "{grub}");
 }
@@ -681,19 +666,7 @@ fn the_writers_turn_any_sparse_disk_into_what_qemu_img_reads_back_identically() 
     assert_eq!(written.blake3.to_hex().to_string(), b3sum(&qcow_path));
     let check = run("qemu-img", &["check", qcow_path.to_str().unwrap()]);
     assert!(check.contains("No errors"), "{check}");
-    let compare = run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            qcow_path.to_str().unwrap(),
-            raw_path.to_str().unwrap(),
-        ],
-    );
-    assert!(compare.contains("identical"), "{compare}");
+    assert_reads_as(&qcow_path, "qcow2", &raw_path);
     // Only clusters with nonzero bytes hold data: 2 + 2 + 32 + 1 of 64 KiB.
     let map: serde_json::Value = serde_json::from_str(&run(
         "qemu-img",
@@ -733,29 +706,7 @@ fn the_writers_turn_any_sparse_disk_into_what_qemu_img_reads_back_identically() 
         unique_id: [9; 16],
     };
     vhd.write_all_at(&footer.to_bytes(), vhd_size).unwrap();
-    let info: serde_json::Value = serde_json::from_str(&run(
-        "qemu-img",
-        &[
-            "info",
-            "-f",
-            "vpc",
-            "--output=json",
-            vhd_path.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
+    let info = qemu_info(&vhd_path, Some("vpc"));
     assert_eq!(u64_of(&info["virtual-size"]), vhd_size);
-    let compare = run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "vpc",
-            "-F",
-            "raw",
-            vhd_path.to_str().unwrap(),
-            raw_path.to_str().unwrap(),
-        ],
-    );
-    assert!(compare.contains("identical"), "{compare}");
+    assert_reads_as(&vhd_path, "vpc", &raw_path);
 }

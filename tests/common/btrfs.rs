@@ -145,10 +145,19 @@ pub fn assert_folder_matches_with(
 
 /// GRUB's btrfs driver reads `path` from a filesystem image.
 pub fn grub_cat(image: &Path, path: &str) -> Vec<u8> {
+    grub_cat_on(image, "loop0", path)
+}
+
+/// GRUB reads `path` from a disk image's OEM partition (slot 6), as it does at boot.
+pub fn oem_cat(image: &Path, path: &str) -> Vec<u8> {
+    grub_cat_on(image, "loop0,gpt6", path)
+}
+
+fn grub_cat_on(image: &Path, device: &str, path: &str) -> Vec<u8> {
     let out = Command::new("grub-fstest")
         .arg(image)
         .arg("cat")
-        .arg(format!("(loop0){path}"))
+        .arg(format!("({device}){path}"))
         .output()
         .expect("grub-fstest (grub-common)");
     assert!(
