@@ -264,52 +264,6 @@ impl<W: io::Write> Drop for Blake3Writer<W> {
     }
 }
 
-/// A file written front to back from its start, whose writeback to disk is started every
-/// 32 MiB, so the
-/// final sync does not pay for the whole file after the last byte (see
-/// `fsutil::start_writeback`).
-pub struct WritebackFile<'a> {
-    file: &'a std::fs::File,
-    position: u64,
-    started: u64,
-}
-
-const WRITEBACK_STEP: u64 = 32 << 20;
-
-impl<'a> WritebackFile<'a> {
-    pub fn new(file: &'a std::fs::File) -> Self {
-        WritebackFile {
-            file,
-            position: 0,
-            started: 0,
-        }
-    }
-}
-
-impl io::Write for WritebackFile<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (&mut &*self.file).write(buf)?;
-        self.position += n as u64;
-        if self.position >= self.started + WRITEBACK_STEP {
-            crate::fsutil::start_writeback(self.file, self.started, self.position - self.started);
-            self.started = self.position;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl io::Seek for WritebackFile<'_> {
-    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
-        self.position = (&mut &*self.file).seek(to)?;
-        self.started = self.started.min(self.position);
-        Ok(self.position)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,9 +192,7 @@ pub fn qcow2_file(source: &File, len: u64, out: &File) -> std::io::Result<Disk> 
 /// Writes `source` into `out` as GCE's tar.gz of `disk.raw`; its size and BLAKE3.
 pub fn gce_file(source: &File, len: u64, mtime: i64, out: &File) -> std::io::Result<Disk> {
     let extents = sparse::data_extents(source, 0, len)?;
-    let mut gz = gce::gzip(crate::io::Blake3Writer::new(crate::io::WritebackFile::new(
-        out,
-    )));
+    let mut gz = gce::gzip(crate::io::Blake3Writer::new(out));
     gce::write_tar(source, len, &extents, mtime, &mut gz)?;
     let (_, hash, size) = gz.finish()?.finish()?;
     Ok(Disk {

@@ -24,11 +24,11 @@
 //! have refcount 0.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::disk::sparse;
-use crate::io::{Blake3Writer, WritebackFile};
+use crate::io::Blake3Writer;
 
 pub const CLUSTER_BITS: u32 = 16;
 pub const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -198,9 +198,7 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     let candidates = candidate_clusters(&sparse::data_extents(source, 0, size)?);
     let layout = Layout::plan(size, &candidates);
     out.set_len(0)?;
-    let mut cursor = out;
-    cursor.seek(io::SeekFrom::Start(0))?;
-    let mut file = Blake3Writer::new(WritebackFile::new(out));
+    let mut file = Blake3Writer::new(out);
     let mut header = vec![0u8; CLUSTER as usize];
     header[..Header::LEN].copy_from_slice(&layout.header().to_bytes());
     file.write_all(&header)?;
