@@ -228,11 +228,11 @@ mod tests {
         );
         // azure: at least the azure disk, whole MiB, covered by its geometry.
         let azure = target_len(Platform::Azure, BASE, BASE_ROOT).unwrap();
-        assert!(azure >= 63_737_856 * 512 && azure % (1 << 20) == 0);
+        assert!(azure >= 63_737_856 * 512 && azure.is_multiple_of(1 << 20));
         assert_eq!(vhd::geometry(azure).sectors_total() * 512, azure);
         // gce: vm, then whole GiB.
         let gce = target_len(Platform::Gce, BASE, BASE_ROOT).unwrap();
-        assert!(gce >= vm && gce % GIB == 0 && gce - vm < GIB);
+        assert!(gce >= vm && gce.is_multiple_of(GIB) && gce - vm < GIB);
         // exoscale: exactly 10 GiB, and a larger disk is refused with both sizes.
         assert_eq!(
             target_len(Platform::Exoscale, BASE, BASE_ROOT).unwrap(),
