@@ -460,7 +460,9 @@ fn the_qcow2_boots_with_the_platforms_oem_id_and_the_roles_arguments() {
     let image = out(&format!("{ROLE}-qemu.qcow2"));
     let mut args = common::boot::uefi_disk_args(&image);
     let drive = args.iter_mut().find(|a| a.starts_with("file=")).unwrap();
-    *drive = drive.replace("format=raw", "format=qcow2");
+    // A snapshot: the guest's writes (and QEMU's write lock) stay off the shared output,
+    // which other tests read with qemu-img at the same time.
+    *drive = drive.replace("format=raw", "format=qcow2,snapshot=on");
     let _one = common::boot::one_vm();
     let console = common::boot::qemu_console(
         512,
