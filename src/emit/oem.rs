@@ -91,7 +91,7 @@ pub fn install_platform(
     if let Some(Entry {
         kind: Kind::Dir(children),
         ..
-    }) = tree_dir_mut(tree, SYSEXT_DIR)
+    }) = tree.get_mut(SYSEXT_DIR)
     {
         children.retain(|name, _| {
             let name = String::from_utf8_lossy(name);
@@ -132,10 +132,3 @@ pub fn install_platform(
 
 pub const OEM_RELEASE_PATH: &str = "oem-release";
 const SYSEXT_DIR: &str = "sysext";
-
-fn tree_dir_mut<'t>(tree: &'t mut FileTree, name: &str) -> Option<&'t mut Entry> {
-    match &mut tree.root.kind {
-        Kind::Dir(children) => children.get_mut(name.as_bytes()),
-        _ => None,
-    }
-}

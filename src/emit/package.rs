@@ -20,11 +20,11 @@ pub enum PackageError {
         source: LayoutError,
     },
     #[error(
-        "{platform}: the disk is {size} bytes, more than the {limit} bytes {title} takes (baked images make it larger)"
+        "{platform}: the disk is {size} bytes, more than the {limit} bytes {} takes (baked images make it larger)",
+        .platform.title()
     )]
     TooLarge {
         platform: Platform,
-        title: &'static str,
         size: u64,
         limit: u64,
     },
@@ -59,7 +59,6 @@ pub fn target_len(platform: Platform, len: u64, root_len: u64) -> Result<u64, Pa
         Layout::Exactly(bytes) if len > bytes => {
             return Err(PackageError::TooLarge {
                 platform,
-                title: platform.title(),
                 size: len,
                 limit: bytes,
             });
@@ -68,7 +67,6 @@ pub fn target_len(platform: Platform, len: u64, root_len: u64) -> Result<u64, Pa
     };
     let too_large = |limit| PackageError::TooLarge {
         platform,
-        title: platform.title(),
         size: grown,
         limit,
     };
@@ -165,8 +163,8 @@ pub fn write(
                     Container::Qcow2 => qcow2_file(copy.file(), disk_len, &file)?,
                     _ => gce_file(copy.file(), disk_len, time.sec, &file)?,
                 };
-                file.sync_all()?;
-                std::fs::rename(&temp, &output)?;
+                drop(file);
+                crate::fsutil::commit(&temp, &output)?;
                 Ok(disk)
             })();
             match written {

@@ -141,6 +141,18 @@ impl FileTree {
         Some(entry)
     }
 
+    /// The entry at `path`, to change in place.
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
+        let mut entry = &mut self.root;
+        for part in Self::components(path).ok()? {
+            let Kind::Dir(children) = &mut entry.kind else {
+                return None;
+            };
+            entry = children.get_mut(part.as_bytes())?;
+        }
+        Some(entry)
+    }
+
     /// Puts `entry` at `path`, replacing what was there and creating missing parent
     /// directories with `dir_meta`.
     pub fn insert(
