@@ -2,6 +2,7 @@
 //! checks of each entry; local files resolve inside an empty folder.
 #![no_main]
 use kato_image::profile::fragment::{Language, translate_text};
+use kato_image_fuzz::scratch_dir;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +17,12 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Language::Ignition
     };
-    let dir = tempfile::tempdir().unwrap();
+    // Local files resolve inside the scratch folder, which holds no `fragment/`.
     let mut sources = Vec::new();
-    let _ = translate_text(text, language, &dir.path().join("fragment"), &mut sources);
+    let _ = translate_text(
+        text,
+        language,
+        &scratch_dir().join("fragment"),
+        &mut sources,
+    );
 });

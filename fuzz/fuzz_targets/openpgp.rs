@@ -1,11 +1,15 @@
 //! Detached signatures and keyrings (a release's .sig files, --keyring files).
 #![no_main]
+use std::sync::OnceLock;
+
+use kato_image::verify::Keyring;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(signature) = kato_image::verify::parse_detached(data, "fuzz.sig") {
-        let keyring = kato_image::verify::Keyring::flatcar();
+        static FLATCAR: OnceLock<Keyring> = OnceLock::new();
+        let keyring = FLATCAR.get_or_init(Keyring::flatcar);
         let _ = keyring.signer(&signature, "fuzz.sig");
     }
-    let _ = kato_image::verify::Keyring::parse(data, "fuzz.asc");
+    let _ = Keyring::parse(data, "fuzz.asc");
 });
