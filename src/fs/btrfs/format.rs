@@ -187,8 +187,13 @@ impl InodeItem {
         b
     }
 
-    pub fn decode(b: &[u8]) -> InodeItem {
-        InodeItem {
+    /// None if `b` is shorter than an inode item: the size comes from the leaf, which
+    /// anyone may have written.
+    pub fn decode(b: &[u8]) -> Option<InodeItem> {
+        if b.len() < INODE_ITEM_SIZE {
+            return None;
+        }
+        Some(InodeItem {
             generation: le64(b, 0),
             transid: le64(b, 8),
             size: le64(b, 16),
@@ -203,7 +208,7 @@ impl InodeItem {
             ctime: Timespec::decode(&b[124..]),
             mtime: Timespec::decode(&b[136..]),
             otime: Timespec::decode(&b[148..]),
-        }
+        })
     }
 }
 
@@ -308,6 +313,14 @@ pub struct RootItem {
 }
 
 pub const ROOT_ITEM_SIZE: usize = 439;
+/// Where a root item holds its tree's root block. Items written before kernel 3.5 end
+/// soon after it (239 bytes), so only this much is required of one.
+const ROOT_ITEM_BYTENR: usize = 176;
+
+/// The root block a ROOT_ITEM points to, or None if the item is too short to say.
+pub fn root_item_bytenr(b: &[u8]) -> Option<u64> {
+    (b.len() >= ROOT_ITEM_BYTENR + 8).then(|| le64(b, ROOT_ITEM_BYTENR))
+}
 
 impl RootItem {
     pub fn encode(&self) -> Vec<u8> {
@@ -489,12 +502,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn inode_items_round_trip(size in any::<u64>(), nlink in any::<u32>(), uid in any::<u32>(), mode in any::<u32>(), sec in any::<i64>(), nsec in 0u32..1_000_000_000) {
+        fn inode_items_round_trip(cut in any::<usize>(), size in any::<u64>(), nlink in any::<u32>(), uid in any::<u32>(), mode in any::<u32>(), sec in any::<i64>(), nsec in 0u32..1_000_000_000) {
             let t = Timespec { sec, nsec };
             let item = InodeItem { generation: 1, transid: 1, size, nbytes: size / 2, nlink, uid, gid: uid ^ 1, mode, rdev: 0, flags: 0, atime: t, ctime: t, mtime: t, otime: t };
             let bytes = item.encode();
             prop_assert_eq!(bytes.len(), INODE_ITEM_SIZE);
-            prop_assert_eq!(InodeItem::decode(&bytes), item);
+            prop_assert_eq!(InodeItem::decode(&bytes), Some(item));
+            // Found by fuzzing: a leaf item shorter than an inode item panicked.
+            prop_assert_eq!(InodeItem::decode(&bytes[..cut % INODE_ITEM_SIZE]), None);
         }
 
         #[test]
@@ -509,6 +524,28 @@ mod tests {
                 prop_assert_eq!(&entry.name, name);
                 prop_assert_eq!(&entry.data, &data);
             }
+        }
+    }
+
+    #[test]
+    fn a_root_item_names_its_root_block_or_is_refused() {
+        let item = RootItem {
+            generation: 1,
+            root_dirid: 256,
+            bytenr: 0x1234_5000,
+            bytes_used: 16384,
+            level: 0,
+            uuid: [7; 16],
+            time: Timespec::default(),
+            nodesize: 16384,
+        }
+        .encode();
+        assert_eq!(root_item_bytenr(&item), Some(0x1234_5000));
+        // The short items of old kernels still name it.
+        assert_eq!(root_item_bytenr(&item[..239]), Some(0x1234_5000));
+        // Found by fuzzing: a root item cut before its bytenr panicked the reader.
+        for len in [0, 100, 183] {
+            assert_eq!(root_item_bytenr(&item[..len]), None);
         }
     }
 

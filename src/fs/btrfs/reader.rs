@@ -309,11 +309,16 @@ impl<R: Read + Seek> Filesystem<R> {
         self.items(root)?
             .into_iter()
             .find(|(k, _)| k.objectid == id && k.kind == ROOT_ITEM)
-            .map(|(_, data)| le64(&data, 176))
-            .ok_or(ReadError::Corrupt {
-                logical: root,
-                why: format!("no root item for tree {id}"),
+            .ok_or_else(|| format!("no root item for tree {id}"))
+            .and_then(|(_, data)| {
+                root_item_bytenr(&data).ok_or_else(|| {
+                    format!(
+                        "the root item of tree {id} is {} bytes, too short",
+                        data.len()
+                    )
+                })
             })
+            .map_err(|why| ReadError::Corrupt { logical: root, why })
     }
 
     /// Writes every file, folder and symlink of the default subvolume under `dir` (which
@@ -399,7 +404,16 @@ impl<R: Read + Seek> Filesystem<R> {
         for (key, data) in items {
             let inode = inodes.entry(key.objectid).or_default();
             match key.kind {
-                INODE_ITEM => inode.item = Some(InodeItem::decode(&data)),
+                INODE_ITEM => {
+                    let item = InodeItem::decode(&data).ok_or_else(|| ReadError::Inode {
+                        inode: key.objectid,
+                        why: format!(
+                            "its inode item is {} bytes, expected {INODE_ITEM_SIZE}",
+                            data.len()
+                        ),
+                    })?;
+                    inode.item = Some(item);
+                }
                 DIR_INDEX => {
                     let entries = decode_dir_items(&data).ok_or(ReadError::Inode {
                         inode: key.objectid,
