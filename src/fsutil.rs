@@ -68,8 +68,9 @@ fn temp_owner(name: &str) -> Option<u32> {
     Some(pid)
 }
 
-/// Removes the temporary files of processes that no longer run (a killed build leaves its
-/// half-written image under its temporary name; nothing would ever use or remove it).
+/// Removes the temporary files and folders of processes that no longer run (a killed build
+/// leaves its half-written image under its temporary name; nothing would ever use or remove
+/// it).
 pub fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -80,7 +81,12 @@ pub fn remove_stale_temps(dir: &Path) {
             continue;
         };
         if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = fs::remove_file(entry.path());
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let _ = if is_dir {
+                fs::remove_dir_all(entry.path())
+            } else {
+                fs::remove_file(entry.path())
+            };
         }
     }
 }
@@ -97,11 +103,14 @@ mod tests {
         // PID 0 is never a process of ours; a huge one is not running either.
         let dead = dir.path().join(".master.raw.4000000000.3.tmp");
         fs::write(&dead, b"left by kill -9").unwrap();
+        let dead_folder = dir.path().join(".scratch.4000000000.0.tmp");
+        fs::create_dir(&dead_folder).unwrap();
+        fs::write(dead_folder.join("inside"), b"left by kill -9").unwrap();
         let other = dir.path().join(".notes.tmp");
         fs::write(&other, b"not ours").unwrap();
         remove_stale_temps(dir.path());
         assert!(mine.exists() && other.exists());
-        assert!(!dead.exists());
+        assert!(!dead.exists() && !dead_folder.exists());
         assert_eq!(temp_owner(".a.b.raw.12.0.tmp"), Some(12));
         assert_eq!(temp_owner(".12.0.tmp"), None);
     }

@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Language::Ignition
     };
-    // Local files resolve inside the scratch folder, which holds no `fragment/`.
+    // The fragment is read as if it lay in this target's scratch folder, which stays
+    // empty: every local file it names is missing or refused.
     let mut sources = Vec::new();
     let _ = translate_text(
         text,

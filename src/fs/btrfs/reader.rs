@@ -306,19 +306,18 @@ impl<R: Read + Seek> Filesystem<R> {
     /// The root block of tree `id` (from its ROOT_ITEM in the root tree).
     pub fn tree_root(&mut self, id: u64) -> Result<u64, ReadError> {
         let root = self.superblock.root;
-        self.items(root)?
+        let corrupt = |why: String| ReadError::Corrupt { logical: root, why };
+        let (_, data) = self
+            .items(root)?
             .into_iter()
             .find(|(k, _)| k.objectid == id && k.kind == ROOT_ITEM)
-            .ok_or_else(|| format!("no root item for tree {id}"))
-            .and_then(|(_, data)| {
-                root_item_bytenr(&data).ok_or_else(|| {
-                    format!(
-                        "the root item of tree {id} is {} bytes, too short",
-                        data.len()
-                    )
-                })
-            })
-            .map_err(|why| ReadError::Corrupt { logical: root, why })
+            .ok_or_else(|| corrupt(format!("no root item for tree {id}")))?;
+        root_item_bytenr(&data).ok_or_else(|| {
+            corrupt(format!(
+                "the root item of tree {id} is {} bytes, too short",
+                data.len()
+            ))
+        })
     }
 
     /// Writes every file, folder and symlink of the default subvolume under `dir` (which
