@@ -20,6 +20,8 @@ pub enum ReadError {
     Corrupt { logical: u64, why: String },
     #[error("btrfs logical address {0:#x} is in no chunk")]
     Unmapped(u64),
+    #[error("btrfs logical address {logical:#x} maps past the end of the {device_len}-byte device")]
+    PastDevice { logical: u64, device_len: u64 },
     #[error("btrfs inode {inode}: {why}")]
     Inode { inode: u64, why: String },
     #[error("reading btrfs: {0}")]
@@ -201,7 +203,18 @@ impl<R: Read + Seek> Filesystem<R> {
                     && logical.saturating_add(len) <= c.logical.saturating_add(c.length)
             })
             .ok_or(ReadError::Unmapped(logical))?;
-        Ok(chunk.stripes[0] + (logical - chunk.logical))
+        // The stripe offset is the input's word: it may point past the device or past 2^64.
+        let past = || ReadError::PastDevice {
+            logical,
+            device_len: self.device_len,
+        };
+        let physical = chunk.stripes[0]
+            .checked_add(logical - chunk.logical)
+            .ok_or_else(past)?;
+        match physical.checked_add(len) {
+            Some(end) if end <= self.device_len => Ok(physical),
+            _ => Err(past()),
+        }
     }
 
     /// Reads `len` bytes at a logical address.
@@ -644,4 +657,72 @@ fn decompress(compression: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, Str
         other => return Err(format!("unknown compression {other}")),
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn one_chunk(device: Vec<u8>, length: u64, stripe: u64) -> Filesystem<io::Cursor<Vec<u8>>> {
+        let device_len = device.len() as u64;
+        Filesystem {
+            device: io::Cursor::new(device),
+            superblock: Superblock {
+                fsid: [0; 16],
+                metadata_uuid: [0; 16],
+                generation: 1,
+                root: 0,
+                chunk_root: 0,
+                total_bytes: device_len,
+                sectorsize: 4096,
+                nodesize: 4096,
+                incompat: 0,
+                label: String::new(),
+            },
+            chunks: vec![Chunk {
+                logical: 1 << 30,
+                length,
+                kind: 1,
+                stripe_len: 65536,
+                stripes: vec![stripe],
+            }],
+            device_len,
+        }
+    }
+
+    proptest! {
+        // Found by the btrfs fuzz target: a stripe offset near 2^64 overflowed the physical
+        // address. Whatever a chunk's stripe and length say, a read is the device's bytes
+        // or an error naming the logical address; never a panic or a read elsewhere.
+        #[test]
+        fn a_chunk_maps_onto_the_device_or_is_refused(
+            stripe in prop_oneof![0u64..20_000, (u64::MAX - 20_000)..=u64::MAX],
+            length in prop_oneof![0u64..20_000, Just(u64::MAX)],
+            offset in 0u64..20_000,
+            len in 0usize..5_000,
+        ) {
+            let device: Vec<u8> = (0..16_384u32).map(|i| (i * 7 % 251) as u8).collect();
+            let mut fs = one_chunk(device.clone(), length, stripe);
+            let logical = (1 << 30) + offset;
+            let inside_chunk = offset + len as u64 <= length;
+            match fs.read_logical(logical, len) {
+                Ok(bytes) => {
+                    let at = (stripe + offset) as usize;
+                    prop_assert!(inside_chunk);
+                    prop_assert_eq!(&bytes[..], &device[at..at + len]);
+                }
+                Err(ReadError::Unmapped(l)) => {
+                    prop_assert!(!inside_chunk);
+                    prop_assert_eq!(l, logical);
+                }
+                Err(e @ ReadError::PastDevice { .. }) => {
+                    prop_assert!(inside_chunk);
+                    prop_assert!(stripe.checked_add(offset + len as u64).is_none_or(|end| end > 16_384));
+                    prop_assert!(e.to_string().contains("16384-byte device"), "{}", e);
+                }
+                Err(other) => prop_assert!(false, "{}", other),
+            }
+        }
+    }
 }
