@@ -149,17 +149,13 @@ impl<R: Read> Input<R> {
         if self.eof {
             return Ok(false);
         }
-        let old = self.buffer.len();
-        self.buffer.resize(old + READ_SIZE, 0);
-        let n = loop {
-            match self.reader.read(&mut self.buffer[old..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        self.buffer.truncate(old + n);
-        self.eof = n == 0;
+        // Into the buffer's spare room: zeroing a fresh MiB first, for every read, cost more
+        // than the read itself on small files.
+        let n = (&mut self.reader)
+            .take(READ_SIZE as u64)
+            .read_to_end(&mut self.buffer)?;
+        // Short of the limit only because the reader said it had no more.
+        self.eof = n < READ_SIZE;
         Ok(n > 0)
     }
 

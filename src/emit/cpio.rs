@@ -61,7 +61,12 @@ fn entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, mtime: u32, name: &
     ];
     out.extend_from_slice(b"070701");
     for field in fields {
-        out.extend_from_slice(format!("{field:08X}").as_bytes());
+        // Eight upper-case hex digits, most significant first, without a String per field.
+        out.extend(
+            (0..8)
+                .rev()
+                .map(|digit| HEX[(field >> (4 * digit)) as usize & 0xf]),
+        );
     }
     out.extend_from_slice(name.as_bytes());
     out.push(0);
@@ -70,10 +75,10 @@ fn entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, mtime: u32, name: &
     pad(out);
 }
 
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
 fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// Parses a newc archive back into (path, mode, data) triples, for tests and inspection.
