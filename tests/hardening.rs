@@ -384,3 +384,49 @@ fn temporaries_of_killed_runs_are_removed() {
         .collect();
     assert!(locks.is_empty(), "nothing left in partial/: {locks:?}");
 }
+
+/// The binary as a plain process, to hand it any stdout.
+fn kato_std() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kato-image"));
+    cmd.current_dir(common::repo());
+    cmd
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_a_report_quietly_and_a_full_disk_is_an_error() {
+    // `kato-image … | head -1`: the pipe's reader is gone before the first line.
+    let commands: [&[&str]; 4] = [
+        &["render", "--role", "master"],
+        &["validate"],
+        &["man"],
+        &["completions", "bash"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = kato_std()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?} said: {stderr}");
+        // A write that fails for any other reason is an error, on one line.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = kato_std()
+            .args(args)
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        has(&stderr, &["cannot write", "No space left on device"]);
+    }
+}

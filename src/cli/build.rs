@@ -177,18 +177,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let builds = build(&request, &reporter)?;
     if args.json {
         let summary: Vec<_> = builds.iter().map(|b| summary(&args.out, b)).collect();
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for b in &builds {
             print_text(&args.out, b);
         }
         match &signer {
-            Some(signer) => println!(
+            Some(signer) => say!(
                 "provenance signed with {} key {}",
                 signer.kind(),
                 signer.keyid()
             ),
-            None => println!("provenance unsigned (give --sign-key to sign it)"),
+            None => say!("provenance unsigned (give --sign-key to sign it)"),
         }
     }
     if options.insecure_skip_signature {
@@ -221,27 +221,29 @@ fn summary(out: &std::path::Path, b: &RoleBuild) -> serde_json::Value {
 
 fn print_text(out: &std::path::Path, b: &RoleBuild) {
     let m = &b.manifest;
-    println!("{}: build id {}", b.role, m.build_id);
-    println!("  manifest:  {}", b.manifest_path.display());
-    println!("  config:    sha256 {}", m.config.sha256);
-    println!("  provenance: {}", b.provenance_path.display());
+    say!("{}: build id {}", b.role, m.build_id);
+    say!("  manifest:  {}", b.manifest_path.display());
+    say!("  config:    sha256 {}", m.config.sha256);
+    say!("  provenance: {}", b.provenance_path.display());
     if let Some(envelope) = &b.envelope_path {
-        println!("  signed:    {}", envelope.display());
+        say!("  signed:    {}", envelope.display());
     }
-    println!(
+    say!(
         "  release:   Flatcar {} {} {}",
-        m.release.channel, m.release.board, m.release.version
+        m.release.channel,
+        m.release.board,
+        m.release.version
     );
     for disk in &m.disks {
-        println!(
+        say!(
             "  image:     {} ({}, blake3 {})",
             out.join(&disk.file).display(),
             bytes(disk.size),
             disk.blake3
         );
-        println!("    from:    {}", disk.from);
+        say!("    from:    {}", disk.from);
         if let Some(p) = &disk.platform {
-            println!(
+            say!(
                 "    for:     {} ({}, oem_id {}, {} as {}; disk {})",
                 p.name.title(),
                 p.format.extension(),
@@ -251,21 +253,22 @@ fn print_text(out: &std::path::Path, b: &RoleBuild) {
                 bytes(p.disk_size)
             );
         }
-        println!("    changed: {}", disk.changed_partitions.join(", "));
+        say!("    changed: {}", disk.changed_partitions.join(", "));
         if let Some(ami) = &disk.ami {
             let reused = if ami.image.reused { " (reused)" } else { "" };
-            println!(
+            say!(
                 "    ami:     {} {}{reused}",
-                ami.image.region, ami.image.image_id
+                ami.image.region,
+                ami.image.image_id
             );
             for copy in &ami.copies {
-                println!("    copy:    {} {}", copy.region, copy.image_id);
+                say!("    copy:    {} {}", copy.region, copy.image_id);
             }
-            println!("    launch:  {}", kato_image::emit::ami::IDENTITY_HINT);
+            say!("    launch:  {}", kato_image::emit::ami::IDENTITY_HINT);
         }
     }
     if let Some(ipxe) = &m.ipxe {
-        println!(
+        say!(
             "  ipxe:      {}",
             out.join("ipxe").join(&ipxe.script).display()
         );

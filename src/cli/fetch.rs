@@ -184,7 +184,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let fetched = release::fetch(&spec, kind, &options, &reporter)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&fetched)?);
+        say!("{}", serde_json::to_string_pretty(&fetched)?);
     } else {
         print_text(&fetched);
     }
@@ -201,17 +201,19 @@ fn print_text(fetched: &FetchedRelease) {
     } else {
         format!(" ({})", release.requested_version)
     };
-    println!(
+    say!(
         "Flatcar {} {} {}{requested}",
-        release.channel, release.board, release.version
+        release.channel,
+        release.board,
+        release.version
     );
     for artifact in &fetched.artifacts {
         let record = &artifact.record;
-        println!("{}", artifact.path.display());
-        println!("  file:      {} ({})", record.file, bytes(record.size));
-        println!("  sha512:    {}", record.sha512);
+        say!("{}", artifact.path.display());
+        say!("  file:      {} ({})", record.file, bytes(record.size));
+        say!("  sha512:    {}", record.sha512);
         match &record.signature {
-            Some(s) => println!(
+            Some(s) => say!(
                 "  signed:    by {} (key {}) at {}{}",
                 s.signer_fingerprint,
                 s.primary_fingerprint,
@@ -222,9 +224,9 @@ fn print_text(fetched: &FetchedRelease) {
                     ""
                 }
             ),
-            None => println!("  signed:    NOT CHECKED (--insecure-skip-signature)"),
+            None => say!("  signed:    NOT CHECKED (--insecure-skip-signature)"),
         }
-        println!(
+        say!(
             "  source:    {}{}",
             record.url,
             if artifact.from_cache { " (cached)" } else { "" }

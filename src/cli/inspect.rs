@@ -32,7 +32,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         e => e.into(),
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
@@ -40,27 +40,33 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 fn print_text(report: &DiskReport) {
-    println!(
+    say!(
         "image:       {} ({}, {} raw)",
         report.file.display(),
         report.compression.name(),
         bytes(report.size)
     );
-    println!("disk GUID:   {}", report.disk_guid);
+    say!("disk GUID:   {}", report.disk_guid);
     if report.table_from_backup {
-        println!("GPT:         read from the BACKUP header (the primary is damaged)");
+        say!("GPT:         read from the BACKUP header (the primary is damaged)");
     }
-    println!(
+    say!(
         "first boot:  {}",
         report
             .first_boot_flag
             .as_deref()
             .unwrap_or("no flag on the EFI system partition")
     );
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<4} {:<12} {:<18} {:>12} {:>10}  {:<6} {:<10} uuid",
-        "slot", "name", "type", "offset", "size", "fs", "label"
+        "slot",
+        "name",
+        "type",
+        "offset",
+        "size",
+        "fs",
+        "label"
     );
     for p in &report.partitions {
         let (fs, label, uuid) = match &p.filesystem {
@@ -71,7 +77,7 @@ fn print_text(report: &DiskReport) {
             ),
             None => ("-", String::new(), String::new()),
         };
-        println!(
+        say!(
             "{:<4} {:<12} {:<18} {:>12} {:>10}  {:<6} {:<10} {}",
             p.slot,
             p.name,
@@ -84,21 +90,24 @@ fn print_text(report: &DiskReport) {
             uuid
         );
         if let Some(flags) = p.usr_flags {
-            println!(
+            say!(
                 "     priority={} tries={} successful={} (attributes {})",
-                flags.priority, flags.tries, flags.successful, p.attributes
+                flags.priority,
+                flags.tries,
+                flags.successful,
+                p.attributes
             );
         }
     }
     match (&report.oem_files, &report.oem_error) {
         (Some(files), _) => {
-            println!();
-            println!("OEM files:");
+            say!();
+            say!("OEM files:");
             for f in files {
-                println!("  {:<8} {} {:>10}  {}", f.kind, f.mode, f.size, f.path);
+                say!("  {:<8} {} {:>10}  {}", f.kind, f.mode, f.size, f.path);
             }
         }
-        (None, Some(error)) => println!("\nOEM files: cannot list ({error})"),
+        (None, Some(error)) => say!("\nOEM files: cannot list ({error})"),
         (None, None) => {}
     }
 }

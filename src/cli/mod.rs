@@ -1,5 +1,8 @@
 //! The command line: arguments, dispatch to the library, reports and exit codes.
 
+#[macro_use]
+mod stdout;
+
 mod build;
 mod fetch;
 mod inspect;
@@ -192,7 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             project,
         } => {
             let bytes = open(&project)?.render(&role, format.into())?;
-            let mut out = std::io::stdout().lock();
+            let mut out = stdout::Stdout;
             out.write_all(&bytes)
                 .and_then(|()| out.flush())
                 .prefix(|| "cannot write to standard output")?;
@@ -239,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         fragments.units.len()
                     )
                 };
-                println!(
+                say!(
                     "{}: ok ({} files{added}; starts {})",
                     role.name(),
                     role.plan.files.len(),
@@ -260,12 +263,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shell,
                 &mut Cli::command(),
                 "kato-image",
-                &mut std::io::stdout(),
+                &mut stdout::Stdout,
             );
         }
         Command::Man => {
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
+                .render(&mut stdout::Stdout)
                 .prefix(|| "cannot write the man page")?;
         }
     }

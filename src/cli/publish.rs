@@ -188,10 +188,10 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         .and_then(|publisher| publisher.snapshot(&source, &spec, args.wait, &reporter))
         .prefix(|| args.image.display().to_string())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&uploaded)?);
+        say!("{}", serde_json::to_string_pretty(&uploaded)?);
     } else {
-        println!("{}: {}", args.image.display(), uploaded.snapshot_id);
-        println!(
+        say!("{}: {}", args.image.display(), uploaded.snapshot_id);
+        say!(
             "  sent:      {} blocks, {}{}",
             uploaded.changed_blocks,
             bytes(uploaded.bytes_sent),
@@ -201,9 +201,9 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
                 .map(|p| format!(" (on {p})"))
                 .unwrap_or_default()
         );
-        println!("  volume:    {} GiB", uploaded.volume_size_gib);
-        println!("  checksum:  LINEAR SHA256 {}", uploaded.aggregate_checksum);
-        println!("  status:    {}", uploaded.status);
+        say!("  volume:    {} GiB", uploaded.volume_size_gib);
+        say!("  checksum:  LINEAR SHA256 {}", uploaded.aggregate_checksum);
+        say!("  status:    {}", uploaded.status);
     }
     Ok(())
 }
@@ -339,11 +339,11 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
         .and_then(|publisher| publisher.publish_ami(&request, &reporter))
         .prefix(|| args.image.display().to_string())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
+        say!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(());
     }
     let reused = |yes: bool| if yes { " (reused)" } else { "" };
-    println!(
+    say!(
         "{}: {} {}{}",
         record.name,
         record.image.region,
@@ -351,7 +351,7 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
         reused(record.image.reused)
     );
     if let Some(snapshot) = &record.snapshot {
-        println!(
+        say!(
             "  snapshot:  {} ({} blocks, {})",
             snapshot.snapshot_id,
             snapshot.changed_blocks,
@@ -359,7 +359,7 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
         );
     }
     for copy in &record.copies {
-        println!(
+        say!(
             "  copy:      {} {}{}",
             copy.region,
             copy.image_id,
@@ -367,9 +367,9 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
         );
     }
     if record.public {
-        println!("  public:    yes");
+        say!("  public:    yes");
     }
-    println!("  launch:    {}", ami::IDENTITY_HINT);
+    say!("  launch:    {}", ami::IDENTITY_HINT);
     Ok(())
 }
 
@@ -392,29 +392,30 @@ fn ami_plan(args: &AmiArgs) -> anyhow::Result<()> {
             "checksum_aggregation": "LINEAR",
             "aggregate_checksum": plan.aggregate_checksum(),
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        say!(
             "{}: EBS snapshot plan (dry run, nothing sent)",
             args.image.display()
         );
-        println!(
+        say!(
             "  volume:    {} GiB, {} blocks of 512 KiB",
-            plan.volume_size_gib, plan.total_blocks
+            plan.volume_size_gib,
+            plan.total_blocks
         );
         match &args.parent {
-            Some(parent) => println!(
+            Some(parent) => say!(
                 "  parent:    {} (blocks equal to it are not sent)",
                 parent.display()
             ),
-            None => println!("  parent:    none (holes are not sent)"),
+            None => say!("  parent:    none (holes are not sent)"),
         }
-        println!(
+        say!(
             "  send:      {} blocks, {}",
             plan.blocks.len(),
             bytes(plan.bytes())
         );
-        println!("  checksum:  LINEAR SHA256 {}", plan.aggregate_checksum());
+        say!("  checksum:  LINEAR SHA256 {}", plan.aggregate_checksum());
     }
     Ok(())
 }

@@ -76,12 +76,12 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
             "sha256": sha256,
             "size": size,
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("{pinned}");
-        println!("  image id:  {}", pulled.manifest.config.digest);
-        println!("  layers:    {}", pulled.manifest.layers.len());
-        println!(
+        say!("{pinned}");
+        say!("  image id:  {}", pulled.manifest.config.digest);
+        say!("  layers:    {}", pulled.manifest.layers.len());
+        say!(
             "  archive:   {} ({}, sha256 {sha256})",
             output.display(),
             bytes(size)

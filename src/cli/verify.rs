@@ -85,7 +85,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         report.add_ami(&args.image, comparison);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
@@ -98,23 +98,28 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
 
 fn print_text(report: &Report) {
     use kato_image::platform::Container;
-    println!(
+    say!(
         "{}: role {}, build {}",
-        report.image, report.role, report.build_id
+        report.image,
+        report.role,
+        report.build_id
     );
     match &report.signer {
-        Some(signer) => println!("  signature: verified, {signer}"),
-        None => println!("  signature: {}", report.signature),
+        Some(signer) => say!("  signature: verified, {signer}"),
+        None => say!("  signature: {}", report.signature),
     }
-    println!("  image:     blake3 {}", report.blake3);
+    say!("  image:     blake3 {}", report.blake3);
     if let Some(ami) = &report.ami {
         let state = match ami.first_difference {
             None => "holds the image, byte for byte",
             Some(_) => "DIFFERS from the image",
         };
-        println!(
+        say!(
             "  ami:       {} (snapshot {}): {state}; {} of {} blocks read",
-            ami.image_id, ami.snapshot_id, ami.blocks_read, ami.blocks
+            ami.image_id,
+            ami.snapshot_id,
+            ami.blocks_read,
+            ami.blocks
         );
     }
     if let Some(format) = report.packaged {
@@ -122,7 +127,7 @@ fn print_text(report: &Report) {
             Container::GceTar => "tar -xSzf",
             _ => "qemu-img convert -O raw",
         };
-        println!(
+        say!(
             "  partitions: inside the {} file, covered by its digest ({unpack} to read them)",
             format.extension()
         );
@@ -133,12 +138,12 @@ fn print_text(report: &Report) {
             (true, true) => "the vendor's, byte for byte",
             (true, false) => "changed by the build, as recorded",
         };
-        println!("  {:>2} {:<12} {state}", p.slot, p.name);
+        say!("  {:>2} {:<12} {state}", p.slot, p.name);
     }
     for problem in &report.problems {
-        println!("  problem:   {problem}");
+        say!("  problem:   {problem}");
     }
     if report.ok() {
-        println!("  ok");
+        say!("  ok");
     }
 }
