@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_sdk_ebs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ebs::error::ProvideErrorMetadata;
 
 use crate::cache::ArtifactRecord;
 use crate::manifest::DiskRecord;
@@ -60,9 +60,34 @@ impl AmiError {
         if is_expired(error.code().unwrap_or_default()) {
             return AmiError::Expired { call };
         }
-        let message = DisplayErrorContext(&error).to_string().replace('\n', " ");
+        // AWS's own code and message where it answered; otherwise each cause in turn. The
+        // SDK's full context ends with its Debug form, which is no message for a user.
+        let message = match error.as_service_error() {
+            Some(service) => match (service.code(), service.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                _ => causes(&error),
+            },
+            None => causes(&error),
+        };
         AmiError::Aws { call, message }
     }
+}
+
+/// An error and its sources on one line, each said once (the SDK's layers often repeat the
+/// one below them).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
 }
 
 /// Whether an AWS error code means the credentials (or the request's signature time) expired.
@@ -94,9 +119,10 @@ pub async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, A
     let provider = config
         .credentials_provider()
         .ok_or_else(|| AmiError::Credentials("no credential provider".into()))?;
-    provider.provide_credentials().await.map_err(|e| {
-        AmiError::Credentials(DisplayErrorContext(&e).to_string().replace('\n', " "))
-    })?;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| AmiError::Credentials(causes(&e)))?;
     Ok(config)
 }
 
