@@ -1,6 +1,8 @@
 //! Small streaming adapters.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// A `Read` over chunks sent from another thread; the end of the stream is the sender
@@ -261,6 +263,42 @@ impl<W: io::Write> Drop for Blake3Writer<W> {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+    }
+}
+
+/// A `Write` that hashes (SHA-256) and counts what passes through to `inner`.
+pub struct Sha256Writer<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Sha256Writer<W> {
+    pub fn new(inner: W) -> Self {
+        Sha256Writer {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// The writer, the lower-case hex SHA-256 of everything written and its length.
+    pub fn finish(self) -> (W, String, u64) {
+        let digest = crate::cache::hex(&self.hasher.finalize());
+        (self.inner, digest, self.written)
+    }
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::manifest;
 use super::registry::PulledImage;
 use crate::cache::hex;
+use crate::io::Sha256Writer;
 
 /// Bumped when the archive layout changes, so cached archives are remade.
 const LAYOUT_VERSION: &str = "kato-archive-2";
@@ -70,25 +71,6 @@ impl Header {
     }
 }
 
-/// A `Write` that hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The cache name of the archive for `image`: it depends on the reference (the archive
 /// names it) and the platform manifest, nothing else.
 pub fn cache_key(image: &PulledImage) -> String {
@@ -106,13 +88,9 @@ pub fn cache_key(image: &PulledImage) -> String {
 
 /// Writes the archive for `image` to `out`; returns its SHA-256 and size.
 pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> {
-    let mut out = Hashing {
-        inner: out,
-        hasher: Sha256::new(),
-        written: 0,
-    };
+    let mut out = Sha256Writer::new(out);
     let blob_name = |digest: &str| format!("blobs/sha256/{}", &digest["sha256:".len()..]);
-    let directory = |out: &mut Hashing<_>, name: &str| {
+    let directory = |out: &mut Sha256Writer<_>, name: &str| {
         out.write_all(
             &Header {
                 name: name.into(),
@@ -210,7 +188,8 @@ pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> 
     // Two zero blocks end the archive.
     out.write_all(&[0u8; BLOCK * 2])?;
     out.flush()?;
-    Ok((hex(&out.hasher.finalize()), out.written))
+    let (_, sha256, size) = out.finish();
+    Ok((sha256, size))
 }
 
 /// Writes the archive for `image` to `path`, under a temporary name in the same folder until

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive::Archive;
 use crate::cache::{Cache, hex};
+use crate::io::Sha256Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -66,20 +67,15 @@ pub fn import(
     let temp = crate::fsutil::temp_path(&dir.join("import.tar"));
     let result = (|| {
         let mut source = File::open(path).map_err(io_error(path))?;
-        let mut out = File::create(&temp).map_err(io_error(&temp))?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = source.read(&mut buffer).map_err(io_error(path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            io::Write::write_all(&mut out, &buffer[..n]).map_err(io_error(&temp))?;
-            size += n as u64;
-        }
-        let sha256 = hex(&hasher.finalize());
+        let out = File::create(&temp).map_err(io_error(&temp))?;
+        // Reads go straight into the buffer's spare room: no zeroed MiB for every archive.
+        let mut out = io::BufWriter::with_capacity(1 << 20, Sha256Writer::new(out));
+        // io::copy says which side failed only through the error: both are named here.
+        io::copy(&mut source, &mut out).map_err(io_error(path))?;
+        let (_, sha256, size) = out
+            .into_inner()
+            .map_err(|e| io_error(&temp)(e.into_error()))?
+            .finish();
         if let Some(expected) = expected {
             let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
             if expected != sha256 {
@@ -293,5 +289,59 @@ mod tests {
         assert_eq!(resolve_within(Path::new("/etc")), None);
         assert_eq!(normalize("./a/b"), Some("a/b".into()));
         assert_eq!(normalize("a/../b"), None);
+    }
+
+    /// A docker-archive with a layer of several MiB, so that the copy takes many reads.
+    fn docker_archive(path: &Path) {
+        let mut tar = tar::Builder::new(File::create(path).unwrap());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, data).unwrap();
+        };
+        add(
+            "manifest.json",
+            br#"[{"Config":"c.json","RepoTags":["kato/x:1"],"Layers":["l.tar"]}]"#,
+        );
+        add("c.json", b"{}");
+        let layer: Vec<u8> = (0..3_000_123u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        add("l.tar", &layer);
+        tar.into_inner().unwrap();
+    }
+
+    #[test]
+    fn an_import_keeps_the_archive_byte_for_byte_under_its_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("x.tar");
+        docker_archive(&source);
+        let bytes = std::fs::read(&source).unwrap();
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let image = import(&source, Some(&format!("sha256:{sha256}")), &cache).unwrap();
+        assert_eq!(image.archive.sha256, sha256);
+        assert_eq!(image.archive.size, bytes.len() as u64);
+        assert_eq!(std::fs::read(&image.archive.path).unwrap(), bytes);
+        assert_eq!(image.format, ArchiveFormat::DockerArchive);
+        assert_eq!(image.repo_tags, ["kato/x:1"]);
+        assert_eq!(
+            image.config_digest,
+            format!("sha256:{}", hex(&Sha256::digest(b"{}")))
+        );
+
+        // Another digest: refused, and nothing is left in the cache but the first.
+        let wrong = "0".repeat(64);
+        match import(&source, Some(&wrong), &cache) {
+            Err(LocalError::Digest { actual, .. }) => assert_eq!(actual, sha256),
+            other => panic!("{:?}", other.map(|i| i.archive.path)),
+        }
+        let left: Vec<_> = std::fs::read_dir(cache.root().join("archives"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from(format!("{sha256}.tar"))]);
     }
 }
