@@ -40,6 +40,22 @@ impl fmt::Display for Origin {
     }
 }
 
+/// An error and its sources on one line, each said once: a library's layers often repeat
+/// the one below them, and its `Debug` form is no message for a user.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
 /// Text from an input, quoted for a message: control characters (NUL, escape sequences that
 /// would clear a terminal or set its title) are shown escaped, never sent raw.
 pub fn quoted(text: &str) -> String {

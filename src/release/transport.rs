@@ -281,7 +281,7 @@ fn request_failed(url: &str, error: reqwest::Error) -> TransportError {
     // reqwest repeats the URL in its message ("error sending request for url (...)"), and
     // ours names it already, redacted.
     let error = error.without_url();
-    let message = describe(&error);
+    let message = crate::origin::with_causes(&error);
     if error.is_connect() && message.contains("dns error") {
         let host = reqwest::Url::parse(url)
             .ok()
@@ -309,20 +309,6 @@ fn request_failed(url: &str, error: reqwest::Error) -> TransportError {
         url: redact(url),
         message,
     }
-}
-
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The wait before retry number `failures + 1`: `first`, doubling each time, at most 30 s.

@@ -66,28 +66,12 @@ impl AmiError {
             Some(service) => match (service.code(), service.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_string(),
-                _ => causes(&error),
+                _ => crate::origin::with_causes(&error),
             },
-            None => causes(&error),
+            None => crate::origin::with_causes(&error),
         };
         AmiError::Aws { call, message }
     }
-}
-
-/// An error and its sources on one line, each said once (the SDK's layers often repeat the
-/// one below them).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text.replace('\n', " ")
 }
 
 /// Whether an AWS error code means the credentials (or the request's signature time) expired.
@@ -122,7 +106,7 @@ pub async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, A
     provider
         .provide_credentials()
         .await
-        .map_err(|e| AmiError::Credentials(causes(&e)))?;
+        .map_err(|e| AmiError::Credentials(crate::origin::with_causes(&e)))?;
     Ok(config)
 }
 
