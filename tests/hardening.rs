@@ -402,30 +402,30 @@ fn a_reader_that_stops_reading_ends_a_report_quietly_and_a_full_disk_is_an_error
         &["completions", "bash"],
     ];
     for args in commands {
+        let run = |stdout: std::process::Stdio| {
+            let out = kato_std()
+                .args(args)
+                .stdout(stdout)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = kato_std()
-            .args(args)
-            .stdout(writer)
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        let (status, stderr) = run(writer.into());
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
         assert!(stderr.is_empty(), "{args:?} said: {stderr}");
         // A write that fails for any other reason is an error, on one line.
         let full = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let out = kato_std()
-            .args(args)
-            .stdout(full)
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let (status, stderr) = run(full.into());
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         has(&stderr, &["cannot write", "No space left on device"]);
     }

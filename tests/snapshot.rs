@@ -171,37 +171,24 @@ fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_ch
 }
 
 #[test]
-fn expired_credentials_are_named_in_one_line_without_secrets() {
+fn aws_refusals_are_aws_words_on_one_line_without_secrets_or_the_sdk_debug_form() {
     let dir = tempfile::tempdir().unwrap();
     let image = small_image(dir.path());
-    let aws = Aws::start(&["--expired"]);
-    let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
-    one_line_error(&out, "credentials have expired");
-}
-
-#[test]
-fn aws_errors_are_aws_words_on_one_line_not_the_sdk_debug_form() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = small_image(dir.path());
-    let aws = Aws::start(&["--denied"]);
-    let out = aws.kato(&["publish", "snapshot", image.to_str().unwrap(), "--quiet"]);
-    one_line_error(
-        &out,
-        "StartSnapshot: AccessDeniedException: User: arn:aws:iam::123456789012:user/ci is not authorized",
-    );
+    let publish = ["publish", "snapshot", image.to_str().unwrap(), "--quiet"];
+    for (proxy, expected) in [
+        ("--expired", "credentials have expired"),
+        (
+            "--denied",
+            "StartSnapshot: AccessDeniedException: User: arn:aws:iam::123456789012:user/ci is not authorized",
+        ),
+    ] {
+        let out = Aws::start(&[proxy]).kato(&publish);
+        one_line_error(&out, expected);
+    }
     // Nothing listens: the causes, each once, with no Rust types or braces from the SDK.
-    let closed = common::free_port();
-    let out = common::kato()
-        .args(["publish", "snapshot", image.to_str().unwrap(), "--quiet"])
-        .env("AWS_ACCESS_KEY_ID", "AKIDKATOTEST")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .output()
-        .unwrap();
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let home = dir.path().join("home");
+    let out = common::aws::kato_at(&closed, &home, &publish);
     one_line_error(&out, "StartSnapshot: dispatch failure");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Connection refused"), "{stderr}");

@@ -81,23 +81,8 @@ impl Aws {
     /// `kato-image ARGS` with credentials from the environment, pointed at the proxy, and no
     /// way to reach real AWS (no config files, no instance metadata).
     pub fn kato<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> std::process::Output {
-        let home = self.dir.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
-        super::kato()
-            .args(args)
-            .env("HOME", &home)
-            .env("AWS_ACCESS_KEY_ID", "AKIDKATOTEST")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.proxy_port),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", home.join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-            .output()
-            .unwrap()
+        let endpoint = format!("http://127.0.0.1:{}", self.proxy_port);
+        kato_at(&endpoint, &self.dir.path().join("home"), args)
     }
 
     /// Every request the proxy saw, in order.
@@ -119,4 +104,26 @@ impl Aws {
 
 pub fn header<'a>(request: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     request["headers"][name].as_str()
+}
+
+/// `kato-image ARGS` with test credentials, pointed at `endpoint`, with `home` as HOME and no
+/// way to reach real AWS (no config files, no instance metadata).
+pub fn kato_at<S: AsRef<std::ffi::OsStr>>(
+    endpoint: &str,
+    home: &std::path::Path,
+    args: &[S],
+) -> std::process::Output {
+    std::fs::create_dir_all(home).unwrap();
+    super::kato()
+        .args(args)
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", "AKIDKATOTEST")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .output()
+        .unwrap()
 }
