@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -66,16 +66,22 @@ pub fn import(
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let temp = crate::fsutil::temp_path(&dir.join("import.tar"));
     let result = (|| {
-        let mut source = File::open(path).map_err(io_error(path))?;
+        // Reads go straight into the reader's buffer (no zeroed MiB for every archive), and
+        // each side's errors name its own file.
+        let file = File::open(path).map_err(io_error(path))?;
+        let mut source = io::BufReader::with_capacity(1 << 20, file);
         let out = File::create(&temp).map_err(io_error(&temp))?;
-        // Reads go straight into the buffer's spare room: no zeroed MiB for every archive.
-        let mut out = io::BufWriter::with_capacity(1 << 20, Sha256Writer::new(out));
-        // io::copy says which side failed only through the error: both are named here.
-        io::copy(&mut source, &mut out).map_err(io_error(path))?;
-        let (_, sha256, size) = out
-            .into_inner()
-            .map_err(|e| io_error(&temp)(e.into_error()))?
-            .finish();
+        let mut out = Sha256Writer::new(out);
+        loop {
+            let chunk = source.fill_buf().map_err(io_error(path))?;
+            let n = chunk.len();
+            if n == 0 {
+                break;
+            }
+            io::Write::write_all(&mut out, chunk).map_err(io_error(&temp))?;
+            source.consume(n);
+        }
+        let (_, sha256, size) = out.finish();
         if let Some(expected) = expected {
             let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
             if expected != sha256 {
