@@ -282,10 +282,9 @@ impl<W: Write> Sha256Writer<W> {
         }
     }
 
-    /// The writer, the lower-case hex SHA-256 of everything written and its length.
-    pub fn finish(self) -> (W, String, u64) {
-        let digest = crate::cache::hex(&self.hasher.finalize());
-        (self.inner, digest, self.written)
+    /// The lower-case hex SHA-256 of everything written, and its length.
+    pub fn finish(self) -> (String, u64) {
+        (crate::cache::hex(&self.hasher.finalize()), self.written)
     }
 }
 

@@ -259,16 +259,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => pull::run(args)?,
         Command::Publish(command) => publish::run(command)?,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "kato-image",
-                &mut stdout::Stdout,
-            );
+            // Generated whole first: the generator panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kato-image", &mut script);
+            let mut out = stdout::Stdout;
+            out.write_all(&script)
+                .and_then(|()| out.flush())
+                .prefix(|| "cannot write to standard output")?;
         }
         Command::Man => {
+            let mut out = stdout::Stdout;
             clap_mangen::Man::new(Cli::command())
-                .render(&mut stdout::Stdout)
+                .render(&mut out)
+                .and_then(|()| out.flush())
                 .prefix(|| "cannot write the man page")?;
         }
     }

@@ -19,32 +19,30 @@ macro_rules! say {
 }
 
 pub(crate) fn line(text: std::fmt::Arguments) {
-    let _ = writeln!(Stdout, "{text}");
+    if let Err(error) = writeln!(Stdout, "{text}") {
+        eprintln!("kato-image: error: cannot write to standard output: {error}");
+        std::process::exit(1)
+    }
 }
 
-/// Standard output as a writer for whatever writes a whole document (a rendered config,
-/// completions, the man page): what a gone reader would have read is dropped.
+/// Standard output as a writer, for whatever writes a whole document (a rendered config,
+/// completions, the man page): what a gone reader would have read is dropped, and any other
+/// failure is the caller's error.
 pub struct Stdout;
 
 impl Write for Stdout {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        match io::stdout().write(bytes) {
-            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(bytes.len()),
-            // write_all tries again after an interruption.
-            Err(error) if error.kind() != io::ErrorKind::Interrupted => failed(&error),
-            written => written,
-        }
+        gone_is_fine(io::stdout().write(bytes), bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match io::stdout().flush() {
-            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => failed(&error),
-            _ => Ok(()),
-        }
+        gone_is_fine(io::stdout().flush(), ())
     }
 }
 
-fn failed(error: &io::Error) -> ! {
-    eprintln!("kato-image: error: cannot write to standard output: {error}");
-    std::process::exit(1)
+fn gone_is_fine<T>(result: io::Result<T>, dropped: T) -> io::Result<T> {
+    match result {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(dropped),
+        other => other,
+    }
 }

@@ -188,8 +188,7 @@ pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> 
     // Two zero blocks end the archive.
     out.write_all(&[0u8; BLOCK * 2])?;
     out.flush()?;
-    let (_, sha256, size) = out.finish();
-    Ok((sha256, size))
+    Ok(out.finish())
 }
 
 /// Writes the archive for `image` to `path`, under a temporary name in the same folder until

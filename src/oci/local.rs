@@ -81,7 +81,7 @@ pub fn import(
             io::Write::write_all(&mut out, chunk).map_err(io_error(&temp))?;
             source.consume(n);
         }
-        let (_, sha256, size) = out.finish();
+        let (sha256, size) = out.finish();
         if let Some(expected) = expected {
             let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
             if expected != sha256 {

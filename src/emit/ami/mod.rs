@@ -62,13 +62,10 @@ impl AmiError {
         }
         // AWS's own code and message where it answered; otherwise each cause in turn. The
         // SDK's full context ends with its Debug form, which is no message for a user.
-        let message = match error.as_service_error() {
-            Some(service) => match (service.code(), service.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_string(),
-                _ => crate::origin::with_causes(&error),
-            },
-            None => crate::origin::with_causes(&error),
+        let message = match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            (None, _) => crate::origin::with_causes(&error),
         };
         AmiError::Aws { call, message }
     }
