@@ -36,3 +36,4 @@ pub mod ssh;
 pub mod unit;
 pub mod url;
 pub mod verify;
+pub mod wording;

@@ -174,7 +174,7 @@ impl Manifest {
         })?;
         serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
             path: path.to_path_buf(),
-            why: e.to_string(),
+            why: crate::wording::JsonFault::from(e).to_string(),
         })
     }
 

@@ -137,6 +137,58 @@ fn names_and_documents_a_profile_cannot_hold() {
     }
 }
 
+/// A value of the wrong type is told as the writer thinks of it (a list, text, a whole number
+/// in its range), never as the parser does (a sequence start, a string scalar, u32).
+#[test]
+fn a_value_of_the_wrong_type_is_told_in_the_profile_writers_words() {
+    let scratch = Scratch::new();
+    let mac = "mac: \"52:54:00:12:34:56\"";
+    for (yaml, expected) in [
+        (
+            format!("extends: base\nmachines:\n  - {{{mac}, instance: abc}}\n"),
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            format!("extends: base\nmachines:\n  - {{{mac}, instance: -1}}\n"),
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "extends: base\nmachines:\n  - {mac: [1]}\n".to_string(),
+            "expected text, not a list or a map",
+        ),
+        (
+            "extends: base\nusers:\n  - {name: a, groups: wheel}\n".to_string(),
+            "expected a list",
+        ),
+        (
+            "extends: base\nrelease: [stable]\n".to_string(),
+            "expected a map",
+        ),
+        (
+            "extends: base\nusers:\n  - {name: a, ssh_key_options: 3}\n".to_string(),
+            "expected true or false",
+        ),
+        (
+            "extends: base\nmetadata:\n  zone: [a, b]\n".to_string(),
+            "a single value (text, a number, true or false), not a list or map, found a list",
+        ),
+    ] {
+        scratch.write("profiles/probe.yaml", &yaml);
+        let error = one_line(&scratch, &["render", "--role", "probe"]);
+        has(&error, &["profiles/probe.yaml:", expected]);
+        for word in [
+            "u32",
+            "scalar",
+            "sequence",
+            "mapping",
+            "invalid type",
+            "boolean",
+        ] {
+            assert!(!error.contains(word), "parser words: {error}");
+        }
+    }
+}
+
 #[test]
 fn an_empty_base_profile_is_an_error_not_a_silent_loss() {
     let scratch = Scratch::new();

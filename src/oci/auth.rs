@@ -1,6 +1,7 @@
 //! Registry authentication: the `WWW-Authenticate` challenge a registry answers 401 with, the
 //! token service it points to, and credentials from the Docker config file.
 
+use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -128,8 +129,8 @@ pub fn credentials_for(config: &Path, registry: &str) -> Result<Option<Credentia
         username: Option<String>,
         password: Option<String>,
     }
-    let file: File =
-        serde_json::from_slice(&bytes).map_err(|e| fail(format!("not a Docker config: {e}")))?;
+    let file: File = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(format!("not a Docker config: {}", JsonFault::from(e))))?;
     let wanted: Vec<&str> = if registry == super::reference::DOCKER_HUB {
         vec![
             "docker.io",

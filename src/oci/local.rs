@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::archive::Archive;
 use crate::cache::{Cache, hex};
 use crate::io::Sha256Writer;
+use crate::wording::JsonFault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -202,7 +203,7 @@ fn inspect(shown: &Path, copy: &Path) -> Result<(ArchiveFormat, String, Vec<Stri
             repo_tags: Option<Vec<String>>,
         }
         let entries: Vec<Entry> = serde_json::from_slice(bytes)
-            .map_err(|e| format_error(format!("manifest.json: {e}")))?;
+            .map_err(|e| format_error(format!("manifest.json: {}", JsonFault::from(e))))?;
         let [entry] = entries.as_slice() else {
             return Err(format_error(format!(
                 "manifest.json lists {} images; bake one image per archive",
@@ -228,8 +229,8 @@ fn inspect(shown: &Path, copy: &Path) -> Result<(ArchiveFormat, String, Vec<Stri
             "neither manifest.json (docker-archive) nor index.json (oci-archive) is in it".into(),
         )
     })?;
-    let index: super::manifest::Index =
-        serde_json::from_slice(index).map_err(|e| format_error(format!("index.json: {e}")))?;
+    let index: super::manifest::Index = serde_json::from_slice(index)
+        .map_err(|e| format_error(format!("index.json: {}", JsonFault::from(e))))?;
     let [descriptor] = index.manifests.as_slice() else {
         return Err(format_error(format!(
             "index.json lists {} manifests; bake one image per archive",
@@ -242,8 +243,13 @@ fn inspect(shown: &Path, copy: &Path) -> Result<(ArchiveFormat, String, Vec<Stri
             .ok_or_else(|| format_error(format!("blob {digest} is not in the archive")))
     };
     let manifest: super::manifest::ImageManifest =
-        serde_json::from_slice(blob(&descriptor.digest)?)
-            .map_err(|e| format_error(format!("manifest {}: {e}", descriptor.digest)))?;
+        serde_json::from_slice(blob(&descriptor.digest)?).map_err(|e| {
+            format_error(format!(
+                "manifest {}: {}",
+                descriptor.digest,
+                JsonFault::from(e)
+            ))
+        })?;
     blob(&manifest.config.digest)?;
     Ok((
         ArchiveFormat::OciArchive,
@@ -297,26 +303,74 @@ mod tests {
         assert_eq!(normalize("a/../b"), None);
     }
 
-    /// A docker-archive with a layer of several MiB, so that the copy takes many reads.
-    fn docker_archive(path: &Path) {
+    fn archive_of(path: &Path, members: &[(&str, &[u8])]) {
         let mut tar = tar::Builder::new(File::create(path).unwrap());
-        let mut add = |name: &str, data: &[u8]| {
+        for (name, data) in members {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
             header.set_cksum();
-            tar.append_data(&mut header, name, data).unwrap();
-        };
-        add(
-            "manifest.json",
-            br#"[{"Config":"c.json","RepoTags":["kato/x:1"],"Layers":["l.tar"]}]"#,
-        );
-        add("c.json", b"{}");
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        tar.into_inner().unwrap();
+    }
+
+    /// A docker-archive with a layer of several MiB, so that the copy takes many reads.
+    fn docker_archive(path: &Path) {
         let layer: Vec<u8> = (0..3_000_123u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        add("l.tar", &layer);
-        tar.into_inner().unwrap();
+        archive_of(
+            path,
+            &[
+                (
+                    "manifest.json",
+                    br#"[{"Config":"c.json","RepoTags":["kato/x:1"],"Layers":["l.tar"]}]"#,
+                ),
+                ("c.json", b"{}"),
+                ("l.tar", &layer),
+            ],
+        );
+    }
+
+    /// A `manifest.json` or `index.json` of the wrong shape is told in JSON's words, at the
+    /// line and column, never in serde's ("a sequence", "struct Entry").
+    #[test]
+    fn a_listing_of_the_wrong_shape_is_told_in_json_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let source = dir.path().join("x.tar");
+        for (member, text, expected) in [
+            (
+                "manifest.json",
+                r#"{"Config":"c.json"}"#,
+                "manifest.json: line 1: expected an array, found an object",
+            ),
+            ("manifest.json", "[5]", "expected an object, found 5"),
+            (
+                "manifest.json",
+                r#"[{"Config":7}]"#,
+                "expected a string, found 7",
+            ),
+            (
+                "manifest.json",
+                r#"[{"Config":"c.json","RepoTags":"kato/x:1"}]"#,
+                "expected an array, found \"kato/x:1\"",
+            ),
+            (
+                "index.json",
+                r#"{"manifests":{}}"#,
+                "index.json: line 1, column 13: expected an array, found an object",
+            ),
+        ] {
+            archive_of(&source, &[(member, text.as_bytes()), ("c.json", b"{}")]);
+            let error = import(&source, None, &cache).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+            let said = &error[error.find("x.tar").unwrap()..];
+            for word in ["sequence", "struct", "map"] {
+                assert!(!said.contains(word), "{text}: {error}");
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! one manifest per platform, and image manifests that name a config and layers. Docker's
 //! schema-2 media types and OCI's have the same shape.
 
+use crate::wording::JsonFault;
 use serde::{Deserialize, Serialize};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -57,8 +58,8 @@ pub enum Document {
 
 pub fn parse(content_type: &str, body: &[u8]) -> Result<Document, String> {
     let media = content_type.split(';').next().unwrap_or("").trim();
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("manifest is not JSON: {}", JsonFault::from(e)))?;
     let declared = value
         .get("mediaType")
         .and_then(|m| m.as_str())
@@ -69,10 +70,10 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Document, String> {
     if is_index {
         serde_json::from_value(value)
             .map(Document::Index)
-            .map_err(|e| format!("image index: {e}"))
+            .map_err(|e| format!("image index: {}", JsonFault::from(e)))
     } else {
-        let manifest: ImageManifest =
-            serde_json::from_value(value).map_err(|e| format!("image manifest: {e}"))?;
+        let manifest: ImageManifest = serde_json::from_value(value)
+            .map_err(|e| format!("image manifest: {}", JsonFault::from(e)))?;
         if manifest.schema_version != 2 {
             return Err(format!(
                 "schema version {} manifests are not supported (only 2)",

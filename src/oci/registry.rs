@@ -2,6 +2,7 @@
 //! platform and every blob streamed into the cache while its SHA-256 is checked. A blob is
 //! never used, or even named by its digest, before the check passes.
 
+use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -622,7 +623,11 @@ impl<'a> Registry<'a> {
                 let answer: TokenAnswer =
                     serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
                         reference: reference.to_string(),
-                        why: format!("the token service {} answered: {e}", redact(&realm)),
+                        why: format!(
+                            "the token service {} answered: {}",
+                            redact(&realm),
+                            JsonFault::from(e)
+                        ),
                     })?;
                 let token = answer.token.or(answer.access_token).ok_or_else(refused)?;
                 sensitive(format!("Bearer {token}"))

@@ -4,6 +4,7 @@
 //! and the image itself re-hashed, whole and partition by partition, against the manifest.
 //! Each partition is reported as the vendor's byte for byte, or as changed by the build.
 
+use crate::wording::JsonFault;
 use std::path::{Path, PathBuf};
 
 use crate::platform::Container;
@@ -337,8 +338,8 @@ fn signed_statement(
         path: envelope_path.clone(),
         why,
     };
-    let envelope: Envelope =
-        serde_json::from_slice(&text).map_err(|e| refused(format!("not a DSSE envelope: {e}")))?;
+    let envelope: Envelope = serde_json::from_slice(&text)
+        .map_err(|e| refused(format!("not a DSSE envelope: {}", JsonFault::from(e))))?;
     if envelope.payload_type != PAYLOAD_TYPE {
         return Err(refused(format!(
             "payload type {:?}, not {PAYLOAD_TYPE}",

@@ -15,6 +15,7 @@ pub mod dsse;
 pub mod sign;
 pub mod sshkey;
 
+use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -204,7 +205,7 @@ impl Statement {
         let statement: Statement =
             serde_json::from_slice(bytes).map_err(|e| ProvenanceError::Invalid {
                 path: path.to_path_buf(),
-                why: e.to_string(),
+                why: JsonFault::from(e).to_string(),
             })?;
         if statement.statement_type != STATEMENT_TYPE || statement.predicate_type != PREDICATE_TYPE
         {
