@@ -423,6 +423,31 @@ mod tests {
         assert_eq!(out, data);
     }
 
+    /// The fifth fuzz finding: a table with more codes than their lengths hold (no encoder
+    /// writes one, but a byte changed in a table's lengths makes one) was refused, while
+    /// bzip2 reads such a file. The splitter reads what bzip2 reads.
+    #[test]
+    fn an_over_full_huffman_table_is_read_as_bzip2_reads_it() {
+        const FILE: [u8; 42] = [
+            0x42, 0x5a, 0x68, 0x39, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59, 0x76, 0x00, 0x58, 0x19,
+            0x00, 0x00, 0x00, 0x81, 0x80, 0x20, 0x08, 0x84, 0x00, 0x20, 0x00, 0x21, 0x9a, 0x68,
+            0x36, 0x4d, 0x0c, 0xbc, 0x5d, 0xc9, 0x14, 0xe1, 0x42, 0x41, 0xd8, 0x01, 0x60, 0x64,
+        ];
+        let mut child = std::process::Command::new("bzip2")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("bzip2 (scripts/install-test-deps installs it)");
+        child.stdin.take().unwrap().write_all(&FILE).unwrap();
+        let judged = child.wait_with_output().unwrap();
+        assert!(judged.status.success());
+        assert_eq!(judged.stdout, b"kato");
+        for workers in [1, 2] {
+            assert_eq!(decoded(&FILE, workers).unwrap(), judged.stdout);
+        }
+    }
+
     #[test]
     fn damage_is_invalid_data() {
         let data: Vec<u8> = (0..250_000u32)
