@@ -175,8 +175,8 @@ pub struct JsonFault {
     pub what: String,
 }
 
-impl From<&serde_json::Error> for JsonFault {
-    fn from(error: &serde_json::Error) -> Self {
+impl From<serde_json::Error> for JsonFault {
+    fn from(error: serde_json::Error) -> Self {
         let text = error.to_string();
         // serde_json appends the position it also gives as numbers.
         let message = match text.rfind(" at line ") {
@@ -188,12 +188,6 @@ impl From<&serde_json::Error> for JsonFault {
             column: error.column(),
             what: in_words(message, Notation::Json),
         }
-    }
-}
-
-impl From<serde_json::Error> for JsonFault {
-    fn from(error: serde_json::Error) -> Self {
-        JsonFault::from(&error)
     }
 }
 
@@ -224,7 +218,7 @@ mod tests {
     fn json_fault(text: &str) -> String {
         serde_json::from_str::<Vec<Entry>>(text)
             .map(|_| ())
-            .map_err(|e| JsonFault::from(&e).to_string())
+            .map_err(|e| JsonFault::from(e).to_string())
             .unwrap_err()
     }
 

@@ -13,7 +13,6 @@ mod run;
 mod serve;
 mod verify;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -195,10 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             project,
         } => {
             let bytes = open(&project)?.render(&role, format.into())?;
-            let mut out = stdout::Stdout;
-            out.write_all(&bytes)
-                .and_then(|()| out.flush())
-                .prefix(|| "cannot write to standard output")?;
+            stdout::document(&bytes).prefix(|| "cannot write to standard output")?;
         }
         Command::Validate {
             role,
@@ -262,16 +258,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Generated whole first: the generator panics on a failed write.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kato-image", &mut script);
-            let mut out = stdout::Stdout;
-            out.write_all(&script)
-                .and_then(|()| out.flush())
-                .prefix(|| "cannot write to standard output")?;
+            stdout::document(&script).prefix(|| "cannot write to standard output")?;
         }
         Command::Man => {
-            let mut out = stdout::Stdout;
+            let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
-                .and_then(|()| out.flush())
+                .render(&mut page)
+                .and_then(|()| stdout::document(&page))
                 .prefix(|| "cannot write the man page")?;
         }
     }

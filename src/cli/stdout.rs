@@ -18,6 +18,12 @@ macro_rules! say {
     };
 }
 
+/// Writes a whole document (a rendered config, completions, the man page) and flushes it.
+pub(crate) fn document(bytes: &[u8]) -> io::Result<()> {
+    let mut out = Stdout;
+    out.write_all(bytes).and_then(|()| out.flush())
+}
+
 pub(crate) fn line(text: std::fmt::Arguments) {
     if let Err(error) = writeln!(Stdout, "{text}") {
         eprintln!("kato-image: error: cannot write to standard output: {error}");

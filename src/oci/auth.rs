@@ -1,11 +1,12 @@
 //! Registry authentication: the `WWW-Authenticate` challenge a registry answers 401 with, the
 //! token service it points to, and credentials from the Docker config file.
 
-use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+
+use crate::wording::JsonFault;
 
 /// What a 401 asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

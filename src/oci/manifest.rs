@@ -2,8 +2,9 @@
 //! one manifest per platform, and image manifests that name a config and layers. Docker's
 //! schema-2 media types and OCI's have the same shape.
 
-use crate::wording::JsonFault;
 use serde::{Deserialize, Serialize};
+
+use crate::wording::JsonFault;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

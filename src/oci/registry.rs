@@ -2,7 +2,6 @@
 //! platform and every blob streamed into the cache while its SHA-256 is checked. A blob is
 //! never used, or even named by its digest, before the check passes.
 
-use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,6 +18,7 @@ use super::reference::{Reference, check_digest};
 use crate::cache::{Cache, hex};
 use crate::progress::Progress;
 use crate::release::transport::{Transport, TransportError, TransportOptions, redact};
+use crate::wording::JsonFault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -168,15 +168,13 @@ pub(super) fn parse_error(path: &Path, error: &serde_saphyr::Error) -> ProfileEr
 
 /// The parser's messages that speak of its own API, in the profile writer's words.
 fn in_words(message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+    let ours = if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(',').next().unwrap_or(rest).trim();
-        return format!(
-            "`{}` is given twice here; a key may appear once in a map",
-            crate::origin::printable(key)
-        );
-    }
-    if message.starts_with("multiple YAML documents") {
-        return "a profile is one YAML document, but this file has more than one (`---`)".into();
-    }
-    crate::wording::in_words(message, crate::wording::Notation::Yaml)
+        format!("`{key}` is given twice here; a key may appear once in a map")
+    } else if message.starts_with("multiple YAML documents") {
+        "a profile is one YAML document, but this file has more than one (`---`)".into()
+    } else {
+        message.to_string()
+    };
+    crate::wording::in_words(&ours, crate::wording::Notation::Yaml)
 }

@@ -4,7 +4,6 @@
 //! and the image itself re-hashed, whole and partition by partition, against the manifest.
 //! Each partition is reported as the vendor's byte for byte, or as changed by the build.
 
-use crate::wording::JsonFault;
 use std::path::{Path, PathBuf};
 
 use crate::platform::Container;
@@ -17,6 +16,7 @@ use super::{PAYLOAD_TYPE, Statement};
 use crate::disk::{PartitionTable, ZeroLeaves, digest};
 use crate::manifest::Manifest;
 use crate::verify::Keyring;
+use crate::wording::JsonFault;
 
 /// The keys a consumer trusts.
 pub enum Trust {

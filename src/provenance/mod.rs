@@ -15,7 +15,6 @@ pub mod dsse;
 pub mod sign;
 pub mod sshkey;
 
-use crate::wording::JsonFault;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::hex;
 use crate::manifest::Manifest;
+use crate::wording::JsonFault;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
