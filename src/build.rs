@@ -2,8 +2,8 @@
 //! between them:
 //!
 //! 1. `plan::BuildPlan::make`: every role's config, release and outputs, checked (pure);
-//! 2. `gather::gather`: each vendor image once (fetched, verified, decompressed, hashed),
-//!    PXE files, container images;
+//! 2. `gather::gather`: releases, container images, then each vendor image once (fetched,
+//!    verified, decompressed, hashed) and PXE files;
 //! 3. per role, `emit::raw::build` for each disk image (then `emit::ami` to publish the AMI
 //!    one), `emit::ipxe::emit` for the payload;
 //! 4. `manifest::Manifest::assemble`, written once per role, then its provenance

@@ -1,6 +1,6 @@
-//! Gathering what a plan needs, each thing once: every release resolved, every vendor disk
-//! image fetched, verified and decompressed into the cache (with its digests), every PXE
-//! kernel and initramfs, and every role's container images.
+//! Gathering what a plan needs, each thing once, what fails soonest first: every release resolved,
+//! every role's container images, every vendor disk image fetched, verified and decompressed
+//! into the cache (with its digests), every PXE kernel and initramfs.
 
 use std::collections::BTreeMap;
 
@@ -143,6 +143,24 @@ pub fn gather(
         })?;
         gathered.oems.insert((spec, platform), artifact);
     }
+    let pull = PullOptions {
+        cache: options.fetch.cache.clone(),
+        retries: options.fetch.retries,
+        retry_delay: options.fetch.retry_delay,
+        transport: options.fetch.transport.clone(),
+        workers: options.pull_workers,
+        offline: options.fetch.offline,
+    };
+    // Container images come before the vendor images: a bad archive or a missing tag is
+    // told in seconds, not after a vendor image has been fetched and decompressed.
+    for role in &plan.roles {
+        // Images go onto disks; an iPXE-only role carries none.
+        if role.disks.is_empty() || role.profile.images.is_empty() {
+            continue;
+        }
+        let baked = oci::bake::prepare(&role.profile.images, role.board(), &pull, progress)?;
+        gathered.baked.insert(role.name().to_string(), baked);
+    }
     for (spec, vendor) in plan.bases() {
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;
         let artifact = fetcher.artifact(&release, vendor.file())?;
@@ -161,22 +179,6 @@ pub fn gather(
         let kernel = fetcher.artifact(&release, release::PXE_KERNEL_FILE)?;
         let initramfs = fetcher.artifact(&release, release::PXE_INITRAMFS_FILE)?;
         gathered.pxe.insert(spec, PxeFiles { kernel, initramfs });
-    }
-    let pull = PullOptions {
-        cache: options.fetch.cache.clone(),
-        retries: options.fetch.retries,
-        retry_delay: options.fetch.retry_delay,
-        transport: options.fetch.transport.clone(),
-        workers: options.pull_workers,
-        offline: options.fetch.offline,
-    };
-    for role in &plan.roles {
-        // Images go onto disks; an iPXE-only role carries none.
-        if role.disks.is_empty() || role.profile.images.is_empty() {
-            continue;
-        }
-        let baked = oci::bake::prepare(&role.profile.images, role.board(), &pull, progress)?;
-        gathered.baked.insert(role.name().to_string(), baked);
     }
     Ok(gathered)
 }

@@ -423,9 +423,9 @@ fn image_refusals_name_the_profile_line_and_write_nothing() {
     let cache = work.path().join("cache");
     let out_dir = work.path().join("out");
     let host = registry.host();
-    let fails = |extra: &str, args: &[&str], expect: &str| {
+    let fails_with = |cache: &Path, extra: &str, args: &[&str], expect: &str| {
         let scratch = scratch_with(extra);
-        let out = build_edge(&scratch, &template, &cache, &out_dir, args, &config);
+        let out = build_edge(&scratch, &template, cache, &out_dir, args, &config);
         let text = stderr(&out);
         assert!(!out.status.success(), "{extra}: should fail");
         assert!(text.contains(expect), "wanted {expect:?} in {text}");
@@ -435,20 +435,21 @@ fn image_refusals_name_the_profile_line_and_write_nothing() {
             "{extra}: nothing written"
         );
     };
+    let fails = |extra: &str, args: &[&str], expect: &str| fails_with(&cache, extra, args, expect);
+    let downloaded = |cache: &Path| {
+        cache
+            .join("blobs/sha512")
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    };
     // A tag alone, refused before anything is downloaded.
     fails(
         &format!("images:\n  - {host}/kato/app:1\n"),
         &[],
         "edge.yaml:",
     );
-    assert!(
-        !cache
-            .join("blobs/sha512")
-            .read_dir()
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false),
-        "no download before the refusal"
-    );
+    assert!(!downloaded(&cache), "no download before the refusal");
     // Too little room.
     fails(
         &format!("images:\n  - {host}/kato/app:1@{index}\ndata:\n  size: 1MiB\n"),
@@ -463,11 +464,15 @@ fn image_refusals_name_the_profile_line_and_write_nothing() {
     ] {
         let tar = work.path().join(format!("{name}.tar"));
         write_tar(&tar, member, link);
-        fails(
+        // Told before the vendor image is fetched, into a cache of its own.
+        let fresh = work.path().join(format!("cache-{name}"));
+        fails_with(
+            &fresh,
             &format!("images:\n  - archive: {}\n", tar.display()),
             &[],
             "member",
         );
+        assert!(!downloaded(&fresh), "{name}: no vendor image fetched first");
     }
     let good = work.path().join("good.tar");
     write_tar(&good, "manifest.json", None);
