@@ -1,6 +1,6 @@
-//! Gathering what a plan needs, each thing once, what fails soonest first: every release resolved,
-//! every role's container images, every vendor disk image fetched, verified and decompressed
-//! into the cache (with its digests), every PXE kernel and initramfs.
+//! Gathering what a plan needs, each thing once, what fails soonest first: every release
+//! resolved, every role's container images, every vendor disk image fetched, verified and
+//! decompressed into the cache (with its digests), every PXE kernel and initramfs.
 
 use std::collections::BTreeMap;
 
