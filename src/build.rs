@@ -82,6 +82,9 @@ pub struct BuildRequest<'a> {
     pub allow_known_issues: bool,
     /// How AMIs are published, if the plan has any.
     pub aws: AwsOptions,
+    /// Upload and register AMI disks in this run; otherwise they are only written, for
+    /// `publish ami` later.
+    pub publish_ami: bool,
     /// Signs each role's provenance and manifest; `None` writes them unsigned.
     pub signer: Option<&'a Signer>,
     /// Who ran the build, as a URI (SLSA's `builder.id`): a CI job's, or kato-image's local one.
@@ -128,7 +131,7 @@ pub fn build(
     zeros.save();
     let gathered = gathered?;
     // Credentials and region are checked before any role is written.
-    let publisher = match plan.has_ami() {
+    let publisher = match plan.has_ami() && request.publish_ami {
         true => Some(Publisher::connect(&request.aws).map_err(BuildError::Aws)?),
         false => None,
     };
@@ -175,7 +178,7 @@ impl Emitter<'_> {
         let mut disks = Vec::new();
         for &kind in &role.disks {
             let mut disk = self.disk(role, kind, time)?;
-            if kind == DiskKind::Ami {
+            if kind == DiskKind::Ami && self.publisher.is_some() {
                 disk.ami = Some(self.publish(role, &facts, &disk)?);
             }
             disks.push(disk);

@@ -129,16 +129,21 @@ pub fn gather(
     for (spec, platform) in plan.oems() {
         let release = resolve(&mut gathered, &mut fetcher, &spec)?;
         let file = platform.sysext_file();
+        let digests = format!("{file}.DIGESTS");
         let artifact = fetcher.artifact(&release, &file).map_err(|e| match e {
-            ReleaseError::Missing { .. } => GatherError::NoOem(Box::new(MissingOem {
-                channel: release.channel.to_string(),
-                version: release.version.clone(),
-                board: release.board.to_string(),
-                url: format!("{}{file}", release.base_url),
-                file: file.clone(),
-                title: platform.title(),
-                first: crate::platform::FIRST_SYSEXT_RELEASE,
-            })),
+            // Not published: no file, or no DIGESTS for it (what is fetched first). A file
+            // whose signature is missing is another matter, told as such.
+            ReleaseError::Missing { what, .. } if what == file || what == digests => {
+                GatherError::NoOem(Box::new(MissingOem {
+                    channel: release.channel.to_string(),
+                    version: release.version.clone(),
+                    board: release.board.to_string(),
+                    url: format!("{}{file}", release.base_url),
+                    file: file.clone(),
+                    title: platform.title(),
+                    first: crate::platform::FIRST_SYSEXT_RELEASE,
+                }))
+            }
             e => e.into(),
         })?;
         gathered.oems.insert((spec, platform), artifact);

@@ -25,6 +25,9 @@ pub struct DiskReport {
     pub oem_files: Option<Vec<OemFile>>,
     /// Why the OEM files could not be listed, if they could not.
     pub oem_error: Option<String>,
+    /// What the OEM filesystem holds besides the files listed (subvolumes, hard links).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oem_not_listed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +139,7 @@ pub fn inspect(
             name: p.name,
         });
     }
+    let mut oem_not_listed = Vec::new();
     let (oem_files, oem_error) = match partitions.iter().find(|p| p.name == "OEM") {
         Some(oem)
             if oem
@@ -143,8 +147,11 @@ pub fn inspect(
                 .as_ref()
                 .is_some_and(|f| f.kind == fs::FsKind::Btrfs) =>
         {
-            match fs::btrfs::read_partition(&file, oem.offset, oem.size) {
-                Ok((tree, _, _)) => (Some(oem_listing(&tree)), None),
+            match fs::btrfs::list_partition(&file, oem.offset, oem.size) {
+                Ok((tree, omitted)) => {
+                    oem_not_listed = omitted.iter().map(|o| o.to_string()).collect();
+                    (Some(oem_listing(&tree)), None)
+                }
                 Err(e) => (None, Some(e.to_string())),
             }
         }
@@ -157,6 +164,7 @@ pub fn inspect(
     Ok(DiskReport {
         oem_files,
         oem_error,
+        oem_not_listed,
         file: path.to_path_buf(),
         compression,
         size,

@@ -17,6 +17,7 @@ pub mod emit;
 pub mod fs;
 pub mod fsutil;
 pub mod gather;
+pub mod input;
 pub mod inspect;
 pub mod io;
 pub mod manifest;

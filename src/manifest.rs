@@ -22,10 +22,18 @@ use crate::plan::PlannedRole;
 use crate::platform::{Container, Platform};
 use crate::release::ReleaseInfo;
 
+/// The largest manifest read (one role's is a few KiB).
+pub const MAX_MANIFEST: u64 = 16 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("{source}")]
+    Read {
+        path: PathBuf,
+        source: crate::input::InputError,
+    },
     #[error("{}: {source}", path.display())]
-    Io {
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -168,14 +176,23 @@ impl Manifest {
 
     /// Reads a manifest a build wrote.
     pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-        let bytes = std::fs::read(path).map_err(|source| ManifestError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
+        Ok(Self::read_bytes(path)?.0)
+    }
+
+    /// The manifest at `path` and the bytes it was read from.
+    pub fn read_bytes(path: &Path) -> Result<(Manifest, Vec<u8>), ManifestError> {
+        let bytes =
+            crate::input::read_regular(path, MAX_MANIFEST, "build manifest").map_err(|source| {
+                ManifestError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
             path: path.to_path_buf(),
             why: crate::wording::JsonFault::from(e).to_string(),
-        })
+        })?;
+        Ok((manifest, bytes))
     }
 
     /// The manifest as pretty JSON with a final newline.
@@ -187,7 +204,7 @@ impl Manifest {
 
     /// Writes the manifest to `path`, replacing it whole.
     pub fn write(&self, path: &Path) -> Result<(), ManifestError> {
-        crate::fsutil::write_atomic(path, &self.to_bytes()).map_err(|source| ManifestError::Io {
+        crate::fsutil::write_atomic(path, &self.to_bytes()).map_err(|source| ManifestError::Write {
             path: path.to_path_buf(),
             source,
         })

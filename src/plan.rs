@@ -96,6 +96,9 @@ pub enum PlanError {
     Invalid { origin: Origin, message: String },
     #[error("no roles to build")]
     NoRoles,
+    /// What the command line asks for cannot be made (the profiles are not at fault).
+    #[error("{0}")]
+    Request(String),
 }
 
 fn invalid(origin: &Origin, message: String) -> PlanError {
@@ -271,10 +274,28 @@ fn plan_role(request: &PlanRequest, profile: Profile) -> Result<PlannedRole, Pla
     for &kind in &wanted {
         if let OutputKind::Platform(platform) = kind {
             if let Some(why) = platform.unavailable(release.board) {
-                return Err(invalid(
-                    &profile_origin(&profile),
-                    format!("{platform}: {why}"),
-                ));
+                // Blamed on whoever asked: the command line, or the profile's line.
+                let board_from_profile = release.board == profile.release.board;
+                let platform_from_profile = request.outputs.is_none();
+                return Err(match (board_from_profile, &profile.release.board_origin) {
+                    (true, Some(origin)) if platform_from_profile => invalid(
+                        origin,
+                        format!("release.board with outputs.platforms {platform}: {why}"),
+                    ),
+                    (true, _) if platform_from_profile => invalid(
+                        &profile.origin(),
+                        format!("outputs.platforms {platform}: {why}"),
+                    ),
+                    _ => PlanError::Request(format!(
+                        "{} for role {}: {why}",
+                        if board_from_profile {
+                            format!("--output {platform}")
+                        } else {
+                            format!("--board {} with {platform}", release.board)
+                        },
+                        profile.role
+                    )),
+                });
             }
             disks.push(DiskKind::Platform(platform));
         }
@@ -359,22 +380,19 @@ fn check_images(profile: &Profile, allow_unpinned: bool) -> Result<(), PlanError
 
 /// Settings EC2 cannot boot (legacy BIOS on arm64) are refused before anything is built.
 fn check_ami(profile: &Profile, settings: &AmiOutput, board: Board) -> Result<(), PlanError> {
-    match settings.unbootable(board) {
-        Some(why) => Err(invalid(
-            &profile_origin(profile),
+    if let Some(why) = settings.unbootable(board) {
+        return Err(invalid(
+            &profile.origin(),
             format!("outputs.ami.boot_mode: {why}"),
+        ));
+    }
+    match settings.volume_problem() {
+        Some((field, why)) => Err(invalid(
+            &profile.origin(),
+            format!("outputs.ami.{field}: {why}"),
         )),
         None => Ok(()),
     }
-}
-
-/// The role's own profile file, for settings that come from it as a whole.
-fn profile_origin(profile: &Profile) -> Origin {
-    profile
-        .sources
-        .last()
-        .map(|s| Origin::file(&s.path))
-        .unwrap_or_else(|| Origin::file(std::path::Path::new(&profile.role)))
 }
 
 /// The machine map of `roles`. A MAC address listed twice, a member number given twice in

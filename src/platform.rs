@@ -36,8 +36,10 @@ impl Container {
     }
 }
 
-/// How large the disk is made (ROOT, the last partition, takes what is added; Flatcar grows
-/// its filesystem to the partition on first boot).
+/// How large the disk is made. What is added is left free after ROOT, the last partition:
+/// Flatcar's first boot grows ROOT and then its filesystem into it (a ROOT entry grown at
+/// build time would keep its ext4 at the image's size, since the first boot then sees
+/// nothing to grow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// As the generic image is.

@@ -26,13 +26,18 @@ pub struct Project {
 
 impl Project {
     /// Opens `profiles_dir` and `units_dir` (by default the `units` folder beside the
-    /// profiles folder).
-    pub fn open(profiles_dir: &Path, units_dir: Option<&Path>) -> Result<Self, ProjectError> {
+    /// profiles folder). Profiles may name files inside their folder, and inside
+    /// `files_dir` if given.
+    pub fn open(
+        profiles_dir: &Path,
+        units_dir: Option<&Path>,
+        files_dir: Option<&Path>,
+    ) -> Result<Self, ProjectError> {
         let units_dir = units_dir
             .map(Path::to_path_buf)
             .unwrap_or_else(|| default_units_dir(profiles_dir));
         Ok(Project {
-            profiles: ProfileSet::open(profiles_dir)?,
+            profiles: ProfileSet::open_with(profiles_dir, files_dir)?,
             units: UnitLibrary::load(&units_dir)?,
         })
     }

@@ -19,11 +19,8 @@ pub enum RunError {
         "no UEFI firmware (OVMF) found in {searched}: install ovmf (Debian, Ubuntu), edk2-ovmf (Fedora) or qemu (Homebrew on macOS), or pass --firmware FILE"
     )]
     NoFirmware { searched: String },
-    #[error("--firmware {}: {source}", path.display())]
-    Firmware {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("--firmware {}: {why}", path.display())]
+    Firmware { path: PathBuf, why: String },
     #[error("--accel kvm: /dev/kvm cannot be opened ({source}); use --accel tcg (slower)")]
     NoKvm { source: std::io::Error },
     #[error("{board} images are not run here yet: only amd64-usr")]
@@ -181,10 +178,12 @@ fn check_image(path: &Path) -> Result<&'static str, RunError> {
         path: path.to_path_buf(),
         why,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| image(e.to_string()))?;
+    let (mut file, len) = crate::input::open_regular(path).map_err(|e| image(e.reason()))?;
     let mut magic = [0u8; 4];
     let read = file.read(&mut magic).map_err(|e| image(e.to_string()))?;
     if read == 4 && &magic == b"QFI\xfb" {
+        // A qcow2 from elsewhere could name a backing or data file that QEMU would open.
+        crate::emit::container::qcow2::read_foreign_header(&file, len).map_err(image)?;
         return Ok("qcow2");
     }
     if read >= 2 && magic[..2] == [0x1f, 0x8b] {
@@ -214,9 +213,11 @@ pub fn prepare(options: &RunOptions) -> Result<Machine, RunError> {
     let format = check_image(&options.image)?;
     let firmware = match &options.firmware {
         Some(path) => {
-            std::fs::metadata(path).map_err(|source| RunError::Firmware {
+            // QEMU is given a readable regular file or nothing (a folder or a device would
+            // reach it otherwise).
+            crate::input::open_regular(path).map_err(|e| RunError::Firmware {
                 path: path.clone(),
-                source,
+                why: e.reason(),
             })?;
             Firmware::Bios(path.clone())
         }

@@ -51,6 +51,9 @@ pub struct SignatureInfo {
 }
 
 /// Trusted public keys.
+/// The largest keyring file read (Flatcar's key with its subkeys is a few KiB).
+pub const MAX_KEYRING: u64 = 16 << 20;
+
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<SignedPublicKey>,
@@ -75,7 +78,7 @@ impl Keyring {
     pub fn parse(data: &[u8], source_name: &str) -> Result<Self, VerifyError> {
         let error = |message: String| VerifyError::Keyring {
             source_name: source_name.to_string(),
-            message,
+            message: in_words(&message),
         };
         let (keys, _) =
             SignedPublicKey::from_reader_many(data).map_err(|e| error(e.to_string()))?;
@@ -197,8 +200,27 @@ impl Keyring {
 /// Parses a detached signature, binary or armored.
 pub fn parse_detached(bytes: &[u8], name: &str) -> Result<Signature, VerifyError> {
     let (signature, _) = DetachedSignature::from_reader_single(bytes)
-        .map_err(|e| VerifyError::Malformed(name.into(), e.to_string()))?;
+        .map_err(|e| VerifyError::Malformed(name.into(), in_words(&e.to_string())))?;
     Ok(signature.signature)
+}
+
+/// rPGP's reason, when it is one a user can read; its reader and packet type names
+/// (`PacketBodyReader errored`) are not.
+fn in_words(message: &str) -> String {
+    // A type name is CamelCase: a lower-case letter followed by an upper-case one.
+    let library_words = message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| *word != "OpenPGP")
+        .any(|word| {
+            word.as_bytes()
+                .windows(2)
+                .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase())
+        });
+    if library_words || message.is_empty() {
+        "the bytes are neither armored (-----BEGIN PGP ...-----) nor OpenPGP packets".into()
+    } else {
+        message.replace('\n', " ")
+    }
 }
 
 enum SignerKey<'a> {

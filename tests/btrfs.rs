@@ -432,3 +432,133 @@ fn mkfs_128_mib(image: &Path) {
             .success()
     );
 }
+
+fn run_ok(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hard links, subvolumes and snapshots: btrfs-progs and the kernel make them (the shapes
+/// btrfs-progs' own test images have), our reader reads every file of the default subvolume,
+/// hard-linked ones under each of their names, and names what its listing leaves out, so
+/// that an edit that would lose it is refused instead.
+#[test]
+fn hard_links_are_read_and_subvolumes_named_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    std::fs::write(root.join("d/a"), "hello\n").unwrap();
+    std::fs::hard_link(root.join("d/a"), root.join("b")).unwrap();
+    let image = dir.path().join("fs");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    run_ok(
+        "mkfs.btrfs",
+        &[
+            "-q".as_ref(),
+            "--rootdir".as_ref(),
+            root.as_os_str(),
+            image.as_os_str(),
+        ],
+    );
+    let (ok, report) = check(&image);
+    assert!(ok, "btrfs check: {report}");
+    let open = || Filesystem::open(std::fs::File::open(&image).unwrap()).unwrap();
+    let (tree, omitted) = open().read_listing().unwrap();
+    for path in ["d/a", "b"] {
+        match tree.get(path).map(|e| &e.kind) {
+            Some(Kind::File(Contents::Bytes(bytes))) => assert_eq!(bytes, b"hello\n", "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    assert_eq!(omitted.len(), 1, "{omitted:?}");
+    assert!(
+        omitted[0].to_string().contains("hard link"),
+        "{}",
+        omitted[0]
+    );
+    let refused =
+        kato_image::fs::btrfs::read_partition(std::fs::File::open(&image).unwrap(), 0, 128 << 20)
+            .unwrap_err()
+            .to_string();
+    assert!(refused.contains("is a hard link of"), "{refused}");
+
+    // A subvolume and a snapshot of it, made by the kernel.
+    with_kernel_mount(&image, "rw", |mount| {
+        run_ok(
+            "btrfs",
+            &[
+                "subvolume".as_ref(),
+                "create".as_ref(),
+                mount.join("sub").as_os_str(),
+            ],
+        );
+        std::fs::write(mount.join("sub/inside"), "in a subvolume\n").unwrap();
+        run_ok(
+            "btrfs",
+            &[
+                "subvolume".as_ref(),
+                "snapshot".as_ref(),
+                mount.join("sub").as_os_str(),
+                mount.join("snap").as_os_str(),
+            ],
+        );
+    });
+    let (tree, omitted) = open().read_listing().unwrap();
+    assert!(tree.get("d/a").is_some());
+    let named: Vec<String> = omitted.iter().map(|o| o.to_string()).collect();
+    for path in ["\"/sub\" is a subvolume", "\"/snap\" is a subvolume"] {
+        assert!(named.iter().any(|n| n.contains(path)), "{path}: {named:?}");
+    }
+    // btrfs restore (the independent reader) finds what the listing names as left out.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    run_ok(
+        "btrfs",
+        &[
+            "restore".as_ref(),
+            "-s".as_ref(),
+            image.as_os_str(),
+            restored.as_os_str(),
+        ],
+    );
+    for path in ["sub/inside", "snap/inside"] {
+        assert!(restored.join(path).is_file(), "btrfs restore finds {path}");
+    }
+}
+
+/// One device of a two-device filesystem says which device is missing.
+#[test]
+fn one_device_of_two_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("d1"), dir.path().join("d2"));
+    for path in [&first, &second] {
+        std::fs::File::create(path)
+            .unwrap()
+            .set_len(200 << 20)
+            .unwrap();
+    }
+    run_ok(
+        "mkfs.btrfs",
+        &[
+            "-q".as_ref(),
+            "-d".as_ref(),
+            "single".as_ref(),
+            "-m".as_ref(),
+            "single".as_ref(),
+            first.as_os_str(),
+            second.as_os_str(),
+        ],
+    );
+    let error = Filesystem::open(std::fs::File::open(&first).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("device 2 of 2 is missing"), "{error}");
+}

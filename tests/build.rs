@@ -277,12 +277,14 @@ fn an_oem_partition_that_is_not_btrfs_is_refused() {
 fn a_config_too_big_for_the_oem_partition_says_how_much_is_needed() {
     let mirror = mirror_with(fixture());
     let project = common::Scratch::new();
-    let big = project.path("profiles/huge.bin");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(200 << 20)
-        .unwrap();
-    project.write("profiles/master.yaml", "extends: base\nunits:\n  - name: zookeeper@.service\n    instance_from: hostname\nfiles:\n  - path: /opt/huge.bin\n    source: huge.bin\n");
+    // Each file within the 64 MiB a file in a config may have; together too much.
+    for name in ["huge-1.bin", "huge-2.bin"] {
+        std::fs::File::create(project.path(&format!("profiles/{name}")))
+            .unwrap()
+            .set_len(60 << 20)
+            .unwrap();
+    }
+    project.write("profiles/master.yaml", "extends: base\nunits:\n  - name: zookeeper@.service\n    instance_from: hostname\nfiles:\n  - path: /opt/huge-1.bin\n    source: huge-1.bin\n  - path: /opt/huge-2.bin\n    source: huge-2.bin\n");
     let out = tempfile::tempdir().unwrap();
     let error = failure(&build(
         &mirror,

@@ -112,7 +112,16 @@ fn recorded_digests_equal_b3sum_and_dd_however_they_were_made() {
         &format!("{edge}\nimages:\n  - archive: {}\n", archive.display()),
     );
     let data_out = tempfile::tempdir().unwrap();
-    ok(&mirror.build_with(scratch.kato(&[]), data_out.path(), &["--role", "edge"]));
+    ok(&mirror.build_with(
+        scratch.kato(&[]),
+        data_out.path(),
+        &[
+            "--role",
+            "edge",
+            "--files-dir",
+            work.path().to_str().unwrap(),
+        ],
+    ));
     let m = check_role(data_out.path(), "edge", &base);
     assert_eq!(
         m["disks"][0]["changed_partitions"],

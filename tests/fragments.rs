@@ -206,7 +206,8 @@ fn a_role_with_fragments_renders_validates_and_the_real_ignition_applies_it() {
     let core: Vec<_> = users.iter().filter(|u| u["name"] == "core").collect();
     assert_eq!(core.len(), 1);
     assert_eq!(core[0]["sshAuthorizedKeys"].as_array().unwrap().len(), 3);
-    assert_eq!(core[0]["groups"], serde_json::json!(["docker"]));
+    // No `groups` for core: Ignition's usermod --groups would replace Flatcar's.
+    assert!(core[0]["groups"].is_null(), "{}", core[0]);
 
     let root = common::ignition::files_stage(&serde_json::to_vec(&config).unwrap());
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
@@ -414,8 +415,9 @@ fn what_is_not_translated_is_refused_by_name_where_it_is_written() {
         ),
         (
             "a.ign",
-            "{\"ignition\": {\"version\": \"3.3.0\"},\n \"storage\": {\"files\": [{\"path\": \"/x\", \"contents\": {\"source\": \"data:,a\", \"verification\": {\"hash\": \"sha512-00\"}}}]}}",
-            &["a.ign:2:62", "verification", "not the 00"],
+            // A well-formed hash of other bytes (a malformed one is told as malformed).
+            &*Box::leak(format!("{{\"ignition\": {{\"version\": \"3.3.0\"}},\n \"storage\": {{\"files\": [{{\"path\": \"/x\", \"contents\": {{\"source\": \"data:,a\", \"verification\": {{\"hash\": \"sha512-{}\"}}}}}}]}}}}", "0".repeat(128)).into_boxed_str()),
+            &["a.ign:2:62", "verification", "not the 000"],
         ),
         (
             "a.ign",
@@ -464,4 +466,135 @@ fn cloud_config_says_it_cannot_carry_fragments() {
         text.contains("a.bu:5:7") && text.contains("Ignition"),
         "{text}"
     );
+}
+
+/// Configs the real Ignition refuses whole (so every machine of the role would stop at first
+/// boot) are refused where they are written: `ignition-validate`, the judge, refuses each
+/// fragment as a config of its own, and kato-image refuses the role naming the fragment's
+/// line, in Ignition's words.
+#[test]
+fn what_ignition_refuses_is_refused_at_the_fragment() {
+    let file = |path: &str| format!(r#"{{"path": "{path}", "contents": {{"source": "data:,x"}}}}"#);
+    let cases = [
+        (format!(r#""files": [{}]"#, file("/etc/kato/./role.env")), "path is not fully simplified"),
+        (format!(r#""files": [{}]"#, file("/etc//kato/role.env")), "path is not fully simplified"),
+        (
+            format!(
+                r#""links": [{{"path": "/opt/evil", "target": "/etc/kato"}}], "files": [{}]"#,
+                file("/opt/evil/role.env")
+            ),
+            "file path includes link in config",
+        ),
+        (
+            r#""files": [{"path": "/etc/x", "user": {"id": 0, "name": "root"}}]"#.to_string(),
+            "cannot set both id and name",
+        ),
+        (
+            r#""links": [{"path": "/etc/y"}]"#.to_string(),
+            "has no `target`",
+        ),
+        (
+            r#""files": [{"path": "/etc/z", "contents": {"source": "data:,x", "verification": {"hash": "sha512-zz"}}}]"#.to_string(),
+            "is not `sha512-` and 128 hex digits",
+        ),
+    ];
+    for (storage, expected) in &cases {
+        let text =
+            format!("{{\"ignition\": {{\"version\": \"3.3.0\"}},\n \"storage\": {{{storage}}}}}\n");
+        // The judge: Ignition's own validator refuses the fragment as a config.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.ign");
+        std::fs::write(&path, &text).unwrap();
+        let judged = judge("ignition-validate", &[], Some(&path));
+        assert!(
+            !judged.status.success(),
+            "ignition-validate accepted {text}"
+        );
+        let scratch = master_with(&[("bad.ign", &text)]);
+        let out = render(&scratch, "master");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains("profiles/bad.ign:"), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+    // A Butane link entry without a target takes it from the tree's link (Butane's way of
+    // giving a tree's link an owner).
+    let scratch = master_with(&[(
+        "own.bu",
+        "variant: flatcar\nversion: 1.0.0\nstorage:\n  trees:\n    - {local: t, path: /opt/t}\n  links:\n    - path: /opt/t/l\n      user: {name: core}\n",
+    )]);
+    std::fs::create_dir(scratch.path("profiles/t")).unwrap();
+    std::os::unix::fs::symlink("x", scratch.path("profiles/t/l")).unwrap();
+    let out = render(&scratch, "master");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let link = config["storage"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == "/opt/t/l")
+        .unwrap()
+        .clone();
+    assert_eq!(link["target"], "x");
+    assert_eq!(link["user"]["name"], "core");
+    validate(&out.stdout, "a tree's link with an owner");
+}
+
+/// Spec 2 is named as such; Butane's own keys are not offered as Ignition's; SSH key files
+/// may have comment lines, as sshd reads them; NUL bytes in unit text are refused.
+#[test]
+fn fragment_messages_speak_of_what_was_written() {
+    let scratch = master_with(&[(
+        "old.ign",
+        r#"{"ignition": {"version": "2.2.0"}, "storage": {"filesystem": []}}"#,
+    )]);
+    let stderr = String::from_utf8(render(&scratch, "master").stderr).unwrap();
+    assert!(stderr.contains("\"2.2.0\" is not spec 3.x"), "{stderr}");
+    let scratch = master_with(&[(
+        "typo.ign",
+        r#"{"ignition": {"version": "3.3.0"}, "systemd": {"units": [{"name": "a.service", "contens": ""}]}}"#,
+    )]);
+    let stderr = String::from_utf8(render(&scratch, "master").stderr).unwrap();
+    assert!(
+        stderr.contains("contens") && !stderr.contains("contentsLocal"),
+        "{stderr}"
+    );
+    let key = std::fs::read_to_string(fixtures().join("local/keys/ops.pub")).unwrap();
+    let scratch = master_with(&[(
+        "keys.bu",
+        "variant: flatcar\nversion: 1.1.0\npasswd:\n  users:\n    - name: ops\n      ssh_authorized_keys_local: [ops.keys]\n",
+    )]);
+    scratch.write(
+        "profiles/ops.keys",
+        &format!("# operators\n\n{key}\n# end\n"),
+    );
+    let out = render(&scratch, "master");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops = config["passwd"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "ops")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ops["sshAuthorizedKeys"].as_array().unwrap().len(),
+        key.lines().filter(|l| !l.trim().is_empty()).count()
+    );
+    let scratch = master_with(&[(
+        "nul.bu",
+        "variant: flatcar\nversion: 1.0.0\nsystemd:\n  units:\n    - name: a.service\n      contents: \"[Service]\\nExecStart=/bin/true\\u0000; rm -rf /\\n\"\n",
+    )]);
+    let stderr = String::from_utf8(render(&scratch, "master").stderr).unwrap();
+    assert!(stderr.contains("NUL byte"), "{stderr}");
 }

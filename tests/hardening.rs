@@ -283,7 +283,13 @@ fn a_mac_in_two_roles_is_refused_by_validate_and_build_writes_nothing() {
 
 /// The fixture with its primary GPT header claiming `entries` entries, CRC fixed up.
 fn gpt_claiming(dir: &Path, entries: u32) -> std::path::PathBuf {
-    let path = common::disk::fixture_copy(dir, "huge.raw");
+    gpt_primary_with(dir, entries, 128)
+}
+
+/// The fixture with its primary header claiming `entries` entries of `size` bytes, its CRC
+/// recomputed so that only the claim is wrong; the backup header stays intact.
+fn gpt_primary_with(dir: &Path, entries: u32, size: u32) -> std::path::PathBuf {
+    let path = common::disk::fixture_copy(dir, &format!("claims-{entries}-{size}.raw"));
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -293,6 +299,7 @@ fn gpt_claiming(dir: &Path, entries: u32) -> std::path::PathBuf {
     file.seek(SeekFrom::Start(512)).unwrap();
     std::io::Read::read_exact(&mut file, &mut header).unwrap();
     header[80..84].copy_from_slice(&entries.to_le_bytes());
+    header[84..88].copy_from_slice(&size.to_le_bytes());
     header[16..20].fill(0);
     let crc = common::disk::crc32(&header);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
@@ -322,6 +329,36 @@ fn a_gpt_claiming_two_billion_entries_is_refused_before_anything_is_allocated() 
     );
 }
 
+/// The advice the refusal gives, taken: the backup header is read and the lying primary is
+/// never handed to gptman (which allocated 652 GB for 0xFFFFFFFF entries, and panicked on
+/// entries of 0 bytes). sgdisk, the judge, also reads the backup.
+#[test]
+fn use_backup_gpt_reads_the_backup_whatever_the_primary_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    for (entries, size) in [(u32::MAX, 128), (128, 0), (4, 64)] {
+        let image = gpt_primary_with(dir.path(), entries, size);
+        let out = common::kato()
+            .args(["inspect", "--quiet", "--use-backup-gpt", "--json"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{entries} x {size}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["table_from_backup"], true);
+        let slots: Vec<u64> = report["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["slot"].as_u64().unwrap())
+            .collect();
+        // The table sgdisk reads on the undamaged disk.
+        let (_, table) = common::disk::sgdisk_table(common::disk::fixture());
+        let expected: Vec<u64> = table.iter().map(|p| u64::from(p.slot)).collect();
+        assert_eq!(slots, expected, "{entries} x {size}");
+    }
+}
+
 #[test]
 fn a_damaged_compressed_image_is_one_line_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,13 +381,24 @@ fn a_damaged_compressed_image_is_one_line_when_stderr_is_not_a_terminal() {
 fn publish_checks_the_image_against_its_own_manifest_before_any_aws_call() {
     let mirror = common::mirror::Mirror::with_image(common::disk::fixture());
     let out = tempfile::tempdir().unwrap();
-    let built = mirror.build_with(common::kato(), out.path(), &["--role", "master,worker"]);
+    let built = mirror.build_with(
+        common::kato(),
+        out.path(),
+        &[
+            "--role",
+            "master,worker",
+            "--output",
+            "raw,ami",
+            "--no-publish",
+        ],
+    );
     assert!(
         built.status.success(),
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let master = out.path().join("master.raw");
+    let generic = out.path().join("master.raw");
+    let master = out.path().join("master-ami.raw");
     // Any AWS call would fail otherwise (nothing listens there).
     let publish = |args: &[&str]| {
         let out = common::kato()
@@ -375,8 +423,22 @@ fn publish_checks_the_image_against_its_own_manifest_before_any_aws_call() {
     ]);
     has(
         &error,
-        &["the manifest of role worker lists worker.raw, not master.raw"],
+        &["the manifest of role worker lists worker.raw, worker-ami.raw, not master-ami.raw"],
     );
+    // The generic image has no EC2 OEM: the one to publish is named.
+    for dry in [false, true] {
+        let mut args = vec![generic.to_str().unwrap()];
+        if dry {
+            args.push("--dry-run");
+        }
+        has(
+            &publish(&args),
+            &[
+                "Flatcar's generic image, which lacks EC2's OEM",
+                "publish master-ami.raw",
+            ],
+        );
+    }
     // One byte changed after the build.
     let (_, table) = common::disk::sgdisk_table(&master);
     let usr = table.iter().find(|p| p.name == "USR-A").unwrap();
@@ -481,4 +543,210 @@ fn a_reader_that_stops_reading_ends_a_report_quietly_and_a_full_disk_is_an_error
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         has(&stderr, &["cannot write", "No space left on device"]);
     }
+}
+
+/// What a CI runner holds, outside the profiles folder: its bytes must never reach a config.
+const SECRET: &str = "TOPSECRET-runner-credential-0451";
+
+/// A project whose profiles folder has links leading out of it: to a file, through a linked
+/// folder, and a tree folder that is itself a link.
+fn leaky_project() -> Scratch {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path("secret.txt"), format!("{SECRET}\n")).unwrap();
+    std::fs::create_dir(scratch.path("outside-tree")).unwrap();
+    std::fs::write(scratch.path("outside-tree/a.txt"), SECRET).unwrap();
+    let link = |target: &Path, name: &str| {
+        std::os::unix::fs::symlink(target, scratch.path(&format!("profiles/{name}"))).unwrap()
+    };
+    link(&scratch.path("secret.txt"), "leak.txt");
+    link(&scratch.path("secret.txt"), "leak.bu");
+    link(scratch.dir.path(), "up");
+    link(&scratch.path("outside-tree"), "linktree");
+    scratch
+}
+
+#[test]
+fn no_file_outside_the_profiles_folder_reaches_a_config() {
+    let scratch = leaky_project();
+    let butane = |body: &str| format!("variant: flatcar\nversion: 1.1.0\n{body}");
+    let fragments = [
+        (
+            "local.bu",
+            butane("storage:\n  files:\n    - path: /etc/a\n      contents: {local: leak.txt}\n"),
+        ),
+        (
+            "folder.bu",
+            butane(
+                "storage:\n  files:\n    - path: /etc/a\n      contents: {local: up/secret.txt}\n",
+            ),
+        ),
+        (
+            "unit.bu",
+            butane("systemd:\n  units:\n    - name: a.service\n      contents_local: leak.txt\n"),
+        ),
+        (
+            "dropin.bu",
+            butane(
+                "systemd:\n  units:\n    - name: a.service\n      dropins:\n        - {name: a.conf, contents_local: leak.txt}\n",
+            ),
+        ),
+        (
+            "keys.bu",
+            butane(
+                "passwd:\n  users:\n    - name: ops\n      ssh_authorized_keys_local: [leak.txt]\n",
+            ),
+        ),
+        (
+            "tree.bu",
+            butane("storage:\n  trees:\n    - local: linktree\n"),
+        ),
+    ];
+    let mut profiles: Vec<String> = fragments
+        .iter()
+        .map(|(name, text)| {
+            scratch.write(&format!("profiles/{name}"), text);
+            format!("extends: base\nignition:\n  - butane: {name}\n")
+        })
+        .collect();
+    profiles.extend([
+        "extends: base\nignition:\n  - butane: leak.bu\n".to_string(),
+        "extends: base\nignition:\n  - butane: ../secret.txt\n".to_string(),
+        format!(
+            "extends: base\nignition:\n  - butane: {}\n",
+            scratch.path("secret.txt").display()
+        ),
+        "extends: base\nfiles:\n  - path: /etc/a\n    source: leak.txt\n".to_string(),
+        "extends: base\nfiles:\n  - path: /etc/a\n    source: ../secret.txt\n".to_string(),
+        "extends: base\nimages:\n  - archive: leak.txt\n".to_string(),
+    ]);
+    for profile in &profiles {
+        scratch.write("profiles/probe.yaml", profile);
+        for command in [
+            &["render", "--role", "probe"][..],
+            &["validate", "--role", "probe"],
+        ] {
+            let out = scratch.kato(command).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !out.status.success(),
+                "{profile}: {command:?} succeeded: {stdout}"
+            );
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{profile}: {stderr}");
+            assert!(stderr.contains("leads outside"), "{profile}: {stderr}");
+            assert!(
+                !stderr.contains(SECRET) && !stdout.contains(SECRET),
+                "{profile}: {stderr}"
+            );
+        }
+    }
+    // Links that stay inside are followed, and a link inside a tree stays a link.
+    std::fs::create_dir(scratch.path("profiles/tree")).unwrap();
+    std::fs::write(scratch.path("profiles/tree/a.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink("a.txt", scratch.path("profiles/tree/b")).unwrap();
+    std::os::unix::fs::symlink("tree/a.txt", scratch.path("profiles/inside.txt")).unwrap();
+    scratch.write(
+        "profiles/ok.bu",
+        "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: /etc/a\n      contents: {local: inside.txt}\n  trees:\n    - {local: tree, path: /opt/t}\n",
+    );
+    scratch.write(
+        "profiles/probe.yaml",
+        "extends: base\nignition:\n  - butane: ok.bu\n",
+    );
+    let out = scratch
+        .kato(&["render", "--role", "probe"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let links = config["storage"]["links"].as_array().unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l["path"] == "/opt/t/b" && l["target"] == "a.txt")
+    );
+    // --files-dir names one more folder files may come from.
+    scratch.write(
+        "profiles/probe.yaml",
+        "extends: base\nfiles:\n  - path: /etc/a\n    source: ../outside-tree/a.txt\n",
+    );
+    let out = scratch
+        .kato(&["render", "--role", "probe", "--files-dir", "outside-tree"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `command` with a bound: a read that blocks (a FIFO) must not hang the test.
+fn bounded(mut command: assert_cmd::Command) -> std::process::Output {
+    command
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn special_files_are_refused_by_name_and_every_read_is_bounded() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path("profiles/fifo.bu");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string naming a new file.
+    assert_eq!(unsafe { libc_mkfifo(c.as_ptr(), 0o600) }, 0);
+    let big = std::fs::File::create(scratch.path("profiles/big.txt")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    for (profile, expected) in [
+        (
+            "extends: base\nignition:\n  - butane: fifo.bu\n",
+            "fifo.bu is a FIFO, not a regular file",
+        ),
+        (
+            "extends: base\nfiles:\n  - path: /etc/a\n    source: fifo.bu\n",
+            "fifo.bu is a FIFO, not a regular file",
+        ),
+        (
+            "extends: base\nfiles:\n  - path: /etc/a\n    source: big.txt\n",
+            "big.txt is larger than the 64 MiB a file in a config may have",
+        ),
+    ] {
+        scratch.write("profiles/probe.yaml", profile);
+        let out = bounded(scratch.kato(&["render", "--role", "probe"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {stderr}");
+        assert!(stderr.contains(expected), "{profile}: {stderr}");
+    }
+    // The signing key and its passphrase file: devices and FIFOs are refused by name before
+    // anything is read from them.
+    std::fs::remove_file(scratch.path("profiles/probe.yaml")).unwrap();
+    for (args, expected) in [
+        (
+            vec!["--sign-key", "/dev/zero"],
+            "the signing key (--sign-key): /dev/zero is a device",
+        ),
+        (
+            vec!["--sign-key", "/dev/urandom"],
+            "/dev/urandom is a device",
+        ),
+        (vec!["--sign-key", "profiles/fifo.bu"], "is a FIFO"),
+    ] {
+        let mut command = scratch.kato(&["build", "--role", "master", "--offline"]);
+        command.args(&args);
+        let out = bounded(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "mkfifo"]
+    fn libc_mkfifo(path: *const std::os::raw::c_char, mode: u32) -> i32;
 }

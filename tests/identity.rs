@@ -151,12 +151,26 @@ fn the_kernel_command_line_wins_then_ec2_tags_then_the_host_name() {
     let asked = imds.requests();
     assert_eq!(asked[0], "PUT /latest/api/token", "IMDSv2: a token first");
     assert!(asked.contains(&"GET /latest/meta-data/tags/instance/kato:instance".to_string()));
-    // Metadata tags off: every tag is 404, and the number falls back to the host name.
+    // Metadata tags off on EC2: every tag is 404, and the host name is not trusted: EC2's
+    // ip-10-0-1-23 would make member 23. One line says what is missing.
     let off = Imds::start(None);
-    assert_eq!(
-        choose(dir.path(), base, "master-5", Some(&off)),
-        (true, "instance=5 hostname=master-5 source=hostname".into())
-    );
+    for (cmdline, host) in [
+        (format!("{base} flatcar.oem.id=ec2"), "ip-10-0-1-23"),
+        (base.to_string(), "master-5"),
+    ] {
+        let (ok, text) = choose(dir.path(), &cmdline, host, Some(&off));
+        assert!(!ok, "{host}: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("kato:instance tag")
+                && text.contains("InstanceMetadataTags=enabled")
+                && text.contains("not starting: zookeeper@.service"),
+            "{text}"
+        );
+    }
+    // An EC2-shaped host name off EC2 is refused the same way.
+    let (ok, text) = choose(dir.path(), base, "ip-172-31-5-17", None);
+    assert!(!ok && text.contains("kato:instance tag"), "{text}");
     // Without a number anywhere: one line, and nothing is started.
     let (ok, text) = choose(dir.path(), base, "ip-10-0-1-x", Some(&off));
     assert!(!ok);

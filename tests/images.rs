@@ -332,7 +332,8 @@ fn a_build_bakes_images_into_kato_data_before_root_and_the_machine_sees_them() {
     let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
     let cache = work.path().join("cache");
     let out_dir = work.path().join("out");
-    let out = build_edge(&scratch, &template, &cache, &out_dir, &[], &config);
+    let files_dir = ["--files-dir", work.path().to_str().unwrap()];
+    let out = build_edge(&scratch, &template, &cache, &out_dir, &files_dir, &config);
     assert!(out.status.success(), "{}", stderr(&out));
     let image = out_dir.join("edge.raw");
 
@@ -380,8 +381,10 @@ fn a_build_bakes_images_into_kato_data_before_root_and_the_machine_sees_them() {
     let ign = work.path().join("edge.ign");
     let rendered = scratch
         .kato(&["render", "--role", "edge"])
+        .args(files_dir)
         .output()
         .unwrap();
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
     std::fs::write(&ign, &rendered.stdout).unwrap();
     let validate = judge("ignition-validate", &[], Some(&ign));
     assert!(
@@ -423,9 +426,12 @@ fn image_refusals_name_the_profile_line_and_write_nothing() {
     let cache = work.path().join("cache");
     let out_dir = work.path().join("out");
     let host = registry.host();
+    // The archives below lie in `work`, which the profile may name files in.
+    let files_dir = ["--files-dir", work.path().to_str().unwrap()];
     let fails_with = |cache: &Path, extra: &str, args: &[&str], expect: &str| {
         let scratch = scratch_with(extra);
-        let out = build_edge(&scratch, &template, cache, &out_dir, args, &config);
+        let args = [args, &files_dir[..]].concat();
+        let out = build_edge(&scratch, &template, cache, &out_dir, &args, &config);
         let text = stderr(&out);
         assert!(!out.status.success(), "{extra}: should fail");
         assert!(text.contains(expect), "wanted {expect:?} in {text}");

@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 
 use common::Scratch;
 use common::http::Server;
-use common::node::{Report, boot_disk, boot_ipxe, busybox_archive, node_release};
+use common::node::{
+    Flavour, Report, boot_disk, boot_disk_with, boot_ipxe, boot_ipxe_report, busybox_archive,
+    node_release,
+};
 
 /// ZooKeeper's template, for the test: it runs the baked test image and says which member
 /// of the ensemble it is.
@@ -30,9 +33,13 @@ MachineMetadata=role=master
 ";
 
 const MASTER_MAC: &str = "52:54:00:00:00:0a";
+const WORKER_MAC: &str = "52:54:00:00:00:0b";
 
 struct Built {
     _scratch: Scratch,
+    /// The release's server and the cache, for builds of other outputs.
+    server: Server,
+    cache: tempfile::TempDir,
     out: tempfile::TempDir,
     /// The image ID of the baked test image.
     image_id: String,
@@ -48,7 +55,8 @@ fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let release = node_release();
         let scratch = Scratch::new();
-        let (archive, image_id) = busybox_archive(scratch.dir.path());
+        // Inside the profiles folder, where a profile's files may come from.
+        let (archive, image_id) = busybox_archive(&scratch.path("profiles"));
         scratch.write("units/zookeeper@.service", MEMBER_UNIT);
         let master = std::fs::read_to_string(scratch.path("profiles/master.yaml")).unwrap();
         let metadata = &master[master.find("metadata:").unwrap()..];
@@ -83,6 +91,15 @@ machines:
                 archive.display()
             ),
         );
+        // The worker boots over iPXE with the `packet` preset (its console set to the one
+        // serial port QEMU shows).
+        let worker = std::fs::read_to_string(scratch.path("profiles/worker.yaml")).unwrap();
+        scratch.write(
+            "profiles/worker.yaml",
+            &format!(
+                "{worker}outputs:\n  raw: {{}}\n  ipxe:\n    preset: packet\n    console: ttyS0,115200n8\nmachines:\n  - {{mac: \"{WORKER_MAC}\", instance: 1}}\n"
+            ),
+        );
         let server = Server::start(release);
         let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
         let cache = tempfile::tempdir().unwrap();
@@ -107,6 +124,8 @@ machines:
             .collect();
         Built {
             _scratch: scratch,
+            server,
+            cache,
             out,
             image_id,
             configs,
@@ -199,11 +218,28 @@ fn assert_provisioned(built: &Built, role: &str, report: &Report) {
         .lines()
         .find_map(|l| l.trim().strip_prefix("- ssh-ed25519 "))
         .unwrap();
+    // core is Flatcar's, in wheel, docker and systemd-journal: Ignition (usermod --groups,
+    // which replaces) was given no groups for it.
+    let user = report.get("user").unwrap_or_default();
+    assert!(user.starts_with("core "), "{role}: {user}");
+    for group in ["wheel", "docker", "systemd-journal"] {
+        assert!(
+            user.contains(&format!("({group})")),
+            "{role}: core not in {group}: {user}"
+        );
+    }
+    // The config on the machine and in the initrd: root's alone, 0600.
+    assert_eq!(report.get("oem-config"), Some("600 root root"), "{role}");
+    let modes: Vec<&str> = report
+        .all("initrd-log")
+        .into_iter()
+        .filter(|l| l.contains("user config"))
+        .collect();
     assert!(
-        report.get("user").is_some_and(|u| u.starts_with("core ")),
-        "{role}: {:?}",
-        report.get("user")
+        !modes.is_empty() && modes.iter().all(|l| l.contains(" mode 600 0:0 ")),
+        "{role}: {modes:?}"
     );
+    assert_eq!(report.get("os-release"), Some("ID=flatcar VERSION=1.2.3"));
     assert!(
         report.all("ssh-key").iter().any(|k| k.contains(key)),
         "{role}: core's keys: {:?}",
@@ -314,12 +350,163 @@ fn master_comes_up_configured_runs_its_baked_image_and_does_not_provision_twice(
 }
 
 #[test]
-fn worker_and_edge_come_up_configured() {
+fn worker_and_edge_come_up_configured_with_either_flatcar_initrd() {
     let built = built();
-    for role in ["worker", "edge"] {
-        let report = boot_disk(&built.image(role));
+    // Edge with stable's initrd (config.ign copied), worker with the newest (the OEM mounted
+    // at /oem, user.ign a link to /oem/config.ign).
+    for (role, flavour) in [("edge", Flavour::Copy), ("worker", Flavour::Link)] {
+        let report = boot_disk_with(&built.image(role), "raw", flavour);
         assert_provisioned(built, role, &report);
+        let expected = match flavour {
+            Flavour::Copy => "kato-ignition-setup: initrd flavour copy",
+            Flavour::Link => "kato-ignition-setup: initrd flavour link",
+        };
+        assert!(
+            report.all("initrd-log").contains(&expected),
+            "{role}: {:?}",
+            report.all("initrd-log")
+        );
     }
+}
+
+/// The `root-fs` line: the root filesystem's size, its partition's and where that starts,
+/// in bytes.
+fn root_fs(report: &Report) -> (u64, u64, u64) {
+    let line = report.get("root-fs").unwrap();
+    let field = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+    };
+    (field("size="), field("partition="), field("start="))
+}
+
+/// The disk `image` holds, as a sparse raw file of `size` bytes (its own size or larger, as
+/// a cloud's disk may be): booted raw, because the qcow2 reader is judged elsewhere and raw
+/// writes cost less under emulation.
+fn disk_of(
+    image: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    size: u64,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(image)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    path
+}
+
+#[test]
+fn a_platform_disk_grows_root_on_first_boot_and_merges_its_oem_sysext() {
+    let built = built();
+    let out = tempfile::tempdir().unwrap();
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", built.server.url());
+    let built_qemu = built
+        ._scratch
+        .kato(&["build", "--quiet", "--role", "master", "--output", "qemu"])
+        .args(common::boot::mini_build_args_with(
+            &template,
+            &node_release().join("keyring.asc"),
+            built.cache.path(),
+            out.path(),
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        built_qemu.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built_qemu.stderr)
+    );
+    let image = out.path().join("master-qemu.qcow2");
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let size = info["virtual-size"].as_u64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut partitions = Vec::new();
+    // A disk of exactly the image's size (Azure's, GCE's, Proxmox importdisk's), then one
+    // 2 GiB larger: `/` fills ROOT either way, and the baked images load after it grew.
+    for (name, disk) in [("same.raw", size), ("larger.raw", size + (2 << 30))] {
+        let disk_path = disk_of(&image, dir.path(), name, disk);
+        let report = boot_disk_with(&disk_path, "raw", Flavour::Copy);
+        assert_provisioned(built, "master", &report);
+        let (fs, partition, start) = root_fs(&report);
+        assert!(
+            fs * 100 >= partition * 95,
+            "{name}: / is {fs} bytes of ROOT's {partition}: {:?}",
+            report.all("extend-log")
+        );
+        // ROOT reaches the end of the disk (the backup table's 33 sectors after it).
+        assert!(
+            start + partition + (1 << 20) >= disk,
+            "{name}: ROOT {partition} bytes from {start} on a {disk}-byte disk: {:?}",
+            report.all("extend-log")
+        );
+        partitions.push(partition);
+        let order = report.get("order").unwrap();
+        let time = |key: &str| -> u64 {
+            order
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let (grown, loading) = (
+            time("extend-filesystems-exit="),
+            time("kato-preload-start="),
+        );
+        assert!(grown > 0 && loading > grown, "{name}: {order}");
+        assert!(
+            report
+                .all("preload-log")
+                .iter()
+                .any(|l| l.contains("kato-preload: loaded")),
+            "{name}: {:?}",
+            report.all("preload-log")
+        );
+        // The platform's OEM sysext, linked by the initrd and merged by systemd-sysext.
+        assert!(
+            report
+                .all("extension-link")
+                .contains(&"oem-qemu.raw -> /oem/sysext/oem-qemu-1.2.3.raw"),
+            "{name}: {:?}",
+            report.all("extension-link")
+        );
+        assert!(
+            report
+                .all("sysext-file")
+                .contains(&"/usr/share/kato-oem/qemu: kato-image node stand-in OEM qemu"),
+            "{name}: {:?} {:?}",
+            report.all("sysext-file"),
+            report.all("sysext")
+        );
+    }
+    assert!(
+        partitions[1] >= partitions[0] + (2 << 30) - (4 << 20),
+        "the larger disk's ROOT grew with it: {partitions:?}"
+    );
 }
 
 #[test]
@@ -360,4 +547,24 @@ fn an_ipxe_boot_applies_the_config_and_its_machine_entry_gives_the_member_number
         report.all("preload-log")
     );
     assert!(!report.all("failed-unit").contains(&"kato-preload.service"));
+}
+
+#[test]
+fn an_ipxe_boot_with_the_packet_preset_reaches_multi_user() {
+    let built = built();
+    let ipxe = built.out.path().join("ipxe");
+    let served = common::serve::Serve::start(&ipxe);
+    let url = format!("http://10.0.2.2:{}/boot.ipxe", served.port);
+    // Equinix Metal's metadata service is gone: with flatcar.oem.id=packet Flatcar's initrd
+    // waits on it and ends in the emergency target.
+    let report = boot_ipxe_report(&url, WORKER_MAC, Flavour::Link);
+    assert!(
+        report.get("done").is_some(),
+        "the machine did not reach multi-user: {:?}\n{}",
+        report.all("initrd-failed"),
+        report.console
+    );
+    let cmdline = report.get("cmdline").unwrap();
+    assert!(!cmdline.contains("oem.id=packet"), "{cmdline}");
+    assert_provisioned(built, "worker", &report);
 }

@@ -92,6 +92,13 @@ fn baking_a_config_keeps_every_other_file_and_partition() {
     common::disk::extract(&image, oem.start(), oem.len(), &part);
     let (ok, report) = common::btrfs::check(&part);
     assert!(ok, "btrfs check: {report}");
+    // Flatcar sets compression=zlib as a property of the OEM's root folder (an xattr of
+    // inode 256); the rewritten filesystem keeps it, as btrfs-progs reads it.
+    assert_eq!(
+        root_xattrs(&part),
+        [("btrfs.compression".to_string(), "zlib".to_string())],
+        "the OEM's compression property"
+    );
     let out = Command::new("grub-fstest")
         .arg(&image)
         .arg("cat")
@@ -113,4 +120,31 @@ fn baking_a_config_keeps_every_other_file_and_partition() {
         .output()
         .unwrap();
     assert_eq!(out.stdout, config);
+}
+
+/// The xattrs of a btrfs image's root folder (inode 256), as `btrfs inspect-internal
+/// dump-tree` prints them.
+fn root_xattrs(image: &std::path::Path) -> Vec<(String, String)> {
+    let out = Command::new("btrfs")
+        .args(["inspect-internal", "dump-tree", "-t", "5"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.contains("key (256 XATTR_ITEM") {
+            continue;
+        }
+        let item: Vec<&str> = lines.by_ref().take(4).collect();
+        let field = |prefix: &str| {
+            item.iter()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .unwrap_or_default()
+                .to_string()
+        };
+        found.push((field("name: "), field("data ")));
+    }
+    found
 }

@@ -150,13 +150,33 @@ fn qemu_info(image: &Path, format: Option<&str>) -> serde_json::Value {
     serde_json::from_str(&run("qemu-img", &args)).unwrap()
 }
 
-fn root_sectors(raw: &Path) -> u64 {
-    let (report, partitions) = common::disk::sgdisk_table(raw);
+/// ROOT's sectors, and the sectors it can grow to: from its start to the last usable one
+/// (sgdisk's reading).
+fn root_and_room(raw: &Path) -> (u64, u64) {
+    let (_, partitions) = common::disk::sgdisk_table(raw);
+    let report = common::disk::sgdisk(&["-p"], raw);
     let root = partitions
         .iter()
         .find(|p| p.name == "ROOT")
         .unwrap_or_else(|| panic!("no ROOT: {report}"));
-    root.last - root.first + 1
+    let last_usable: u64 = report
+        .split("last usable sector is ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no last usable sector: {report}"));
+    (root.last - root.first + 1, last_usable - root.first + 1)
+}
+
+/// ROOT is as the vendor made it, with room after it to reach the VM layout's size: Flatcar's
+/// first boot grows the partition and then its ext4 (`extend-filesystems` runs `resize2fs`
+/// only if the partition grew, so a ROOT entry grown at build time would keep a small `/`).
+fn assert_root_left_to_grow(raw: &Path) {
+    let (root, room) = root_and_room(raw);
+    let (vendor_root, _) = root_and_room(&common::boot::mini_release().join("base.raw"));
+    assert_eq!(root, vendor_root, "ROOT's entry is the vendor's");
+    assert!(room >= VM_ROOT_SECTORS, "room for ROOT: {room} sectors");
+    assert!(room - root >= 4096, "at least cgpt's 2 MiB to grow by");
 }
 
 fn assert_sgdisk_clean(raw: &Path) {
@@ -190,7 +210,7 @@ fn the_qcow2_passes_qemu_img_check_and_holds_the_disk_the_manifest_names() {
     let raw = to_raw(&image, "qcow2", dir.path());
     assert_eq!(record["platform"]["disk_blake3"], b3sum(&raw));
     assert_sgdisk_clean(&raw);
-    assert!(root_sectors(&raw) >= VM_ROOT_SECTORS);
+    assert_root_left_to_grow(&raw);
     // Holes stay holes: the qcow2 is no larger than the data it holds, plus metadata.
     let file_len = std::fs::metadata(&image).unwrap().len();
     assert!(
@@ -262,7 +282,7 @@ fn the_gce_archive_is_one_sparse_disk_raw() {
     assert_eq!(record["platform"]["disk_blake3"], b3sum(&raw));
     assert!(allocated(&raw) < 200 * MIB, "extracted sparse");
     assert_sgdisk_clean(&raw);
-    assert!(root_sectors(&raw) >= VM_ROOT_SECTORS);
+    assert_root_left_to_grow(&raw);
     let grub = String::from_utf8(common::btrfs::oem_cat(&raw, "/grub.cfg")).unwrap();
     assert!(grub.contains("set oem_id=\"gce\""), "{grub}");
     assert!(grub.contains("console=ttyS0,115200n8"), "{grub}");

@@ -516,6 +516,15 @@ fn keys_that_cannot_sign_stop_the_build_before_anything_is_written() {
             ],
             "passphrase does not open it",
         ),
+        (
+            vec![
+                "--sign-key".as_ref(),
+                keys.path("ci.key.asc").into_os_string().leak(),
+                "--sign-passphrase-file".as_ref(),
+                keys.path("missing").into_os_string().leak(),
+            ],
+            "the passphrase file (--sign-passphrase-file): cannot read",
+        ),
     ];
     std::fs::write(keys.path("wrong"), "battery staple\n").unwrap();
     for (args, wanted) in cases {
@@ -542,4 +551,196 @@ fn keys_that_cannot_sign_stop_the_build_before_anything_is_written() {
         );
         assert!(mirror.artifact_requests().is_empty(), "nothing fetched");
     }
+}
+
+/// `verify --allowed-signers` decides as `ssh-keygen -Y verify -n kato-image` decides, on the
+/// same files and signature: namespaces, principal patterns, cert-authority, validity times
+/// and comments; a line ssh-keygen cannot read is an error here, naming the line.
+#[test]
+fn allowed_signers_are_judged_as_ssh_keygen_judges_them() {
+    let keys = Keys::new();
+    let b = build(&["--sign-key".as_ref(), keys.path("ci_ssh").as_os_str()]);
+    let key = |name: &str| {
+        let text = std::fs::read_to_string(keys.path(name)).unwrap();
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (ci, other) = (key("ci_ssh.pub"), key("else_ssh.pub"));
+    // (file, principal or None for the line's own, as git asks)
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (format!("ci@kato.test {ci}\n"), Some("ci@kato.test")),
+        (
+            format!("ci@kato.test namespaces=\"git\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!("ci@kato.test namespaces=\"git,kato-*\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!("ci@kato.test NAMESPACES=\"!kato-image,*\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (format!("*@kato.test {ci}\n"), Some("ci@kato.test")),
+        (
+            format!("!ci@kato.test,*@kato.test {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (format!("ci@kato.test {ci}\n"), Some("CI@kato.test")),
+        (
+            format!("ci@kato.test cert-authority {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!("ci@kato.test valid-before=\"20200101\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!("ci@kato.test valid-after=\"20990101Z\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!("ci@kato.test valid-after=\"20200101Z\",valid-before=\"20990101\" {ci}\n"),
+            Some("ci@kato.test"),
+        ),
+        (
+            format!(
+                "# ops\n\n  ci@kato.test namespaces=\"git\" {ci}\nci@kato.test {ci} ci's key\n"
+            ),
+            Some("ci@kato.test"),
+        ),
+        (format!("ci@kato.test {other}\n"), Some("ci@kato.test")),
+        (
+            format!("ci@kato.test {ci} namespaces=\"git\"\n"),
+            Some("ci@kato.test"),
+        ),
+        (format!("ci@kato.test namespaces=\"git\" {ci}\n"), None),
+        (format!("ci@kato.test {ci}\n"), None),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = b.path("master.manifest.json");
+    for (n, (text, principal)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("allowed-{n}"));
+        std::fs::write(&file, text).unwrap();
+        // Without a principal, as git does: the line's principals that find-principals names.
+        let identities: Vec<String> = match principal {
+            Some(p) => vec![p.to_string()],
+            None => {
+                let found = Command::new("ssh-keygen")
+                    .args(["-Y", "find-principals", "-f"])
+                    .arg(&file)
+                    .arg("-s")
+                    .arg(b.path("master.manifest.json.sig"))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&found.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            }
+        };
+        let judge = identities.iter().any(|identity| {
+            Command::new("ssh-keygen")
+                .args(["-Y", "verify", "-n", "kato-image", "-I", identity, "-f"])
+                .arg(&file)
+                .arg("-s")
+                .arg(b.path("master.manifest.json.sig"))
+                .stdin(std::fs::File::open(&manifest).unwrap())
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--allowed-signers".as_ref(), file.as_os_str()];
+        if let Some(p) = principal {
+            args.extend::<[&std::ffi::OsStr; 2]>(["--principal".as_ref(), p.as_ref()]);
+        }
+        let ours = b.verify("master.raw", &args);
+        assert_eq!(
+            ours.status.success(),
+            judge,
+            "case {n} ({text:?}, {principal:?}): ssh-keygen says {judge}; kato-image: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    }
+    // Lines ssh-keygen cannot read are errors here, naming the line (ssh-keygen logs and
+    // skips them).
+    for bad in [
+        format!("ci@kato.test foo=\"bar\" {ci}"),
+        format!("ci@kato.test namespaces=git {ci}"),
+        format!("ci@kato.test valid-before=\"2020-01-01\" {ci}"),
+        "ci@kato.test ssh-ed25519 AAAAgarbage".to_string(),
+        "ci@kato.test".to_string(),
+    ] {
+        let file = dir.path().join("bad");
+        std::fs::write(&file, format!("# first\n{bad}\nci@kato.test {ci}\n")).unwrap();
+        let out = b.verify(
+            "master.raw",
+            &["--allowed-signers".as_ref(), file.as_os_str()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr.contains("bad:2:"), "{bad}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// The passphrase is the file's first line; an in-toto bundle may hold more than one
+/// envelope; files too large or not keys are told in a line without library words.
+#[test]
+fn passphrase_files_bundles_and_keys_are_read_as_documented() {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path("two-lines"),
+        "correct horse\nsecond line, not the passphrase\n",
+    )
+    .unwrap();
+    let b = build(&[
+        "--sign-key".as_ref(),
+        keys.path("ci.key.asc").as_os_str(),
+        "--sign-passphrase-file".as_ref(),
+        keys.path("two-lines").as_os_str(),
+    ]);
+    let trusted: [&std::ffi::OsStr; 2] = [
+        "--key".as_ref(),
+        keys.path("ci.pub.asc").into_os_string().leak(),
+    ];
+    assert!(b.verify("master.raw", &trusted).status.success());
+    // Two envelopes in the bundle (another statement first): the signed one is found.
+    let bundle = b.path("master.intoto.jsonl");
+    let line = std::fs::read_to_string(&bundle).unwrap();
+    let mut other: Value = serde_json::from_str(&line).unwrap();
+    other["signatures"][0]["sig"] = "AAAA".into();
+    std::fs::write(&bundle, format!("{other}\n{line}")).unwrap();
+    let out = b.verify("master.raw", &trusted);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An envelope file of 100 MB: refused by its size, the path named once.
+    let big = std::fs::File::create(&bundle).unwrap();
+    big.set_len(100 << 20).unwrap();
+    let out = b.verify("master.raw", &trusted);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("larger than the 16 MiB a DSSE envelope may have"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("master.intoto.jsonl").count(), 1, "{stderr}");
+    // Random bytes as a key: no library type names.
+    std::fs::write(keys.path("random"), common::signing::pseudo_random(4096, 9)).unwrap();
+    let out = b.verify(
+        "master.raw",
+        &["--key".as_ref(), keys.path("random").as_os_str()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not an OpenPGP public key"), "{stderr}");
+    assert!(
+        !stderr.contains("Reader") && !stderr.contains("errored"),
+        "{stderr}"
+    );
 }

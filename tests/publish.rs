@@ -62,9 +62,9 @@ print(len(digests), base64.b64encode(hashlib.sha256(b"".join(digests)).digest())
 
 #[test]
 fn upload_plans_send_what_differs_with_the_checksums_ebs_expects() {
-    let out = common::boot::built_roles();
-    let master = out.path().join("master.raw");
-    let worker = out.path().join("worker.raw");
+    let out = common::boot::built_ami_roles();
+    let master = out.path().join("master-ami.raw");
+    let worker = out.path().join("worker-ami.raw");
 
     let first = common::upload_plan(&master, None);
     let (count, checksum) = model(&master, None);

@@ -144,3 +144,89 @@ fn the_demo_works_at_a_terminal() {
     assert!(pane.contains("KATO-MARKER done"), "{pane}");
     assert!(pane.contains("config's SHA-256 is "), "{pane}");
 }
+
+/// What `run` hands QEMU is checked first: a qcow2 naming another file of this machine (a
+/// backing file, an external data file) or whose tables lie outside it, and a firmware that
+/// is not a file, are refused in one line before QEMU starts.
+#[test]
+fn run_refuses_images_that_would_open_other_files_and_firmware_that_is_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let qemu_img = |args: &[&str]| {
+        let out = Command::new("qemu-img")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.path().join("secret.raw"), vec![0u8; 1 << 20]).unwrap();
+    let secret = dir.path().join("secret.raw");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        secret.to_str().unwrap(),
+        "-F",
+        "raw",
+        "backed.qcow2",
+        "64M",
+    ]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "data_file=data.raw",
+        "external.qcow2",
+        "64M",
+    ]);
+    qemu_img(&["create", "-q", "-f", "qcow2", "lying.qcow2", "64M"]);
+    // Its L1 table moved far past the end of the file.
+    let lying = dir.path().join("lying.qcow2");
+    let mut bytes = std::fs::read(&lying).unwrap();
+    bytes[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes());
+    std::fs::write(&lying, bytes).unwrap();
+    let out = built_roles();
+    let good = out.path().join("master.raw");
+    for (args, expected) in [
+        (vec!["backed.qcow2".to_string()], "backing file"),
+        (vec!["external.qcow2".to_string()], "external"),
+        (vec!["lying.qcow2".to_string()], "L1 table"),
+        (
+            vec![
+                good.display().to_string(),
+                "--firmware".into(),
+                "/tmp".into(),
+            ],
+            "--firmware /tmp: a folder, not a regular file",
+        ),
+        (
+            vec![
+                good.display().to_string(),
+                "--firmware".into(),
+                "/dev/zero".into(),
+            ],
+            "a device, not a regular file",
+        ),
+    ] {
+        let run = common::kato()
+            .current_dir(dir.path())
+            .arg("run")
+            .args(&args)
+            .args(["--accel", "tcg"])
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}

@@ -88,9 +88,9 @@ fn linear(blocks: &[(u64, String)]) -> String {
 
 #[test]
 fn snapshots_carry_every_block_with_its_checksum_and_a_second_role_sends_only_changes() {
-    let out = common::boot::built_roles();
-    let master = out.path().join("master.raw");
-    let worker = out.path().join("worker.raw");
+    let out = common::boot::built_ami_roles();
+    let master = out.path().join("master-ami.raw");
+    let worker = out.path().join("worker-ami.raw");
     let aws = Aws::start(&["--throttle", "3"]);
 
     let result = aws.kato(&[
@@ -215,8 +215,8 @@ fn calls<'a>(requests: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_j
 
 #[test]
 fn publishing_registers_tags_copies_and_is_idempotent() {
-    let out = common::boot::built_roles();
-    let master = out.path().join("master.raw");
+    let out = common::boot::built_ami_roles();
+    let master = out.path().join("master-ami.raw");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("master.manifest.json")).unwrap())
             .unwrap();
@@ -253,7 +253,10 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
         ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
         ("BlockDeviceMapping.1.Ebs.SnapshotId", snapshot),
         ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+        ("BlockDeviceMapping.1.Ebs.VolumeSize", "16"),
         ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true"),
+        ("BlockDeviceMapping.2.DeviceName", "/dev/xvdb"),
+        ("BlockDeviceMapping.2.VirtualName", "ephemeral0"),
         ("EnaSupport", "true"),
         ("SriovNetSupport", "simple"),
         ("BootMode", "uefi-preferred"),
@@ -314,7 +317,7 @@ fn publishing_registers_tags_copies_and_is_idempotent() {
     );
     // Worker with master as its parent image: master's snapshot is found by master's build ID.
     aws.clear();
-    let worker = out.path().join("worker.raw");
+    let worker = out.path().join("worker-ami.raw");
     let result = aws.kato(&[
         "publish",
         "ami",
@@ -504,7 +507,7 @@ fn small_image(dir: &std::path::Path) -> std::path::PathBuf {
         "config": {"format": "ignition", "spec": "3.3.0", "path": "config.ign", "sha256": ""},
         "kernel_args": [],
         "timestamp": 0,
-        "disks": [{"file": "small.raw", "from": "flatcar_production_image.bin.bz2", "size": 4 << 20,
+        "disks": [{"file": "small.raw", "from": "flatcar_production_ami_image.bin.bz2", "size": 4 << 20,
                    "blake3": common::disk::b3sum(&image), "partitions": [], "changed_partitions": []}],
     });
     std::fs::write(
@@ -606,9 +609,8 @@ fn a_parent_image_whose_snapshot_is_not_found_is_named_before_any_upload() {
     assert!(starts(&aws.requests()).is_empty(), "no snapshot started");
 }
 
-/// One build, two images (`--output raw,ami` writes `small.raw` and `small-ami.raw` under one
-/// manifest and build ID): publishing one never reuses the AMI made of the other, and the
-/// same image published again is reused.
+/// One build, two EC2 images under one manifest and build ID: publishing one never reuses
+/// the AMI made of the other, and the same image published again is reused.
 #[test]
 fn images_of_one_build_get_their_own_amis() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,10 +20,12 @@ fuzz_target!(|data: &[u8]| {
     // The fragment is read as if it lay in this target's scratch folder, which stays
     // empty: every local file it names is missing or refused.
     let mut sources = Vec::new();
+    let confinement = kato_image::input::Confinement::new(&[scratch_dir()]).unwrap();
     let _ = translate_text(
         text,
         language,
         &scratch_dir().join("fragment"),
+        &confinement,
         &mut sources,
     );
 });

@@ -54,6 +54,10 @@ pub struct BuildArgs {
     /// releases whose PXE initramfs drops appended OEM files), with a warning.
     #[arg(long)]
     pub allow_known_issues: bool,
+    /// Write `--output ami` disks (OUT/<role>-ami.raw) without uploading them, for `publish
+    /// ami` later (AWS is not needed).
+    #[arg(long)]
+    pub no_publish: bool,
     /// AWS region for `--output ami` (default: the AWS configuration's).
     #[arg(long)]
     pub region: Option<String>,
@@ -170,6 +174,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             retries: options.retries,
             wait: std::time::Duration::from_secs(args.wait_timeout),
         },
+        publish_ami: !args.no_publish,
         signer: signer.as_ref(),
         builder_id: &builder_id,
     };

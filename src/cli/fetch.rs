@@ -139,7 +139,12 @@ impl ReleaseArgs {
             let mut data = Vec::new();
             for path in &self.keyring {
                 data.extend(
-                    std::fs::read(path).prefix(|| format!("--keyring {}", path.display()))?,
+                    kato_image::input::read_regular(
+                        path,
+                        kato_image::verify::MAX_KEYRING,
+                        "keyring",
+                    )
+                    .prefix(|| "--keyring")?,
                 );
                 data.push(b'\n');
             }

@@ -106,6 +106,9 @@ fn print_text(report: &DiskReport) {
             for f in files {
                 say!("  {:<8} {} {:>10}  {}", f.kind, f.mode, f.size, f.path);
             }
+            for what in &report.oem_not_listed {
+                say!("  also: {what}");
+            }
         }
         (None, Some(error)) => say!("\nOEM files: cannot list ({error})"),
         (None, None) => {}

@@ -47,6 +47,10 @@ pub struct ProjectArgs {
     /// Folder of unit files [default: `units` beside the profiles folder].
     #[arg(long, value_name = "DIR")]
     pub units: Option<PathBuf>,
+    /// Profiles and fragments may also name files inside this folder (after links are
+    /// followed); by default only files inside the profiles folder are read.
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -150,7 +154,10 @@ impl From<FormatArg> for Format {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     progress::LINES_WANTED.store(cli.progress, std::sync::atomic::Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +166,32 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and the version as clap prints them; a mistake on the command line as one line,
+/// with clap's usage exit status.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid command line");
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!(
+        "kato-image: error: {} (kato-image --help lists the options)",
+        kato_image::origin::printable(message)
+    );
+    ExitCode::from(2)
 }
 
 /// The error on one line. Every error's message already includes its causes (library errors
@@ -183,7 +216,11 @@ impl<T, E: std::fmt::Display> Prefix<T> for Result<T, E> {
 }
 
 pub fn open(project: &ProjectArgs) -> anyhow::Result<Project> {
-    Ok(Project::open(&project.profiles, project.units.as_deref())?)
+    Ok(Project::open(
+        &project.profiles,
+        project.units.as_deref(),
+        project.files_dir.as_deref(),
+    )?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

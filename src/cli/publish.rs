@@ -107,6 +107,15 @@ pub struct AmiArgs {
     /// Root volume type.
     #[arg(long, default_value_t = AmiOutput::default().volume_type, value_parser = choice::<VolumeType>(&["gp3", "gp2", "io1", "io2", "standard"]))]
     pub volume_type: VolumeType,
+    /// Root volume size in GiB (at least the image's) [default: 16, as Flatcar's AMIs]
+    #[arg(long, value_name = "GIB", default_value_t = AmiOutput::default().volume_size_gib)]
+    pub volume_size: u64,
+    /// Provisioned IOPS of the root volume (required for io1 and io2, optional for gp3).
+    #[arg(long, value_name = "N")]
+    pub iops: Option<u32>,
+    /// Throughput of a gp3 root volume, in MiB/s.
+    #[arg(long, value_name = "MIBPS")]
+    pub throughput: Option<u32>,
     /// Encrypt the snapshot with this KMS key.
     #[arg(long, value_name = "ARN")]
     pub kms_key: Option<String>,
@@ -216,10 +225,14 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
         .clone()
         .unwrap_or_else(|| Manifest::beside(&args.image));
     let manifest = Manifest::read(&path).map_err(|e| match e {
-        ManifestError::Io { path, source } => anyhow::anyhow!(
-            "{}: the build manifest of {} ({source}); pass --manifest FILE",
+        ManifestError::Read { path, source } => anyhow::anyhow!(
+            "{}: the build manifest of {} ({}); pass --manifest FILE",
             path.display(),
-            args.image.display()
+            args.image.display(),
+            match source {
+                kato_image::input::InputError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            }
         ),
         e => e.into(),
     })?;
@@ -237,6 +250,17 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
             }
         )
     })?;
+    // The generic image has no EC2 OEM (oem_id "ec2" and its kernel arguments such as
+    // nvme_core.io_timeout and net.ifnames=0, the EC2 sysext): as an AMI it boots without
+    // what EC2 instances need.
+    if disk.from != kato_image::release::AMI_IMAGE_FILE {
+        let role = &manifest.role;
+        anyhow::bail!(
+            "{}: made from {}, Flatcar's generic image, which lacks EC2's OEM (its kernel arguments and sysext); publish {role}-ami.raw, made by `kato-image build --role {role} --output ami` (add --no-publish to upload it later with `publish ami`)",
+            args.image.display(),
+            disk.from
+        );
+    }
     let image = std::fs::File::open(&args.image).prefix(|| args.image.display().to_string())?;
     let size = image
         .metadata()
@@ -267,8 +291,12 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
             disk.blake3
         );
     }
-    if let Some(why) = ami_settings(args).unbootable(manifest.release.board) {
+    let settings = ami_settings(args);
+    if let Some(why) = settings.unbootable(manifest.release.board) {
         anyhow::bail!("--boot-mode: {why}");
+    }
+    if let Some((field, why)) = settings.volume_problem() {
+        anyhow::bail!("--{}: {why}", field.replace('_', "-"));
     }
     Ok((manifest, disk))
 }
@@ -285,6 +313,9 @@ fn ami_settings(args: &AmiArgs) -> AmiOutput {
         tpm: args.tpm,
         public: args.public,
         volume_type: args.volume_type,
+        volume_size_gib: args.volume_size,
+        iops: args.iops,
+        throughput: args.throughput,
     }
 }
 

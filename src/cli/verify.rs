@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kato_image::emit::ami::{AwsOptions, Publisher};
+use kato_image::provenance::allowed_signers::AllowedSigners;
 use kato_image::provenance::check::{self, Report, Trust};
-use kato_image::provenance::sshkey;
 use kato_image::verify::Keyring;
 
 #[derive(Args, Debug)]
@@ -23,6 +23,11 @@ pub struct VerifyArgs {
     /// -Y verify`); the build's signatures are then required.
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// With `--allowed-signers`: the signer's identity, matched against each line's
+    /// principals as `ssh-keygen -Y verify -I` matches it [default: the principals of the
+    /// line that names the signing key, as git does]
+    #[arg(long, value_name = "PRINCIPAL", requires = "allowed_signers")]
+    pub principal: Option<String>,
     /// Also prove that this AMI's root snapshot holds the image, block by block (EBS direct
     /// APIs; every block the snapshot has is read once).
     #[arg(long, value_name = "AMI-ID")]
@@ -47,19 +52,42 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             "{text} is an AMI: give the image it was published from, and the AMI with --ami (kato-image verify OUT/<role>-ami.raw --ami {text})"
         );
     }
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let read = |path: &PathBuf, limit: u64, what: &'static str| {
+        kato_image::input::read_regular(path, limit, what)
     };
     let trust = match (&args.key, &args.allowed_signers) {
-        (Some(path), _) => {
-            Trust::OpenPgp(Keyring::parse(&read(path)?, &path.display().to_string())?)
-        }
+        (Some(path), _) => Trust::OpenPgp(Keyring::parse(
+            &read(path, kato_image::verify::MAX_KEYRING, "keyring")?,
+            &path.display().to_string(),
+        )?),
         (None, Some(path)) => {
-            let keys = sshkey::allowed_signers(&String::from_utf8_lossy(&read(path)?));
-            if keys.is_empty() {
-                anyhow::bail!("{}: holds no ssh-ed25519 key", path.display());
+            let bytes = read(
+                path,
+                kato_image::provenance::allowed_signers::MAX_FILE,
+                "allowed signers file",
+            )?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not UTF-8 text (byte {} is not part of a character)",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            let signers = AllowedSigners::parse(&text, &path.display().to_string())?;
+            if !signers.has_ed25519() {
+                anyhow::bail!(
+                    "{}: names no plain ssh-ed25519 key, the only kind kato-image signs with",
+                    path.display()
+                );
             }
-            Trust::Ssh(keys)
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            Trust::Ssh {
+                signers,
+                principal: args.principal.clone(),
+                now,
+            }
         }
         (None, None) => Trust::None,
     };

@@ -4,6 +4,7 @@
 pub mod cloud_config;
 pub mod data_url;
 pub mod ignition;
+pub mod rules;
 
 pub use data_url::encode as data_url;
 

@@ -233,6 +233,27 @@ pub fn primary_layout(head: &[u8]) -> Option<Vec<(u32, u64, u64)>> {
     Some(used)
 }
 
+/// A disk whose primary header (LBA 1) reads as zeros, so that gptman goes to the backup.
+struct WithoutPrimary<'a, D>(&'a mut D);
+
+impl<D: Read + Seek> Read for WithoutPrimary<'_, D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let at = self.0.stream_position()?;
+        let n = self.0.read(buf)?;
+        let (start, end) = (SECTOR.max(at), (2 * SECTOR).min(at + n as u64));
+        if start < end {
+            buf[(start - at) as usize..(end - at) as usize].fill(0);
+        }
+        Ok(n)
+    }
+}
+
+impl<D: Seek> Seek for WithoutPrimary<'_, D> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
 /// Checks sector 0: a protective MBR, not a plain MBR, not something else.
 fn check_mbr(disk: &mut (impl Read + Seek), len: u64) -> Result<(), GptError> {
     if len < 34 * SECTOR {
@@ -306,9 +327,16 @@ impl PartitionTable {
                 }
             },
         };
-        // Both copies were checked above; gptman reads the primary, or the backup when the
-        // primary is damaged, and writes both back in their places.
-        let gpt = GPT::read_from(disk, SECTOR).map_err(|e| GptError::Header {
+        // Both copies were checked above, by our bounds; gptman reads the primary, and writes
+        // both back in their places. When the primary is the damaged one, gptman is shown a
+        // disk without it: given a primary whose CRC is right but whose entry array is not
+        // (0xFFFFFFFF entries, or entries of 0 bytes), it would read it and allocate or panic.
+        let read = if from_backup {
+            GPT::read_from(&mut WithoutPrimary(disk), SECTOR)
+        } else {
+            GPT::read_from(disk, SECTOR)
+        };
+        let gpt = read.map_err(|e| GptError::Header {
             which: if from_backup {
                 Which::Backup
             } else {

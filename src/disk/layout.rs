@@ -1,5 +1,5 @@
-//! Layout changes: a new partition before ROOT, made by moving ROOT's bytes further out and
-//! growing the disk. ROOT stays last, so Flatcar's first boot can still grow it to the disk.
+//! Layout changes: a new partition before ROOT, made by moving ROOT's bytes further out, and
+//! a larger disk. ROOT stays last, so Flatcar's first boot can still grow it to the disk.
 
 use super::Tracked;
 use super::gpt::{GptError, Partition, PartitionTable, SECTOR};
@@ -100,11 +100,14 @@ pub fn insert_before_root(
     Ok(added)
 }
 
-/// Grows the disk to `new_len` bytes (a whole number of sectors, larger than now) and ROOT,
-/// the last partition, to its end: Flatcar grows ROOT's filesystem to the partition on first
-/// boot. The old backup header's sectors, now inside ROOT, become a hole so nothing finds a
-/// stale table there. Returns the grown ROOT.
-pub fn grow_root(
+/// Grows the disk to `new_len` bytes (a whole number of sectors, not smaller than now),
+/// moving the backup header to the new end and leaving every partition as it was: ROOT ends
+/// where the vendor's image ends it, with the new space free after it. Flatcar's first boot
+/// grows ROOT into that space and then its ext4 (`extend-filesystems`: `cgpt resize`, then
+/// `resize2fs` only if the partition grew); a ROOT entry grown here would leave its ext4 at
+/// the image's size for good. The old backup header's sectors become a hole, so nothing
+/// finds a stale table there. Returns ROOT.
+pub fn grow_disk(
     disk: &mut Tracked,
     table: &mut PartitionTable,
     new_len: u64,
@@ -131,11 +134,6 @@ pub fn grow_root(
     disk.set_len(new_len)?;
     disk.punch_hole(backup_start, old_len - backup_start)?;
     table.grow_to(new_len);
-    let grown = Partition {
-        last_lba: table.last_usable_lba(),
-        ..root
-    };
-    table.set(&grown)?;
     table.write(disk, new_len)?;
-    Ok(grown)
+    Ok(root)
 }

@@ -43,7 +43,7 @@ pub struct PxeInputs<'a> {
 /// The overlay archive: the config at both paths Flatcar's initrds read, with folders.
 pub fn overlay(config: &[u8], mtime: u32) -> Vec<u8> {
     let file = cpio::Node::File {
-        mode: 0o644,
+        mode: super::oem::CONFIG_MODE,
         data: config.to_vec(),
     };
     let entries = BTreeMap::from([
@@ -59,7 +59,7 @@ pub fn overlay(config: &[u8], mtime: u32) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
-/// Kernel arguments for a role: first boot, the console and OEM id of the preset, autologin
+/// Kernel arguments for a role: first boot, the console of the preset, autologin
 /// if asked, the profile's arguments, and `initrd=` for each initrd (UEFI iPXE needs them).
 pub fn kernel_args(
     settings: &IpxeOutput,
@@ -67,17 +67,18 @@ pub fn kernel_args(
     initrds: &[&str],
 ) -> Vec<String> {
     let mut args = vec!["flatcar.first_boot=1".to_string()];
+    // The last `console=` is /dev/console. Flatcar's GRUB keeps the screen primary
+    // (`console=ttyS0,115200n8 console=tty0`), and so does `metal`. `packet` keeps the serial
+    // port Equinix Metal's machines had, and no `flatcar.oem.id=packet`: that makes Flatcar's
+    // initrd fetch its metadata service (gone since 2026-06-30) or drop to the emergency shell.
     match settings.console.as_deref() {
         Some(console) => args.push(format!("console={console}")),
         None => match settings.preset {
             IpxePreset::Metal => {
-                args.extend(["console=tty0".into(), "console=ttyS0,115200n8".into()])
+                args.extend(["console=ttyS0,115200n8".into(), "console=tty0".into()])
             }
             IpxePreset::Packet => args.push("console=ttyS1,115200n8".into()),
         },
-    }
-    if settings.preset == IpxePreset::Packet {
-        args.push("flatcar.oem.id=packet".into());
     }
     if settings.autologin {
         args.push("flatcar.autologin".into());
@@ -283,7 +284,6 @@ mod tests {
             [
                 "flatcar.first_boot=1",
                 "console=ttyS1,115200n8",
-                "flatcar.oem.id=packet",
                 "a=b",
                 "initrd=x.cpio.gz"
             ]
@@ -292,7 +292,18 @@ mod tests {
             autologin: true,
             ..IpxeOutput::default()
         };
-        assert!(kernel_args(&metal, &[], &[]).contains(&"flatcar.autologin".to_string()));
+        let args = kernel_args(&metal, &[], &[]);
+        assert!(args.contains(&"flatcar.autologin".to_string()));
+        let consoles: Vec<&str> = args
+            .iter()
+            .filter(|a| a.starts_with("console="))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            consoles,
+            ["console=ttyS0,115200n8", "console=tty0"],
+            "the screen last, as Flatcar's GRUB"
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta, Timespec, TreeError};
 
 pub const CONFIG_PATH: &str = "config.ign";
+/// A config carries keys and tokens: root's alone, as `flatcar-install` writes it (`umask
+/// 077`), in the OEM filesystem and in the PXE overlay alike.
+pub const CONFIG_MODE: u32 = 0o600;
 pub const GRUB_CFG_PATH: &str = "grub.cfg";
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,7 @@ pub fn grub_lines(role: &str, kernel_args: &[String]) -> String {
     )
 }
 
-/// Puts the config and kernel arguments into an OEM tree. New files are root-owned 0644 with
+/// Puts the config (root's, 0600) and kernel arguments into an OEM tree. New files are root-owned 0644 with
 /// times `time`; an existing `grub.cfg` keeps its metadata and contents, with lines added.
 pub fn bake(
     tree: &mut FileTree,
@@ -40,7 +43,7 @@ pub fn bake(
     let dir_meta = Meta::new(0o755, time);
     tree.insert(
         CONFIG_PATH,
-        Entry::file(file_meta.clone(), config.to_vec()),
+        Entry::file(Meta::new(CONFIG_MODE, time), config.to_vec()),
         &dir_meta,
     )?;
     let lines = grub_lines(role, kernel_args);

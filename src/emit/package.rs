@@ -94,7 +94,7 @@ pub fn grow(copy: &mut WorkingCopy, platform: Platform) -> Result<(), PackageErr
         .map_err(|e| layout_error(e.into()))?;
     let new_len = target_len(platform, len, root.len())?;
     let mut table = copy.table.clone();
-    layout::grow_root(&mut copy.tracked(), &mut table, new_len).map_err(layout_error)?;
+    layout::grow_disk(&mut copy.tracked(), &mut table, new_len).map_err(layout_error)?;
     copy.table = table;
     Ok(())
 }

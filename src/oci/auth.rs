@@ -107,6 +107,9 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// The largest Docker config read.
+pub const MAX_CONFIG: u64 = 4 << 20;
+
 /// The credentials `config` holds for `registry` (`docker.io` also matches Docker Hub's
 /// historical key). A missing file means none.
 pub fn credentials_for(config: &Path, registry: &str) -> Result<Option<Credentials>, ConfigError> {
@@ -114,9 +117,13 @@ pub fn credentials_for(config: &Path, registry: &str) -> Result<Option<Credentia
         path: config.to_path_buf(),
         why,
     };
-    let bytes = match std::fs::read(config) {
+    let bytes = match crate::input::read_regular(config, MAX_CONFIG, "Docker config") {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(crate::input::InputError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(fail(e.to_string())),
     };
     #[derive(serde::Deserialize)]

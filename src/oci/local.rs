@@ -69,8 +69,12 @@ pub fn import(
     let result = (|| {
         // Reads go straight into the reader's buffer (no zeroed MiB for every archive), and
         // each side's errors name its own file.
-        let file = File::open(path).map_err(io_error(path))?;
-        let mut source = io::BufReader::with_capacity(1 << 20, file);
+        // A regular file only (a FIFO or a device would never end), read to its length.
+        let (file, len) = crate::input::open_regular(path).map_err(|e| match e {
+            crate::input::InputError::Io { source, .. } => io_error(path)(source),
+            other => io_error(path)(io::Error::other(other.reason())),
+        })?;
+        let mut source = io::BufReader::with_capacity(1 << 20, io::Read::take(file, len));
         let out = File::create(&temp).map_err(io_error(&temp))?;
         let mut out = Sha256Writer::new(out);
         loop {

@@ -25,6 +25,9 @@ pub enum ProfileError {
     Cycle { origin: Origin, chain: String },
     #[error("{origin}: {message}")]
     Invalid { origin: Origin, message: String },
+    /// A file the profile names (or the profile file itself) that may not be read.
+    #[error("{0}")]
+    Input(#[from] crate::input::InputError),
 }
 
 impl ProfileError {

@@ -1,7 +1,6 @@
 //! Folding an `extends` chain into one profile: maps merge key by key, lists append,
 //! scalars override. Values keep the file and position they were written at.
 
-use std::fs;
 use std::path::Path;
 
 use serde_saphyr::Spanned;
@@ -12,9 +11,17 @@ use super::{
     AmiOutput, FileSpec, ImageSource, Instances, IpxeOutput, Located, Outputs, Profile,
     ProfileError, Release, UnitSpec, User,
 };
+use crate::input::Confinement;
 use crate::origin::Origin;
 
-pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError> {
+/// The largest file a profile's `files:` entry reads (`source:`): it goes into the config.
+pub const MAX_FILE_SOURCE: u64 = crate::profile::fragment::MAX_LOCAL_FILE;
+
+pub(super) fn merge(
+    role: &str,
+    chain: &[Layer],
+    confinement: &Confinement,
+) -> Result<Profile, ProfileError> {
     let mut profile = Profile {
         role: role.to_string(),
         description: None,
@@ -46,7 +53,10 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         if let Some(release) = &doc.release {
             let r = &mut profile.release;
             r.channel = release.channel.unwrap_or(r.channel);
-            r.board = release.board.unwrap_or(r.board);
+            if let Some(board) = &release.board {
+                r.board = board.value;
+                r.board_origin = Some(at(board.referenced));
+            }
             if let Some(version) = &release.version {
                 r.version = version.value.clone();
             }
@@ -86,7 +96,9 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
             });
         }
         for file in doc.files.iter().flatten() {
-            profile.files.push(file_spec(file, &layer.path)?);
+            profile
+                .files
+                .push(file_spec(file, &layer.path, confinement)?);
         }
         for unit in doc.units.iter().flatten() {
             profile.units.push(unit_spec(unit, &layer.path)?);
@@ -100,7 +112,7 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
         for image in doc.images.iter().flatten() {
             let origin = at(image.referenced);
             profile.images.push(Located {
-                value: image_source(&image.value, &layer.path, &origin)?,
+                value: image_source(&image.value, &layer.path, &origin, confinement)?,
                 origin,
             });
         }
@@ -147,7 +159,8 @@ pub(super) fn merge(role: &str, chain: &[Layer]) -> Result<Profile, ProfileError
             merge_outputs(&mut outputs, doc_outputs);
         }
         for entry in doc.ignition.iter().flatten() {
-            let fragment = super::fragment::load(entry, &layer.path, &mut fragment_sources)?;
+            let fragment =
+                super::fragment::load(entry, &layer.path, confinement, &mut fragment_sources)?;
             profile.fragments.merge(fragment)?;
         }
     }
@@ -185,6 +198,7 @@ fn image_source(
     doc: &ImageDoc,
     profile_path: &Path,
     origin: &Origin,
+    confinement: &Confinement,
 ) -> Result<ImageSource, ProfileError> {
     let invalid = |why: String| ProfileError::invalid(origin.clone(), format!("images: {why}"));
     let (reference, archive, sha256) = match doc {
@@ -217,10 +231,14 @@ fn image_source(
                 None => None,
             };
             let dir = profile_path.parent().unwrap_or(Path::new("."));
-            Ok(ImageSource::Archive {
-                path: dir.join(path),
-                sha256,
-            })
+            let path = dir.join(path);
+            // One that is missing is told when the build is planned.
+            if path.symlink_metadata().is_ok() {
+                confinement
+                    .resolve(&path)
+                    .map_err(|e| invalid(e.to_string()))?;
+            }
+            Ok(ImageSource::Archive { path, sha256 })
         }
         (Some(_), Some(_)) => Err(invalid(
             "an image has a `reference` or an `archive`, not both".into(),
@@ -254,7 +272,11 @@ fn parse_size(value: &Scalar) -> Option<u64> {
     number.checked_mul(factor)
 }
 
-fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileError> {
+fn file_spec(
+    file: &FileDoc,
+    profile_path: &Path,
+    confinement: &Confinement,
+) -> Result<FileSpec, ProfileError> {
     let origin = Origin::from_location(profile_path, file.path.referenced);
     let mode = match &file.mode {
         None => 0o644,
@@ -290,12 +312,14 @@ fn file_spec(file: &FileDoc, profile_path: &Path) -> Result<FileSpec, ProfileErr
         (None, Some(source)) => {
             let folder = profile_path.parent().unwrap_or(Path::new("."));
             let path = folder.join(&source.value);
-            fs::read(&path).map_err(|e| {
-                ProfileError::invalid(
-                    Origin::from_location(profile_path, source.referenced),
-                    format!("files: source {}: {e}", path.display()),
-                )
-            })?
+            confinement
+                .read(&path, MAX_FILE_SOURCE, "file in a config")
+                .map_err(|e| {
+                    ProfileError::invalid(
+                        Origin::from_location(profile_path, source.referenced),
+                        format!("files: source: {e}"),
+                    )
+                })?
         }
         (Some(_), Some(_)) => {
             return Err(ProfileError::invalid(
@@ -456,7 +480,17 @@ fn merge_outputs(into: &mut OutputsDoc, from: &OutputsDoc) {
         macro_rules! take {
             ($($field:ident),*) => { $( if ami.$field.is_some() { base.$field = ami.$field.clone(); } )* };
         }
-        take!(regions, boot_mode, imds_v2, tpm, public, volume_type);
+        take!(
+            regions,
+            boot_mode,
+            imds_v2,
+            tpm,
+            public,
+            volume_type,
+            volume_size,
+            iops,
+            throughput
+        );
     }
     if let Some(ipxe) = &from.ipxe {
         let base = into.ipxe.get_or_insert_with(Default::default);
@@ -480,6 +514,9 @@ fn resolve_outputs(doc: OutputsDoc) -> Outputs {
                 tpm: ami.tpm.unwrap_or(default.tpm),
                 public: ami.public.unwrap_or(default.public),
                 volume_type: ami.volume_type.unwrap_or(default.volume_type),
+                volume_size_gib: ami.volume_size.unwrap_or(default.volume_size_gib),
+                iops: ami.iops,
+                throughput: ami.throughput,
             }
         }),
         ipxe: doc.ipxe.map(|ipxe| {

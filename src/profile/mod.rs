@@ -54,6 +54,17 @@ pub struct Profile {
     pub sources: Vec<SourceFile>,
 }
 
+impl Profile {
+    /// The profile as a whole, for messages about no line in particular: the last file read
+    /// for it.
+    pub fn origin(&self) -> Origin {
+        self.sources
+            .last()
+            .map(|s| Origin::file(&s.path))
+            .unwrap_or_else(|| Origin::file(std::path::Path::new(&self.role)))
+    }
+}
+
 /// A machine of a role: its MAC address (lower case) and what `boot.ipxe` tells it on its
 /// kernel command line (`kato.instance=`, `kato.hostname=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +88,8 @@ pub struct Release {
     pub version: String,
     pub board: Board,
     pub url: Option<String>,
+    /// Where a profile set the board, if one did.
+    pub board_origin: Option<Origin>,
 }
 
 impl Default for Release {
@@ -86,6 +99,7 @@ impl Default for Release {
             version: "current".into(),
             board: Board::Amd64,
             url: None,
+            board_origin: None,
         }
     }
 }
@@ -163,7 +177,15 @@ pub struct AmiOutput {
     pub tpm: bool,
     pub public: bool,
     pub volume_type: VolumeType,
+    /// The root volume's size in GiB; instances get this much disk, and Flatcar grows ROOT
+    /// to it on first boot.
+    pub volume_size_gib: u64,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
 }
+
+/// Flatcar registers its AMIs with a 16 GiB root volume (mantle, `platform/api/aws`).
+pub const FLATCAR_AMI_VOLUME_GIB: u64 = 16;
 
 impl AmiOutput {
     /// Why these settings cannot boot on `board`, if they cannot: EC2 starts arm64
@@ -174,6 +196,65 @@ impl AmiOutput {
                 "legacy-bios cannot boot {board} (EC2 starts arm64 instances with UEFI only); use uefi or uefi-preferred"
             )
         })
+    }
+
+    /// The setting RegisterImage would refuse, and why (EBS's limits per volume type), so
+    /// that it is told before anything is uploaded.
+    pub fn volume_problem(&self) -> Option<(&'static str, String)> {
+        let kind = self.volume_type;
+        let size = self.volume_size_gib;
+        let max_size = if kind == VolumeType::Standard {
+            1024
+        } else {
+            16384
+        };
+        if !(1..=max_size).contains(&size) {
+            return Some((
+                "volume_size",
+                format!("{size} GiB: a {kind} volume is 1 to {max_size} GiB"),
+            ));
+        }
+        // (lowest, highest, most per GiB) provisioned IOPS, per EBS's volume types.
+        let iops_range = match kind {
+            VolumeType::Gp3 => Some((3000, 80_000, 500)),
+            VolumeType::Io1 => Some((100, 64_000, 50)),
+            VolumeType::Io2 => Some((100, 256_000, 1000)),
+            VolumeType::Gp2 | VolumeType::Standard => None,
+        };
+        match (self.iops, iops_range) {
+            (None, _) if matches!(kind, VolumeType::Io1 | VolumeType::Io2) => {
+                return Some((
+                    "iops",
+                    format!(
+                        "a {kind} volume needs its provisioned IOPS (RegisterImage requires Iops for io1 and io2)"
+                    ),
+                ));
+            }
+            (Some(_), None) => {
+                return Some(("iops", format!("a {kind} volume takes no provisioned IOPS")));
+            }
+            (Some(iops), Some((low, high, per_gib))) => {
+                let most = high.min(per_gib * size.min(u64::from(u32::MAX)) as u32);
+                if iops < low || iops > most {
+                    return Some((
+                        "iops",
+                        format!("{iops}: a {size} GiB {kind} volume takes {low} to {most} IOPS"),
+                    ));
+                }
+            }
+            (None, _) => {}
+        }
+        match (self.throughput, kind) {
+            (Some(t), VolumeType::Gp3) if !(125..=2000).contains(&t) => Some((
+                "throughput",
+                format!("{t} MiB/s: a gp3 volume takes 125 to 2000 MiB/s"),
+            )),
+            (Some(_), VolumeType::Gp3) | (None, _) => None,
+            (Some(_), _) => Some((
+                "throughput",
+                format!("only gp3 volumes take a throughput, not {kind}"),
+            )),
+        }
     }
 }
 
@@ -188,6 +269,9 @@ impl Default for AmiOutput {
             tpm: false,
             public: false,
             volume_type: VolumeType::Gp3,
+            volume_size_gib: FLATCAR_AMI_VOLUME_GIB,
+            iops: None,
+            throughput: None,
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct ProfileDoc {
 pub struct ReleaseDoc {
     pub channel: Option<Channel>,
     pub version: Option<Spanned<String>>,
-    pub board: Option<Board>,
+    pub board: Option<Spanned<Board>>,
     /// URL template with `{channel}`, `{board}` and `{version}`.
     pub url: Option<Spanned<String>>,
 }
@@ -216,6 +216,12 @@ pub struct AmiOutputDoc {
     pub tpm: Option<bool>,
     pub public: Option<bool>,
     pub volume_type: Option<VolumeType>,
+    /// The root volume's size in GiB (at least the image's).
+    pub volume_size: Option<u64>,
+    /// Provisioned IOPS: required for io1 and io2, optional for gp3.
+    pub iops: Option<u32>,
+    /// gp3 throughput in MiB/s.
+    pub throughput: Option<u32>,
 }
 
 /// The EBS volume types an AMI's root volume can be (st1 and sc1 cannot boot).

@@ -10,10 +10,12 @@ use crate::platform::Container;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::allowed_signers::AllowedSigners;
 use super::dsse::{self, Envelope};
-use super::sshkey::{self, PublicKey};
+use super::sshkey;
 use super::{PAYLOAD_TYPE, Statement};
 use crate::disk::{PartitionTable, ZeroLeaves, digest};
+use crate::input::InputError;
 use crate::manifest::Manifest;
 use crate::verify::Keyring;
 use crate::wording::JsonFault;
@@ -23,8 +25,13 @@ pub enum Trust {
     /// No key given: signatures are reported, not required.
     None,
     OpenPgp(Keyring),
-    /// The keys of an `allowed_signers` file.
-    Ssh(Vec<PublicKey>),
+    /// An `allowed_signers` file, for this principal if one is named (as `ssh-keygen -Y
+    /// verify -I`), judged at this time (seconds since the epoch).
+    Ssh {
+        signers: AllowedSigners,
+        principal: Option<String>,
+        now: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +45,15 @@ pub enum CheckError {
     Manifest(#[from] crate::manifest::ManifestError),
     #[error("{}: {why}", path.display())]
     Refused { path: PathBuf, why: String },
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// The largest statement, envelope or signature read: a role's are a few KiB.
+pub const MAX_PROVENANCE_FILE: u64 = 16 << 20;
+
+fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>, CheckError> {
+    Ok(crate::input::read_regular(path, MAX_PROVENANCE_FILE, what)?)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -167,8 +183,7 @@ pub fn verify(
     zeros: &mut ZeroLeaves,
 ) -> Result<Report, CheckError> {
     let manifest_path = manifest.map_or_else(|| Manifest::beside(image), Path::to_path_buf);
-    let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
-    let m = Manifest::read(&manifest_path)?;
+    let (m, manifest_bytes) = Manifest::read_bytes(&manifest_path)?;
     let name = Manifest::image_name(image);
     let disk = m.disk(&name).ok_or_else(|| CheckError::Refused {
         path: manifest_path.clone(),
@@ -319,13 +334,15 @@ fn signed_statement(
                 envelope_path.display()
             ));
         }
-        let statement = match std::fs::read(&statement_path) {
+        let statement = match read_small(&statement_path, "provenance statement") {
             Ok(bytes) => Some(parse_statement(&bytes, &statement_path)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CheckError::Input(InputError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 problems.push(format!("{}: missing", statement_path.display()));
                 None
             }
-            Err(e) => return Err(io(&statement_path)(e)),
+            Err(e) => return Err(e),
         };
         return Ok(Signed {
             state: SignatureState::Unsigned,
@@ -333,57 +350,78 @@ fn signed_statement(
             statement,
         });
     }
-    let text = std::fs::read(&envelope_path).map_err(io(&envelope_path))?;
+    let text = read_small(&envelope_path, "DSSE envelope")?;
     let refused = |why: String| CheckError::Refused {
         path: envelope_path.clone(),
         why,
     };
-    let envelope: Envelope = serde_json::from_slice(&text)
-        .map_err(|e| refused(format!("not a DSSE envelope: {}", JsonFault::from(e))))?;
-    if envelope.payload_type != PAYLOAD_TYPE {
-        return Err(refused(format!(
-            "payload type {:?}, not {PAYLOAD_TYPE}",
-            envelope.payload_type
-        )));
+    // An in-toto bundle: one envelope per line.
+    let mut envelopes = Vec::new();
+    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = |why: String| refused(format!("line {}: {why}", index + 1));
+        let envelope: Envelope = serde_json::from_slice(line)
+            .map_err(|e| at(format!("not a DSSE envelope: {}", JsonFault::from(e))))?;
+        if envelope.payload_type != PAYLOAD_TYPE {
+            return Err(at(format!(
+                "payload type {:?}, not {PAYLOAD_TYPE}",
+                envelope.payload_type
+            )));
+        }
+        let payload = envelope.payload_bytes().map_err(&at)?;
+        let statement = parse_statement(&payload, &envelope_path)?;
+        envelopes.push((envelope, payload, statement));
     }
-    let payload = envelope.payload_bytes().map_err(refused)?;
-    let statement = parse_statement(&payload, &envelope_path)?;
+    if envelopes.is_empty() {
+        return Err(refused("holds no envelope".into()));
+    }
     if !required {
         return Ok(Signed {
             state: SignatureState::NotChecked,
             signer: None,
-            statement: Some(statement),
+            statement: Some(envelopes.swap_remove(0).2),
         });
     }
-    let pae = dsse::pae(&envelope.payload_type, &payload);
     let mut signer = None;
-    for sig in &envelope.signatures {
-        let bytes = dsse::decode_sig(&sig.sig).map_err(&refused)?;
-        if let Some(who) = check_signature(trust, &pae, &bytes, &envelope_path) {
-            signer = Some(who);
-            break;
+    let mut held_back = None;
+    'envelopes: for (index, (envelope, payload, _)) in envelopes.iter().enumerate() {
+        let pae = dsse::pae(&envelope.payload_type, payload);
+        for sig in &envelope.signatures {
+            let bytes = dsse::decode_sig(&sig.sig).map_err(&refused)?;
+            match check_signature(trust, &pae, &bytes, &envelope_path) {
+                Ok(who) => {
+                    signer = Some((index, who));
+                    break 'envelopes;
+                }
+                Err(why) => held_back = held_back.or(why),
+            }
         }
     }
-    let Some(signer) = signer else {
+    let Some((index, signer)) = signer else {
+        let envelope = &envelopes[0].0;
         problems.push(format!(
-            "{}: no signature by a trusted key (signed by {})",
+            "{}: no signature by a trusted key (signed by {}){}",
             envelope_path.display(),
             envelope
                 .signatures
                 .iter()
                 .map(|s| s.keyid.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            held_back.map_or_else(String::new, |why| format!("; {why}"))
         ));
         return Ok(Signed {
             state: SignatureState::Untrusted,
             signer: None,
-            statement: Some(statement),
+            statement: Some(envelopes.swap_remove(0).2),
         });
     };
-    match std::fs::read(&detached_path) {
+    let statement = envelopes.swap_remove(index).2;
+    match read_small(&detached_path, "signature") {
         Ok(sig) => {
-            if check_signature(trust, manifest_bytes, &sig, &detached_path).is_none() {
+            if check_signature(trust, manifest_bytes, &sig, &detached_path).is_err() {
                 problems.push(format!(
                     "{}: does not verify {} with the trusted key: the manifest was changed after signing, or another key signed it",
                     detached_path.display(),
@@ -408,25 +446,39 @@ fn parse_statement(bytes: &[u8], path: &Path) -> Result<Statement, CheckError> {
 }
 
 /// Who made `signature` over `data`, if a trusted key did: an OpenPGP signature packet, a
-/// raw Ed25519 signature, or an armored SSH signature.
-fn check_signature(trust: &Trust, data: &[u8], signature: &[u8], path: &Path) -> Option<String> {
+/// raw Ed25519 signature, or an armored SSH signature. Otherwise why the signer is not
+/// trusted, when the signature is good but its key is held back by the trust file.
+fn check_signature(
+    trust: &Trust,
+    data: &[u8],
+    signature: &[u8],
+    path: &Path,
+) -> Result<String, Option<String>> {
     match trust {
-        Trust::None => None,
+        Trust::None => Err(None),
         Trust::OpenPgp(keyring) => keyring
             .verify_detached(signature, data, &path.display().to_string())
-            .ok()
-            .map(|info| format!("OpenPGP {}", info.signer_fingerprint)),
-        Trust::Ssh(keys) => {
+            .map(|info| format!("OpenPGP {}", info.signer_fingerprint))
+            .map_err(|_| None),
+        Trust::Ssh {
+            signers,
+            principal,
+            now,
+        } => {
             let key = if sshkey::is_sshsig(signature) {
-                let text = std::str::from_utf8(signature).ok()?;
-                sshkey::verify_sshsig(text, data).ok()?
+                let text = std::str::from_utf8(signature).map_err(|_| None)?;
+                sshkey::verify_sshsig(text, data).map_err(|_| None)?
             } else {
-                keys.iter()
-                    .find(|k| k.verify_raw(data, signature).is_ok())?
+                signers
+                    .keys()
+                    .find(|k| k.verify_raw(data, signature).is_ok())
+                    .ok_or(None)?
                     .clone()
             };
-            keys.contains(&key)
-                .then(|| format!("SSH {}", key.fingerprint()))
+            signers
+                .trusts(&key, principal.as_deref(), *now)
+                .map(|_| format!("SSH {}", key.fingerprint()))
+                .map_err(|refusal| Some(format!("{}: {refusal}", key.fingerprint())))
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Disk images are named by BLAKE3 (the manifest's digest, made while the image was written,
 //! so that provenance costs no second pass over gigabytes); smaller files by SHA-256.
 
+pub mod allowed_signers;
 pub mod check;
 pub mod dsse;
 pub mod sign;

@@ -20,16 +20,21 @@ use super::sshkey::{self, PrivateKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    #[error("{}: cannot read the signing key: {source}", path.display())]
+    #[error("{what}: {source}")]
     Read {
-        path: PathBuf,
-        source: std::io::Error,
+        what: &'static str,
+        source: crate::input::InputError,
     },
     #[error("{}: {why}", path.display())]
     Key { path: PathBuf, why: String },
     #[error("cannot sign with the OpenPGP key {fingerprint}: {why}")]
     Sign { fingerprint: String, why: String },
 }
+
+/// The largest signing key file read (an armored RSA-4096 key with its subkeys is ~15 KiB).
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+/// The largest passphrase file read.
+pub const MAX_PASSPHRASE_FILE: u64 = 64 << 10;
 
 /// Where an OpenPGP key's passphrase comes from; never from the command line itself, where
 /// other users and shell histories would see it.
@@ -71,10 +76,11 @@ impl Signer {
             path: path.to_path_buf(),
             why,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| SignError::Read {
-            path: path.to_path_buf(),
+        let key_file = |source| SignError::Read {
+            what: "the signing key (--sign-key)",
             source,
-        })?;
+        };
+        let text = crate::input::read_text(path, MAX_KEY_FILE, "signing key").map_err(key_file)?;
         let signer = if PrivateKey::is_armored(&text) {
             if !matches!(passphrase, Passphrase::None) {
                 return Err(key_error(
@@ -88,11 +94,14 @@ impl Signer {
             let password = match passphrase {
                 Passphrase::None => Password::empty(),
                 Passphrase::File(file) => {
-                    let text = std::fs::read_to_string(file).map_err(|source| SignError::Read {
-                        path: file.clone(),
-                        source,
-                    })?;
-                    Password::from(text.trim_end_matches(['\n', '\r']))
+                    let text =
+                        crate::input::read_text(file, MAX_PASSPHRASE_FILE, "passphrase file")
+                            .map_err(|source| SignError::Read {
+                                what: "the passphrase file (--sign-passphrase-file)",
+                                source,
+                            })?;
+                    // The first line is the passphrase; what follows is not part of it.
+                    Password::from(text.lines().next().unwrap_or("").trim_end_matches('\r'))
                 }
                 Passphrase::Env(name) => Password::from(std::env::var(name).map_err(|_| {
                     key_error(format!("the passphrase variable {name} is not set"))

@@ -220,7 +220,7 @@ impl PrivateKey {
 
     /// An armored SSH signature of `message` in [`NAMESPACE`].
     pub fn sshsig(&self, message: &[u8]) -> String {
-        let signed = signed_data(NAMESPACE, message);
+        let signed = signed_data(NAMESPACE, Hash::Sha512, message);
         let mut sig = Vec::new();
         put_string(&mut sig, ED25519.as_bytes());
         put_string(&mut sig, &self.sign_raw(&signed));
@@ -243,12 +243,27 @@ impl PrivateKey {
     }
 }
 
-fn signed_data(namespace: &str, message: &[u8]) -> Vec<u8> {
+/// The message digests an SSH signature may be made over.
+#[derive(Clone, Copy)]
+enum Hash {
+    Sha256,
+    Sha512,
+}
+
+fn signed_data(namespace: &str, hash: Hash, message: &[u8]) -> Vec<u8> {
     let mut out = b"SSHSIG".to_vec();
     put_string(&mut out, namespace.as_bytes());
     put_string(&mut out, b"");
-    put_string(&mut out, b"sha512");
-    put_string(&mut out, &Sha512::digest(message));
+    match hash {
+        Hash::Sha256 => {
+            put_string(&mut out, b"sha256");
+            put_string(&mut out, &Sha256::digest(message));
+        }
+        Hash::Sha512 => {
+            put_string(&mut out, b"sha512");
+            put_string(&mut out, &Sha512::digest(message));
+        }
+    }
     out
 }
 
@@ -261,7 +276,8 @@ pub fn is_sshsig(bytes: &[u8]) -> bool {
 pub fn verify_sshsig(armored: &str, message: &[u8]) -> Result<PublicKey, SshKeyError> {
     let blob = unarmor(armored, SIG_BEGIN, SIG_END).ok_or(SshKeyError::NotSignature)?;
     let mut r = Reader::new(&blob);
-    if r.take(6, "magic")? != b"SSHSIG" || r.u32("version")? != 1 {
+    // Version 0 is read as 1 is, as ssh-keygen reads it: only a newer one is refused.
+    if r.take(6, "magic")? != b"SSHSIG" || r.u32("version")? > 1 {
         return Err(SshKeyError::NotSignature);
     }
     let public = PublicKey::from_blob(r.string("public key")?)?;
@@ -271,26 +287,26 @@ pub fn verify_sshsig(armored: &str, message: &[u8]) -> Result<PublicKey, SshKeyE
     }
     r.string("reserved")?;
     let hash = r.string("hash algorithm")?;
-    if hash != b"sha512" {
-        return Err(SshKeyError::Malformed(r.at, "hash algorithm sha512"));
-    }
+    let hash = match hash {
+        b"sha512" => Hash::Sha512,
+        b"sha256" => Hash::Sha256,
+        _ => {
+            return Err(SshKeyError::Malformed(
+                r.at,
+                "hash algorithm sha256 or sha512",
+            ));
+        }
+    };
     let mut sig = Reader::new(r.string("signature")?);
+    if r.at != blob.len() {
+        return Err(SshKeyError::Malformed(r.at, "nothing after the signature"));
+    }
     if sig.string("signature type")? != ED25519.as_bytes() {
         return Err(SshKeyError::Malformed(r.at, "an ssh-ed25519 signature"));
     }
     let raw = sig.string("signature")?;
-    public.verify_raw(&signed_data(NAMESPACE, message), raw)?;
+    public.verify_raw(&signed_data(NAMESPACE, hash, message), raw)?;
     Ok(public)
-}
-
-/// The keys of an `allowed_signers` file (principals, options, key), skipping comments,
-/// blank lines and keys of other types.
-pub fn allowed_signers(text: &str) -> Vec<PublicKey> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(PublicKey::from_line)
-        .collect()
 }
 
 #[cfg(test)]
@@ -322,10 +338,5 @@ mod tests {
         for n in 0..blob.len() {
             assert!(PublicKey::from_blob(&blob[..n]).is_err());
         }
-        let line = format!(
-            "ops@example namespaces=\"kato-image\" ssh-ed25519 {} comment",
-            base64::engine::general_purpose::STANDARD.encode(&blob)
-        );
-        assert_eq!(allowed_signers(&line), [key.public]);
     }
 }

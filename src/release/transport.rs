@@ -186,6 +186,16 @@ impl Transport {
             .filter(|etag| !etag.starts_with("W/"))
             .or_else(|| header(reqwest::header::LAST_MODIFIED));
         let length = response.content_length();
+        let too_large = |announced: u64| TransportError::Network {
+            url: redact(url),
+            message: format!(
+                "the server announces {announced} bytes, more than any file kato-image fetches (at most {} GiB)",
+                MAX_BODY >> 30
+            ),
+        };
+        if let Some(announced) = length.filter(|&n| n > MAX_BODY) {
+            return Err(too_large(announced));
+        }
         match status {
             200 => Ok(Body {
                 content_type: header(reqwest::header::CONTENT_TYPE),
@@ -204,6 +214,9 @@ impl Transport {
                         url: redact(url),
                         message: format!("206 with an unusable Content-Range {range:?}"),
                     })?;
+                if let Some(announced) = total.filter(|&n| n > MAX_BODY) {
+                    return Err(too_large(announced));
+                }
                 if start != offset {
                     return Err(TransportError::Network {
                         url: redact(url),
@@ -238,6 +251,10 @@ impl Transport {
         }
     }
 }
+
+/// The most any file fetched may claim to be: Flatcar's largest image is about 1 GiB
+/// compressed, and container image layers are smaller; a server announcing more is wrong.
+pub const MAX_BODY: u64 = 64 << 30;
 
 fn open_file(url: &str, path: PathBuf, offset: u64) -> Result<Body, TransportError> {
     use std::io::{Seek, SeekFrom};

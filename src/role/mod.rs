@@ -115,8 +115,9 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
     files.sort_by(|a, b| a.path.cmp(&b.path));
     placed.units.sort_by(|a, b| a.name.cmp(&b.name));
     check_fragments(profile, &files, &placed)?;
+    check_core_groups(profile)?;
     let unit_sources = library_sources(&chosen);
-    Ok(RolePlan {
+    let plan = RolePlan {
         role: profile.role.clone(),
         users: profile.users.clone(),
         files,
@@ -128,7 +129,102 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
             .collect(),
         fragments: profile.fragments.clone(),
         unit_sources,
-    })
+    };
+    check_as_ignition(profile, &plan)?;
+    Ok(plan)
+}
+
+/// The groups Flatcar's `core` is in (baselayout's `/etc/group`), which Ignition's `usermod
+/// --groups` (without `--append`) would take from it if a config listed others.
+pub const CORE_GROUPS: [&str; 3] = ["wheel", "docker", "systemd-journal"];
+
+/// A `groups:` list for `core` replaces its groups: refused unless it keeps Flatcar's.
+fn check_core_groups(profile: &Profile) -> Result<(), RoleError> {
+    let own = profile
+        .users
+        .iter()
+        .filter(|u| u.name == "core" && !u.groups.is_empty())
+        .map(|u| (&u.groups, &u.origin));
+    let fragments = profile
+        .fragments
+        .users
+        .iter()
+        .filter(|u| u.value.name == "core")
+        .filter_map(|u| u.value.groups.as_ref().map(|g| (g, &u.origin)));
+    for (groups, origin) in own.chain(fragments) {
+        let removed: Vec<&str> = CORE_GROUPS
+            .into_iter()
+            .filter(|g| !groups.iter().any(|have| have == g))
+            .collect();
+        if !removed.is_empty() {
+            return Err(invalid(
+                origin,
+                format!(
+                    "users: `groups` for core replaces Flatcar's groups of core (Ignition runs usermod --groups, without --append), so core would lose {}; core is already in {}: leave `groups` out, or list those too",
+                    removed.join(", "),
+                    CORE_GROUPS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The config this plan renders, judged as Ignition judges it; a violation is told where
+/// the entry it concerns was written.
+fn check_as_ignition(profile: &Profile, plan: &RolePlan) -> Result<(), RoleError> {
+    let config = crate::config::ignition::config(plan);
+    let Some(violation) = crate::config::rules::check(&config).into_iter().next() else {
+        return Ok(());
+    };
+    let key = violation.key.as_str();
+    let origin = profile
+        .fragments
+        .nodes
+        .iter()
+        .filter(|n| n.value.path() == key)
+        .map(|n| &n.origin)
+        .chain(
+            profile
+                .files
+                .iter()
+                .filter(|f| f.path == key)
+                .map(|f| &f.origin),
+        )
+        .chain(
+            profile
+                .fragments
+                .units
+                .iter()
+                .filter(|u| u.value.name == key)
+                .map(|u| &u.origin),
+        )
+        .chain(
+            profile
+                .units
+                .iter()
+                .filter(|u| u.value.name == key)
+                .map(|u| &u.origin),
+        )
+        .chain(
+            profile
+                .fragments
+                .users
+                .iter()
+                .filter(|u| u.value.name == key)
+                .map(|u| &u.origin),
+        )
+        .chain(
+            profile
+                .users
+                .iter()
+                .filter(|u| u.name == key)
+                .map(|u| &u.origin),
+        )
+        .next()
+        .cloned()
+        .unwrap_or_else(|| profile.origin());
+    Err(invalid(&origin, violation.to_string()))
 }
 
 /// The chosen units whose text is a file of the units folder (not a profile's inline one).
@@ -156,6 +252,21 @@ fn check_fragments(
         Some(file) => format!("the profile's file at {}", file.origin),
         None => "kato-image's own file for the role".to_string(),
     };
+    // Paths first, as Ignition reads them: `/etc/kato/./role.env` is refused before it could
+    // pass for a path other than the role's own.
+    for node in &profile.fragments.nodes {
+        if let Some((says, hint)) = crate::config::rules::path_problem(node.value.path()) {
+            return Err(invalid(
+                &node.origin,
+                format!(
+                    "storage: the {} `{}`: Ignition refuses the whole config (\"{says}\"), so every machine of the role would stop at first boot{}",
+                    node.value.kind(),
+                    printable(node.value.path()),
+                    hint.map_or_else(String::new, |h| format!("; {h}"))
+                ),
+            ));
+        }
+    }
     for node in &profile.fragments.nodes {
         let path = node.value.path().trim_end_matches('/');
         for file in files {

@@ -22,9 +22,11 @@ pub fn add(files: &mut Vec<PlannedFile>, units: &mut Vec<PlannedUnit>) {
     units.push(PlannedUnit {
         name: SERVICE.into(),
         contents: Some(format!(
-            "# Written by kato-image: load the baked container images, once.\n\
+            "# Written by kato-image: load the baked container images, once, after Flatcar's\n\
+             # extend-filesystems (which multi-user.target wants) has grown ROOT and its ext4 to\n\
+             # the disk: nothing else waits for it.\n\
              [Unit]\nDescription=Load the container images baked into KATO-DATA\n\
-             Requires=docker.service\nAfter=docker.service\n\n\
+             Requires=docker.service\nAfter=docker.service extend-filesystems.service\n\n\
              [Service]\nType=oneshot\nRemainAfterExit=yes\n\
              ExecStart={SCRIPT_PATH} {MOUNT_POINT}\n\n\
              [Install]\nWantedBy=multi-user.target\n"

@@ -143,6 +143,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest unit file read (systemd's own parser takes lines of up to 2048 bytes; a unit
+/// is text, not data).
+pub const MAX_UNIT_FILE: u64 = 1 << 20;
+
 /// Every unit file in a folder, by name.
 #[derive(Debug, Clone, Default)]
 pub struct UnitLibrary {
@@ -156,6 +160,13 @@ impl UnitLibrary {
             dir: dir.to_path_buf(),
             source,
         };
+        let confinement = crate::input::Confinement::new(&[dir]).map_err(|e| match e {
+            crate::input::InputError::Io { source, .. } => read_dir(source),
+            other => UnitError::Invalid {
+                origin: Origin::file(dir),
+                message: other.to_string(),
+            },
+        })?;
         let mut units = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(read_dir)? {
             let path = entry.map_err(read_dir)?.path();
@@ -187,9 +198,16 @@ impl UnitLibrary {
                     message: format!("unit `{name}` is {what}"),
                 });
             }
-            let contents = fs::read_to_string(&path).map_err(|source| UnitError::Read {
-                path: path.clone(),
-                source,
+            // A unit file that links out of the folder is not one of its units.
+            let bytes = confinement
+                .read(&path, MAX_UNIT_FILE, "unit file")
+                .map_err(|e| UnitError::Invalid {
+                    origin: Origin::file(&path),
+                    message: e.to_string(),
+                })?;
+            let contents = crate::input::text(bytes, &path).map_err(|e| UnitError::Invalid {
+                origin: Origin::file(&path),
+                message: e.to_string(),
             })?;
             let unit = UnitFile::parse(name, &contents, Origin::new(&path, 1, 0))?;
             units.insert(name.to_string(), unit);

@@ -23,7 +23,22 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// A NUL byte in unit text: systemd reads each line only up to it, so what follows would be
+/// in the file but not in effect.
+pub fn nul_byte(text: &str) -> Option<SyntaxError> {
+    let at = text.find('\0')?;
+    Some(SyntaxError {
+        line: text[..at].matches('\n').count() as u64 + 1,
+        message:
+            "a NUL byte: systemd reads the line only up to it, and what follows it would hide there"
+                .into(),
+    })
+}
+
 pub fn parse(text: &str) -> Result<Vec<Section>, SyntaxError> {
+    if let Some(error) = nul_byte(text) {
+        return Err(error);
+    }
     let mut sections: Vec<Section> = Vec::new();
     let mut lines = text.lines().enumerate().map(|(i, l)| (i as u64 + 1, l));
     while let Some((number, raw)) = lines.next() {

@@ -111,6 +111,22 @@ pub fn built_roles() -> tempfile::TempDir {
     out
 }
 
+/// Every role's EC2 disk (`OUT/<role>-ami.raw`, `build --output ami --no-publish`) from the
+/// mini release, for `publish ami` later.
+pub fn built_ami_roles() -> tempfile::TempDir {
+    let server = super::http::Server::start(mini_release());
+    let template = format!("{}{{channel}}/{{board}}/{{version}}/", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    build_from_mini(
+        &template,
+        cache.path(),
+        out.path(),
+        &["--output", "ami", "--no-publish"],
+    );
+    out
+}
+
 /// Held while a VM runs: one at a time on two cores.
 pub fn one_vm() -> std::sync::MutexGuard<'static, ()> {
     static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());

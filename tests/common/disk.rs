@@ -51,7 +51,7 @@ pub struct SgdiskPartition {
     pub attributes: String,
 }
 
-fn sgdisk(args: &[&str], image: &Path) -> String {
+pub fn sgdisk(args: &[&str], image: &Path) -> String {
     let out = Command::new("sgdisk")
         .args(args)
         .arg(image)

@@ -123,11 +123,19 @@ impl Mirror {
         format!("{}{{channel}}/{{board}}/{{version}}/", self.server.url())
     }
 
-    /// Publishes `file` (read from disk) as the disk image, signed by the good subkey.
+    /// Publishes `file` (read from disk) as the disk image, and as the EC2 image too (as
+    /// the stand-in releases do), signed by the good subkey.
     pub fn publish_image(&self, file: &std::path::Path) {
         let data = std::fs::read(file).unwrap();
         let signature = fixtures().sign(file);
         self.publish(IMAGE, &data, &signature, &data, true);
+        self.publish(
+            kato_image::release::AMI_IMAGE_FILE,
+            &data,
+            &signature,
+            &data,
+            true,
+        );
     }
 }
 

@@ -116,9 +116,38 @@ fn qemu(args: &[&str], seconds: u32) -> String {
 
 static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Boots a disk image with OVMF and no network device at all.
+/// Boots a raw disk image with OVMF and no network device at all.
 pub fn boot_disk(image: &Path) -> Report {
-    let args = super::boot::uefi_disk_args(image);
+    boot_disk_with(image, "raw", Flavour::Copy)
+}
+
+/// Which of Flatcar's initrds the stand-in imitates (QEMU's fw_cfg entry opt/kato/initrd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Stable 4593 and older: the OEM's config.ign copied to user.ign.
+    Copy,
+    /// Alpha and beta 4694 and later: the OEM mounted at /oem, user.ign a link into it.
+    Link,
+}
+
+impl Flavour {
+    fn fw_cfg(self) -> String {
+        let name = match self {
+            Flavour::Copy => "copy",
+            Flavour::Link => "link",
+        };
+        format!("name=opt/kato/initrd,string={name}")
+    }
+}
+
+/// Boots a disk image in `format` (raw or qcow2) with OVMF and no network device at all,
+/// its initrd in `flavour`.
+pub fn boot_disk_with(image: &Path, format: &str, flavour: Flavour) -> Report {
+    let drive = format!("file={},format={format},if=virtio", image.display());
+    let mut args = super::boot::uefi_disk_args(image);
+    let at = args.iter().position(|a| a.starts_with("file=")).unwrap();
+    args[at] = drive;
+    args.extend(["-fw_cfg".to_string(), flavour.fw_cfg()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let report = Report::parse(&qemu(&args, 900));
     report.assert_done();
@@ -128,20 +157,32 @@ pub fn boot_disk(image: &Path) -> Report {
 /// Network-boots `script_url` with QEMU's iPXE (SeaBIOS) as `mac`, the node release's PXE
 /// root attached read-only.
 pub fn boot_ipxe(script_url: &str, mac: &str) -> Report {
+    boot_ipxe_with(script_url, mac, Flavour::Copy)
+}
+
+/// [`boot_ipxe`] with the initrd in `flavour`.
+pub fn boot_ipxe_with(script_url: &str, mac: &str, flavour: Flavour) -> Report {
+    let report = boot_ipxe_report(script_url, mac, flavour);
+    report.assert_done();
+    report
+}
+
+/// What an iPXE boot printed, whether or not the probe got to run.
+pub fn boot_ipxe_report(script_url: &str, mac: &str, flavour: Flavour) -> Report {
     let root = format!(
         "file={},format=raw,if=virtio,readonly=on",
         node_release().join("pxe-root.raw").display()
     );
     let netdev = format!("user,id=n0,bootfile={script_url}");
     let device = format!("virtio-net-pci,netdev=n0,mac={mac}");
-    let report = Report::parse(&qemu(
+    let fw_cfg = flavour.fw_cfg();
+    Report::parse(&qemu(
         &[
-            "-boot", "n", "-netdev", &netdev, "-device", &device, "-drive", &root,
+            "-boot", "n", "-netdev", &netdev, "-device", &device, "-drive", &root, "-fw_cfg",
+            &fw_cfg,
         ],
         900,
-    ));
-    report.assert_done();
-    report
+    ))
 }
 
 /// A docker-archive of one busybox layer, tagged `kato-test/busy:1`, as `docker load`

@@ -31,6 +31,9 @@ pub struct RegisterSpec {
     pub architecture: &'static str,
     pub snapshot_id: String,
     pub volume_type: VolumeType,
+    pub volume_size_gib: u64,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
     pub boot_mode: AmiBootMode,
     pub imds: ImdsSupport,
     pub tpm: bool,
@@ -237,13 +240,33 @@ impl Ec2 {
                 spec.volume_type.as_str().into(),
             ),
             (
+                "BlockDeviceMapping.1.Ebs.VolumeSize".into(),
+                spec.volume_size_gib.to_string(),
+            ),
+            (
                 "BlockDeviceMapping.1.Ebs.DeleteOnTermination".into(),
                 "true".into(),
+            ),
+            // The instance store's first volume, where the instance type has one, as
+            // Flatcar's own AMIs map it.
+            ("BlockDeviceMapping.2.DeviceName".into(), "/dev/xvdb".into()),
+            (
+                "BlockDeviceMapping.2.VirtualName".into(),
+                "ephemeral0".into(),
             ),
             ("EnaSupport".into(), "true".into()),
             ("SriovNetSupport".into(), "simple".into()),
             ("BootMode".into(), spec.boot_mode.as_str().into()),
         ];
+        if let Some(iops) = spec.iops {
+            params.push(("BlockDeviceMapping.1.Ebs.Iops".into(), iops.to_string()));
+        }
+        if let Some(throughput) = spec.throughput {
+            params.push((
+                "BlockDeviceMapping.1.Ebs.Throughput".into(),
+                throughput.to_string(),
+            ));
+        }
         if spec.imds == ImdsSupport::Required {
             params.push(("ImdsSupport".into(), "v2.0".into()));
         }

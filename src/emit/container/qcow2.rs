@@ -277,6 +277,156 @@ pub fn write(source: &File, size: u64, out: &File) -> io::Result<Written> {
     })
 }
 
+/// What a qcow2 from elsewhere claims in its header, read before anything hands it to QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignHeader {
+    pub version: u32,
+    /// The guest disk's size in bytes.
+    pub size: u64,
+    pub cluster_bits: u32,
+}
+
+/// Header extension types (qcow2 spec, "Header extensions").
+const EXTENSION_END: u32 = 0;
+const EXTENSION_EXTERNAL_DATA: u32 = 0x4441_5441;
+/// Incompatible feature bits: dirty, corrupt, external data file, compression type,
+/// extended L2 entries; any other is unknown to QEMU's spec.
+const INCOMPAT_CORRUPT: u64 = 1 << 1;
+const INCOMPAT_EXTERNAL_DATA: u64 = 1 << 2;
+const INCOMPAT_KNOWN: u64 = 0x1f;
+
+/// Reads and checks the header of a qcow2 file of `file_len` bytes that someone else made
+/// (`run` hands it to QEMU): no backing file and no external data file (either would give
+/// the guest another file of this machine to read), no encryption, known features only, and
+/// every table the header points at inside the file. `Err` says what is wrong.
+pub fn read_foreign_header(file: &File, file_len: u64) -> Result<ForeignHeader, String> {
+    let mut head = vec![0u8; 4096.min(file_len) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("cannot read its header: {e}"))?;
+    parse_foreign_header(&head, file_len)
+}
+
+/// [`read_foreign_header`] on the file's first bytes (up to 4 KiB).
+pub fn parse_foreign_header(head: &[u8], file_len: u64) -> Result<ForeignHeader, String> {
+    let be32 = |at: usize| -> Option<u32> {
+        head.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    };
+    let be64 = |at: usize| -> Option<u64> {
+        head.get(at..at + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    };
+    let short = || "its header is cut short".to_string();
+    if head.get(..4) != Some(b"QFI\xfb".as_slice()) {
+        return Err("not a qcow2 file (no QFI\\xfb magic)".into());
+    }
+    let version = be32(4).ok_or_else(short)?;
+    if !(2..=3).contains(&version) {
+        return Err(format!("qcow2 version {version} (2 or 3 expected)"));
+    }
+    let backing_offset = be64(8).ok_or_else(short)?;
+    if backing_offset != 0 {
+        let len = be32(16).ok_or_else(short)? as usize;
+        let name = usize::try_from(backing_offset)
+            .ok()
+            .and_then(|at| head.get(at..at.checked_add(len.min(1023))?))
+            .map(|b| crate::origin::quoted(&String::from_utf8_lossy(b)))
+            .unwrap_or_else(|| "(outside its header)".into());
+        return Err(format!(
+            "it has a backing file {name}, which QEMU would open and the guest read"
+        ));
+    }
+    let cluster_bits = be32(20).ok_or_else(short)?;
+    if !(9..=21).contains(&cluster_bits) {
+        return Err(format!("cluster_bits {cluster_bits} (9 to 21 expected)"));
+    }
+    let cluster = 1u64 << cluster_bits;
+    let size = be64(24).ok_or_else(short)?;
+    if be32(32).ok_or_else(short)? != 0 {
+        return Err("it is encrypted".into());
+    }
+    let within = |what: &str, offset: u64, len: u64| -> Result<(), String> {
+        match offset.checked_add(len) {
+            Some(end) if end <= file_len && offset.is_multiple_of(cluster) => Ok(()),
+            _ => Err(format!(
+                "its {what} ({len} bytes at {offset}) does not fit the {file_len}-byte file"
+            )),
+        }
+    };
+    let l1_entries = u64::from(be32(36).ok_or_else(short)?);
+    let l1_offset = be64(40).ok_or_else(short)?;
+    // Each L1 entry maps cluster/8 clusters.
+    let needed = size.div_ceil(cluster.saturating_mul(cluster / 8));
+    if l1_entries < needed {
+        return Err(format!(
+            "its L1 table has {l1_entries} entries, too few for a {size}-byte disk"
+        ));
+    }
+    within("L1 table", l1_offset, l1_entries * 8)?;
+    let refcount_offset = be64(48).ok_or_else(short)?;
+    let refcount_clusters = u64::from(be32(56).ok_or_else(short)?);
+    within(
+        "refcount table",
+        refcount_offset,
+        refcount_clusters.saturating_mul(cluster),
+    )?;
+    let snapshots = u64::from(be32(60).ok_or_else(short)?);
+    if snapshots > 0 {
+        within(
+            "snapshot table",
+            be64(64).ok_or_else(short)?,
+            snapshots.min(1 << 16),
+        )?;
+    }
+    if version == 2 {
+        return Ok(ForeignHeader {
+            version,
+            size,
+            cluster_bits,
+        });
+    }
+    let incompatible = be64(72).ok_or_else(short)?;
+    if incompatible & INCOMPAT_EXTERNAL_DATA != 0 {
+        return Err("its data is in an external file, which QEMU would open".into());
+    }
+    if incompatible & INCOMPAT_CORRUPT != 0 {
+        return Err("it is marked corrupt".into());
+    }
+    if incompatible & !INCOMPAT_KNOWN != 0 {
+        return Err(format!(
+            "unknown incompatible features {:#x}",
+            incompatible & !INCOMPAT_KNOWN
+        ));
+    }
+    let header_len = be32(100).ok_or_else(short)? as usize;
+    if header_len < 104 || header_len as u64 > cluster || header_len > head.len() {
+        return Err(format!("a header length of {header_len} bytes"));
+    }
+    // Header extensions: type, length, data padded to 8 bytes, until type 0.
+    let mut at = header_len;
+    loop {
+        let kind = be32(at).ok_or_else(short)?;
+        let len = be32(at + 4).ok_or_else(short)? as usize;
+        match kind {
+            EXTENSION_END => break,
+            EXTENSION_EXTERNAL_DATA => {
+                return Err("it names an external data file, which QEMU would open".into());
+            }
+            _ => {}
+        }
+        at = at
+            .checked_add(8)
+            .and_then(|a| a.checked_add(len.div_ceil(8) * 8))
+            .filter(|&a| a < head.len())
+            .ok_or_else(short)?;
+    }
+    Ok(ForeignHeader {
+        version,
+        size,
+        cluster_bits,
+    })
+}
+
 fn pad_cluster(out: &mut impl Write, n: u64) -> io::Result<()> {
     io::copy(&mut io::repeat(0).take(n), out).map(|_| ())
 }
@@ -369,5 +519,46 @@ mod tests {
             prop_assert!(layout.regions.windows(2).all(|w| w[0] < w[1]));
             prop_assert!(layout.regions.iter().all(|&r| r < layout.l1_entries));
         }
+    }
+
+    #[test]
+    fn foreign_headers_with_other_files_or_tables_outside_are_refused() {
+        let header = Header {
+            size: 1 << 30,
+            l1_entries: 2,
+            l1_offset: CLUSTER,
+            refcount_table_offset: 2 * CLUSTER,
+            refcount_table_clusters: 1,
+        };
+        let mut head = header.to_bytes().to_vec();
+        head.resize(4096, 0);
+        let len = 3 * CLUSTER;
+        assert_eq!(
+            parse_foreign_header(&head, len).unwrap(),
+            ForeignHeader {
+                version: 3,
+                size: 1 << 30,
+                cluster_bits: 16
+            }
+        );
+        let with = |at: usize, bytes: &[u8]| {
+            let mut h = head.clone();
+            h[at..at + bytes.len()].copy_from_slice(bytes);
+            parse_foreign_header(&h, len).unwrap_err()
+        };
+        let mut backing = head.clone();
+        backing[8..16].copy_from_slice(&200u64.to_be_bytes());
+        backing[16..20].copy_from_slice(&11u32.to_be_bytes());
+        backing[200..211].copy_from_slice(b"/etc/shadow");
+        let error = parse_foreign_header(&backing, len).unwrap_err();
+        assert!(error.contains("backing file \"/etc/shadow\""), "{error}");
+        assert!(with(72, &4u64.to_be_bytes()).contains("external file"));
+        assert!(with(104, &0x4441_5441u32.to_be_bytes()).contains("external data file"));
+        assert!(with(40, &(100 * CLUSTER).to_be_bytes()).contains("L1 table"));
+        assert!(with(36, &1u32.to_be_bytes()).contains("too few"));
+        assert!(with(56, &u32::MAX.to_be_bytes()).contains("refcount table"));
+        assert!(with(32, &1u32.to_be_bytes()).contains("encrypted"));
+        assert!(with(72, &(1u64 << 40).to_be_bytes()).contains("unknown"));
+        assert!(parse_foreign_header(&head[..50], len).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! write a new filesystem with the same UUID and label over the partition. Everything that
 //! was not changed comes back with the same contents, modes, owners, times and xattrs.
 
-use super::reader::{Filesystem, ReadError};
+use super::reader::{Filesystem, Omission, ReadError};
 use super::writer::{WriteError, WriteOptions, WriteSummary, write};
 use crate::disk::{Tracked, Window};
 use crate::fs::tree::{FileTree, Timespec};
@@ -17,14 +17,24 @@ pub enum EditError {
     Io(#[from] std::io::Error),
 }
 
-/// The partition's filesystem as a tree, with its label and UUID.
+/// The partition's filesystem as a tree, and what the tree leaves out.
+pub fn list_partition(
+    disk: impl std::io::Read + std::io::Seek,
+    start: u64,
+    len: u64,
+) -> Result<(FileTree, Vec<Omission>), ReadError> {
+    Filesystem::open(Window::new(disk, start, len))?.read_listing()
+}
+
+/// The partition's filesystem as a tree, with its label and UUID; refused when the tree
+/// would not be the whole filesystem (writing it back would lose the rest).
 pub fn read_partition(
     disk: impl std::io::Read + std::io::Seek,
     start: u64,
     len: u64,
 ) -> Result<(FileTree, String, [u8; 16]), ReadError> {
     let mut fs = Filesystem::open(Window::new(disk, start, len))?;
-    let tree = fs.read_tree()?;
+    let tree = fs.read_whole()?;
     Ok((tree, fs.superblock.label.clone(), fs.superblock.fsid))
 }
 

@@ -11,7 +11,7 @@ pub use writer::{WriteError, WriteOptions, WriteSummary, write};
 pub mod lzo;
 pub mod reader;
 
-pub use reader::{Filesystem, ReadError};
+pub use reader::{Filesystem, Omission, ReadError};
 pub mod edit;
 
-pub use edit::{EditError, read_partition, rewrite_partition};
+pub use edit::{EditError, list_partition, read_partition, rewrite_partition};

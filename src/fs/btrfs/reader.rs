@@ -24,8 +24,51 @@ pub enum ReadError {
     PastDevice { logical: u64, device_len: u64 },
     #[error("btrfs inode {inode}: {why}")]
     Inode { inode: u64, why: String },
+    #[error(
+        "btrfs spans {devices} devices and only device {devid} is here (device {missing} of {devices} is missing); kato-image reads single-device filesystems"
+    )]
+    MissingDevices {
+        devices: u64,
+        devid: u64,
+        missing: u64,
+    },
+    #[error(
+        "btrfs holds what kato-image cannot write back, so it is not rewritten: {}",
+        .0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("; ")
+    )]
+    NotWhole(Vec<Omission>),
     #[error("reading btrfs: {0}")]
     Io(#[from] io::Error),
+}
+
+/// What a listing of the default subvolume leaves out, because the file tree has no place
+/// for it (writing the tree back would lose it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Omission {
+    /// Another subvolume or a snapshot, mounted at `path` in this one.
+    Subvolume { path: String, tree: u64 },
+    /// A second name of a file (hard link); the listing has it as a copy.
+    HardLink { path: String, first: String },
+}
+
+impl std::fmt::Display for Omission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Omission::Subvolume { path, tree } => {
+                write!(
+                    f,
+                    "{} is a subvolume or snapshot (tree {tree})",
+                    crate::origin::quoted(path)
+                )
+            }
+            Omission::HardLink { path, first } => write!(
+                f,
+                "{} is a hard link of {}",
+                crate::origin::quoted(path),
+                crate::origin::quoted(first)
+            ),
+        }
+    }
 }
 
 /// What the superblock says, as far as reading needs.
@@ -41,6 +84,9 @@ pub struct Superblock {
     pub nodesize: u32,
     pub incompat: u64,
     pub label: String,
+    /// How many devices the filesystem spans, and which one this is.
+    pub num_devices: u64,
+    pub devid: u64,
 }
 
 pub struct Filesystem<R> {
@@ -106,6 +152,8 @@ impl Superblock {
             nodesize,
             incompat,
             label: String::from_utf8_lossy(&label_bytes[..end]).into_owned(),
+            num_devices: le64(b, 0x88),
+            devid: le64(b, 0xc9),
         })
     }
 }
@@ -146,6 +194,14 @@ impl<R: Read + Seek> Filesystem<R> {
             }
             Err(other) => return Err(other),
         };
+        if superblock.num_devices > 1 {
+            let devid = superblock.devid;
+            return Err(ReadError::MissingDevices {
+                devices: superblock.num_devices,
+                devid,
+                missing: if devid == 1 { 2 } else { 1 },
+            });
+        }
         let mut chunks = Vec::new();
         let array_len = (le32(&block, 0xa0) as usize).min(2048);
         let array = &block[0x32b..0x32b + array_len];
@@ -334,25 +390,32 @@ impl<R: Read + Seek> Filesystem<R> {
     }
 
     /// Writes every file, folder and symlink of the default subvolume under `dir` (which
-    /// must exist), streaming file contents; like `btrfs restore`, without metadata.
+    /// must exist), streaming file contents; like `btrfs restore`, without metadata. A file
+    /// with hard links is written under each name.
     pub fn extract(&mut self, dir: &std::path::Path) -> Result<(), ReadError> {
-        let mut inodes = self.inode_items()?;
-        self.extract_dir(&mut inodes, FIRST_INODE, dir, 0)
+        let inodes = self.inode_items()?;
+        let mut folders = std::collections::BTreeSet::new();
+        self.extract_dir(&inodes, &mut folders, FIRST_INODE, dir, 0)
     }
 
     fn extract_dir(
         &mut self,
-        inodes: &mut BTreeMap<u64, InodeItems>,
+        inodes: &BTreeMap<u64, InodeItems>,
+        folders: &mut std::collections::BTreeSet<u64>,
         ino: u64,
         dir: &std::path::Path,
         depth: usize,
     ) -> Result<(), ReadError> {
         use std::os::unix::ffi::OsStrExt;
-        if depth > 4096 {
-            return Err(ReadError::Inode {
-                inode: ino,
-                why: "folders nested too deep (a loop?)".into(),
-            });
+        let bad = |inode: u64, why: &str| ReadError::Inode {
+            inode,
+            why: why.into(),
+        };
+        if depth > 4096 || !folders.insert(ino) {
+            return Err(bad(
+                ino,
+                "a folder reached twice or nested too deep (a loop?)",
+            ));
         }
         let children = inodes
             .get(&ino)
@@ -363,19 +426,14 @@ impl<R: Read + Seek> Filesystem<R> {
                 continue;
             }
             let path = dir.join(std::ffi::OsStr::from_bytes(&name));
-            let inode = inodes.remove(&child).ok_or(ReadError::Inode {
-                inode: child,
-                why: "no inode item".into(),
-            })?;
-            let item = inode.item.ok_or(ReadError::Inode {
-                inode: child,
-                why: "no inode item".into(),
-            })?;
+            let inode = inodes
+                .get(&child)
+                .ok_or_else(|| bad(child, "no inode item"))?;
+            let item = inode.item.ok_or_else(|| bad(child, "no inode item"))?;
             match item.mode & 0o170000 {
                 0o040000 => {
                     std::fs::create_dir_all(&path)?;
-                    inodes.insert(child, inode);
-                    self.extract_dir(inodes, child, &path, depth + 1)?;
+                    self.extract_dir(inodes, folders, child, &path, depth + 1)?;
                 }
                 0o120000 => {
                     let mut target = Vec::new();
@@ -453,17 +511,40 @@ impl<R: Read + Seek> Filesystem<R> {
         Ok(inodes)
     }
 
-    /// Every file, folder and symlink of the default subvolume, with contents in memory.
+    /// Every file, folder and symlink of the default subvolume, with contents in memory
+    /// (the second name of a hard-linked file as a copy; other subvolumes left out).
     pub fn read_tree(&mut self) -> Result<FileTree, ReadError> {
-        let mut inodes = self.inode_items()?;
-        let root = self.entry(&mut inodes, FIRST_INODE, 0)?;
-        Ok(FileTree { root })
+        Ok(self.read_listing()?.0)
+    }
+
+    /// The default subvolume's tree, and what it leaves out (see [`Omission`]).
+    pub fn read_listing(&mut self) -> Result<(FileTree, Vec<Omission>), ReadError> {
+        let inodes = self.inode_items()?;
+        let mut walk = Walk {
+            inodes: &inodes,
+            seen: BTreeMap::new(),
+            omitted: Vec::new(),
+        };
+        let root = self.entry(&mut walk, FIRST_INODE, String::new(), 0)?;
+        Ok((FileTree { root }, walk.omitted))
+    }
+
+    /// The tree, when it is the whole filesystem: `Err(NotWhole)` names what a rewrite from
+    /// it would lose.
+    pub fn read_whole(&mut self) -> Result<FileTree, ReadError> {
+        let (tree, omitted) = self.read_listing()?;
+        if omitted.is_empty() {
+            Ok(tree)
+        } else {
+            Err(ReadError::NotWhole(omitted))
+        }
     }
 
     fn entry(
         &mut self,
-        inodes: &mut BTreeMap<u64, InodeItems>,
+        walk: &mut Walk,
         ino: u64,
+        path: String,
         depth: usize,
     ) -> Result<Entry, ReadError> {
         let bad = |why: &str| ReadError::Inode {
@@ -473,8 +554,22 @@ impl<R: Read + Seek> Filesystem<R> {
         if depth > 4096 {
             return Err(bad("folders nested too deep (a loop?)"));
         }
-        let inode = inodes.remove(&ino).ok_or_else(|| bad("no inode item"))?;
+        let inode = walk.inodes.get(&ino).ok_or_else(|| bad("no inode item"))?;
         let item = inode.item.ok_or_else(|| bad("no inode item"))?;
+        // A folder has one name; a file with more than one is a hard link, listed again.
+        match walk.seen.get(&ino) {
+            Some(_) if item.mode & 0o170000 == 0o040000 => {
+                return Err(bad("a folder reached twice (a loop?)"));
+            }
+            Some(first) => walk.omitted.push(Omission::HardLink {
+                path: path.clone(),
+                first: first.clone(),
+            }),
+            None => {
+                walk.seen.insert(ino, path.clone());
+            }
+        }
+        let inode = inode.clone();
         let meta = Meta {
             mode: item.mode & 0o7777,
             uid: item.uid,
@@ -489,10 +584,16 @@ impl<R: Read + Seek> Filesystem<R> {
             0o040000 => {
                 let mut children = BTreeMap::new();
                 for (name, child, kind) in inode.children {
+                    let child_path = format!("{path}/{}", String::from_utf8_lossy(&name));
                     if kind == ROOT_ITEM {
-                        continue; // another subvolume: not part of this tree
+                        // Another subvolume (or a snapshot): its own tree, not this one.
+                        walk.omitted.push(Omission::Subvolume {
+                            path: child_path,
+                            tree: child,
+                        });
+                        continue;
                     }
-                    let entry = self.entry(inodes, child, depth + 1)?;
+                    let entry = self.entry(walk, child, child_path, depth + 1)?;
                     children.insert(name, entry);
                 }
                 Kind::Dir(children)
@@ -624,6 +725,14 @@ impl<R: Read + Seek> Filesystem<R> {
     }
 }
 
+/// A walk of one subvolume: its inodes, the path each was first reached at, and what the
+/// walk leaves out.
+struct Walk<'a> {
+    inodes: &'a BTreeMap<u64, InodeItems>,
+    seen: BTreeMap<u64, String>,
+    omitted: Vec<Omission>,
+}
+
 #[derive(Default, Clone)]
 struct InodeItems {
     item: Option<InodeItem>,
@@ -679,6 +788,8 @@ mod tests {
                 nodesize: 4096,
                 incompat: 0,
                 label: String::new(),
+                num_devices: 1,
+                devid: 1,
             },
             chunks: vec![Chunk {
                 logical: 1 << 30,

@@ -68,6 +68,7 @@ pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
     // writes it.
     options.legacy_octal_numbers = true;
     let parse_error = |e: serde_saphyr::Error| crate::profile::load::parse_error(&cx.file, &e);
+    let text = &*crate::profile::load::final_block_as_written(text);
     let header: Header =
         serde_saphyr::from_str_with_options(text, options.clone()).map_err(parse_error)?;
     let at = |l: Option<&Spanned<String>>| l.map_or(Location::UNKNOWN, |s| s.referenced);
@@ -105,6 +106,18 @@ pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
         storage.add(cx)?;
         for tree in storage.trees.iter().flatten() {
             add_tree(cx, tree)?;
+        }
+        // A link entry no tree gave a target to has none (Butane's own check of its output).
+        if let Some(node) = cx.out.nodes.iter().find(
+            |n| matches!(&n.value, Node::Link(l) if l.target.as_deref().is_none_or(str::is_empty)),
+        ) {
+            return Err(ProfileError::invalid(
+                node.origin.clone(),
+                format!(
+                    "storage.links: `{}` has no `target`, and no tree has a link at that path",
+                    printable(node.value.path())
+                ),
+            ));
         }
     }
     if let Some(systemd) = &config.systemd {
@@ -163,6 +176,11 @@ impl ResourceDoc {
 /// its paths is an error; folders themselves are not entries.
 fn add_tree(cx: &mut Cx, tree: &Spanned<TreeDoc>) -> Result<(), ProfileError> {
     let root = cx.local_path(&tree.value.local, tree.referenced)?;
+    // The folder itself may be a link, but not to outside (what is under it is read as it
+    // is: links stay links, and are never followed).
+    cx.confinement
+        .resolve(&root)
+        .map_err(|e| cx.error(tree.referenced, format!("storage.trees: {e}")))?;
     if !root.is_dir() {
         return Err(cx.error(
             tree.referenced,
@@ -198,8 +216,7 @@ fn add_tree(cx: &mut Cx, tree: &Spanned<TreeDoc>) -> Result<(), ProfileError> {
         };
         match kind {
             Kind::File { executable } => {
-                let bytes = crate::profile::fragment::translate::read_bounded(&full)
-                    .map_err(|why| cx.error(tree.referenced, why))?;
+                let bytes = cx.read_file(&full, tree.referenced)?;
                 let mode = if executable { 0o755 } else { 0o644 };
                 match cx.out.nodes.iter_mut().find(|n| n.value.path() == path) {
                     Some(node) => match &mut node.value {
@@ -216,16 +233,21 @@ fn add_tree(cx: &mut Cx, tree: &Spanned<TreeDoc>) -> Result<(), ProfileError> {
                         cx.add_node(tree.referenced, Node::File(file))?;
                     }
                 }
-                cx.sources.push(super::source_file(&full, &bytes));
             }
-            Kind::Link(target) => {
-                if cx.out.nodes.iter().any(|n| n.value.path() == path) {
-                    return Err(cx.error(tree.referenced, node_exists()));
+            Kind::Link(target) => match cx.out.nodes.iter_mut().find(|n| n.value.path() == path) {
+                // An entry that only gives the link's owner: the tree gives its target.
+                Some(node) => match &mut node.value {
+                    Node::Link(link) if link.target.as_deref().is_none_or(str::is_empty) => {
+                        link.target = Some(target);
+                    }
+                    _ => return Err(cx.error(tree.referenced, node_exists())),
+                },
+                None => {
+                    let mut link = ign::Link::new(path);
+                    link.target = Some(target);
+                    cx.add_node(tree.referenced, Node::Link(link))?;
                 }
-                let mut link = ign::Link::new(path);
-                link.target = Some(target);
-                cx.add_node(tree.referenced, Node::Link(link))?;
-            }
+            },
         }
     }
     Ok(())

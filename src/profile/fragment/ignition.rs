@@ -38,9 +38,47 @@ pub struct ResourceDoc {
     http_headers: Refused,
 }
 
+/// Just the version, read first: a spec 2.x config has other keys altogether, and is told
+/// as such rather than by its first key the 3.x sections lack.
+#[derive(Debug, Deserialize)]
+struct VersionOnly {
+    ignition: Option<VersionOnlyIgnition>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionOnlyIgnition {
+    version: Option<Spanned<String>>,
+}
+
+/// Keys only Butane has, which the parser would offer as expected for Ignition too (one
+/// declaration serves both spellings).
+const BUTANE_ONLY: [&str; 3] = ["contentsLocal", "sshAuthorizedKeysLocal", "trees"];
+
 pub(super) fn translate(text: &str, cx: &mut Cx) -> Result<(), ProfileError> {
-    let config: ConfigDoc = serde_saphyr::from_str(text)
-        .map_err(|e| crate::profile::load::parse_error(&cx.file, &e))?;
+    if let Ok(VersionOnly {
+        ignition: Some(VersionOnlyIgnition {
+            version: Some(version),
+        }),
+    }) = serde_saphyr::from_str::<VersionOnly>(text)
+        && !version.value.starts_with("3.")
+    {
+        return Err(cx.error(
+            version.referenced,
+            format!(
+                "ignition.version: {} is not spec 3.x, the only one Flatcar's Ignition reads (kato-image reads 3.0.0 to 3.4.0; translate a spec 2 config with ign-converter first)",
+                crate::origin::quoted(&version.value)
+            ),
+        ));
+    }
+    let config: ConfigDoc = serde_saphyr::from_str(text).map_err(|e| {
+        match crate::profile::load::parse_error(&cx.file, &e) {
+            ProfileError::Parse { origin, message } => ProfileError::Parse {
+                origin,
+                message: without_butane_keys(&message),
+            },
+            other => other,
+        }
+    })?;
     let version = &config.ignition.version;
     let minor = match version.value.as_str() {
         "3.0.0" => 0,
@@ -110,4 +148,16 @@ impl ResourceDoc {
             None => Ok(None),
         }
     }
+}
+
+/// A parser message's list of expected keys without Butane's own.
+fn without_butane_keys(message: &str) -> String {
+    let Some((head, list)) = message.split_once("expected one of ") else {
+        return message.to_string();
+    };
+    let kept: Vec<&str> = list
+        .split(", ")
+        .filter(|key| !BUTANE_ONLY.contains(&key.trim_matches('`')))
+        .collect();
+    format!("{head}expected one of {}", kept.join(", "))
 }

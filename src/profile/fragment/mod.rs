@@ -19,7 +19,13 @@ use ignition_config::v3_3 as ign;
 use serde_saphyr::Spanned;
 
 use super::{Located, ProfileError, SourceFile};
+use crate::input::Confinement;
 use crate::origin::Origin;
+
+pub use translate::MAX_LOCAL_FILE;
+
+/// The largest fragment file read.
+pub const MAX_FRAGMENT: u64 = 4 << 20;
 
 /// What the fragments of a profile add to its role, merged.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -226,6 +232,7 @@ pub struct FragmentDoc {
 pub(super) fn load(
     entry: &Spanned<FragmentDoc>,
     profile_path: &Path,
+    confinement: &Confinement,
     sources: &mut Vec<SourceFile>,
 ) -> Result<Fragments, ProfileError> {
     let at = Origin::from_location(profile_path, entry.referenced);
@@ -241,12 +248,14 @@ pub(super) fn load(
         }
     };
     let path = folder.join(&name.value);
-    let text = std::fs::read(&path).map_err(|e| {
-        ProfileError::invalid(
-            Origin::from_location(profile_path, name.referenced),
-            format!("ignition: cannot read {}: {e}", path.display()),
-        )
-    })?;
+    let text = confinement
+        .read(&path, MAX_FRAGMENT, "fragment")
+        .map_err(|e| {
+            ProfileError::invalid(
+                Origin::from_location(profile_path, name.referenced),
+                format!("ignition: {e}"),
+            )
+        })?;
     let text = String::from_utf8(text).map_err(|e| {
         ProfileError::invalid(
             Origin::file(&path),
@@ -257,20 +266,23 @@ pub(super) fn load(
         )
     })?;
     sources.push(source_file(&path, text.as_bytes()));
-    translate_text(&text, language, &path, sources)
+    translate_text(&text, language, &path, confinement, sources)
 }
 
 /// Translates the text of the fragment file at `path` (whose folder holds its local
-/// files); every local file read is added to `sources`.
+/// files, which must also lie inside `confinement`); every local file read is added to
+/// `sources`.
 pub fn translate_text(
     text: &str,
     language: Language,
     path: &Path,
+    confinement: &Confinement,
     sources: &mut Vec<SourceFile>,
 ) -> Result<Fragments, ProfileError> {
     let mut cx = translate::Cx {
         file: path.to_path_buf(),
         files_dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        confinement,
         language,
         butane: None,
         sources,
@@ -310,6 +322,8 @@ pub fn translate_file(path: &Path) -> Result<ign::Config, ProfileError> {
     let entry: Spanned<FragmentDoc> = serde_saphyr::from_str(&doc)
         .map_err(|e| ProfileError::invalid(Origin::file(path), format!("fragment name: {e}")))?;
     let mut sources = Vec::new();
-    let fragments = load(&entry, path, &mut sources)?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let confinement = Confinement::new(&[folder])?;
+    let fragments = load(&entry, path, &confinement, &mut sources)?;
     Ok(crate::config::ignition::fragments_config(&fragments))
 }

@@ -8,6 +8,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::doc::Refused;
 use super::{Fragments, Language, Node};
+use crate::input::Confinement;
 use crate::origin::{Origin, printable};
 use crate::profile::{Located, ProfileError, SourceFile};
 
@@ -19,6 +20,8 @@ pub struct Cx<'a> {
     pub file: PathBuf,
     /// `local:` paths are relative to this folder (the fragment's, as `butane -d`).
     pub files_dir: PathBuf,
+    /// Where they must lie once links are followed.
+    pub confinement: &'a Confinement,
     pub language: Language,
     /// The Butane version, once read (what 1.0.0 lacks is refused).
     pub butane: Option<super::butane::Version>,
@@ -99,8 +102,16 @@ impl Cx<'_> {
     /// Reads a `local:` file from the files folder, which it may not leave.
     pub fn read_local(&mut self, name: &Spanned<String>) -> Result<Vec<u8>, ProfileError> {
         let path = self.local_path(&name.value, name.referenced)?;
-        let bytes = read_bounded(&path).map_err(|why| self.error(name.referenced, why))?;
-        self.sources.push(super::source_file(&path, &bytes));
+        self.read_file(&path, name.referenced)
+    }
+
+    /// Reads a file of the files folder (bounded, regular, inside the confinement).
+    pub fn read_file(&mut self, path: &Path, location: Location) -> Result<Vec<u8>, ProfileError> {
+        let bytes = self
+            .confinement
+            .read(path, MAX_LOCAL_FILE, "file in a config")
+            .map_err(|e| self.error(location, format!("local: {e}")))?;
+        self.sources.push(super::source_file(path, &bytes));
         Ok(bytes)
     }
 
@@ -227,19 +238,25 @@ impl Cx<'_> {
         use sha2::Digest;
         let Some(hash) = hash else { return Ok(()) };
         let (algorithm, expected) = hash.split_once('-').unwrap_or(("", hash));
-        let actual = match algorithm {
-            "sha512" => crate::cache::hex(&sha2::Sha512::digest(bytes)),
-            "sha256" => crate::cache::hex(&sha2::Sha256::digest(bytes)),
-            _ => {
-                return Err(self.error(
-                    location,
-                    format!(
-                        "verification: hash {} is not `sha512-HEX` or `sha256-HEX`",
-                        crate::origin::quoted(hash)
-                    ),
-                ));
-            }
+        let (actual, digits) = match algorithm {
+            "sha512" => (crate::cache::hex(&sha2::Sha512::digest(bytes)), 128),
+            "sha256" => (crate::cache::hex(&sha2::Sha256::digest(bytes)), 64),
+            _ => (String::new(), 0),
         };
+        // Malformed is told as malformed: Ignition refuses the function and the length in
+        // the config, and digits that are not hex when it fetches.
+        if digits == 0
+            || expected.len() != digits
+            || !expected.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(self.error(
+                location,
+                format!(
+                    "verification: hash {} is not `sha512-` and 128 hex digits or `sha256-` and 64",
+                    crate::origin::quoted(hash)
+                ),
+            ));
+        }
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(self.error(
                 location,
@@ -311,20 +328,6 @@ impl Cx<'_> {
             ..Default::default()
         })
     }
-}
-
-/// Reads at most [`MAX_LOCAL_FILE`] bytes, refusing a larger file before reading it.
-pub fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let size = std::fs::metadata(path).map_err(cannot)?.len();
-    if size > MAX_LOCAL_FILE {
-        return Err(format!(
-            "{} has {size} bytes, over the {} MiB a file in a config may have",
-            path.display(),
-            MAX_LOCAL_FILE >> 20
-        ));
-    }
-    std::fs::read(path).map_err(cannot)
 }
 
 /// A resource whose bytes are in the config: a data URL.
@@ -401,7 +404,10 @@ macro_rules! conversions {
                 for link in self.links.iter().flatten() {
                     let l = &link.value;
                     let path = cx.machine_path("storage.links", &l.path)?;
-                    let Some(target) = l.target.clone().filter(|t| !t.is_empty()) else {
+                    let target = l.target.clone().filter(|t| !t.is_empty());
+                    // Butane lets a link entry without a target give the owner of a link a
+                    // tree makes (the tree fills the target in); Ignition does not.
+                    if target.is_none() && cx.language != super::Language::Butane {
                         return Err(cx.error(
                             link.referenced,
                             format!(
@@ -409,9 +415,9 @@ macro_rules! conversions {
                                 $crate::origin::printable(&path)
                             ),
                         ));
-                    };
+                    }
                     let mut out = ign::Link::new(path);
-                    out.target = Some(target);
+                    out.target = target;
                     out.hard = l.hard;
                     out.overwrite = l.overwrite;
                     out.user = node_user(&l.user);
@@ -472,24 +478,33 @@ macro_rules! conversions {
             local: &Option<serde_saphyr::Spanned<String>>,
         ) -> Result<Option<String>, ProfileError> {
             let local_key = cx.key("contents_local");
-            match (inline, local) {
-                (Some(_), Some(_)) => Err(cx.error(
-                    location,
-                    format!("{what}: give `contents` or `{local_key}`, not both"),
-                )),
-                (Some(text), None) => Ok(Some(text.clone())),
+            let text = match (inline, local) {
+                (Some(_), Some(_)) => {
+                    return Err(cx.error(
+                        location,
+                        format!("{what}: give `contents` or `{local_key}`, not both"),
+                    ))
+                }
+                (Some(text), None) => text.clone(),
                 (None, Some(name)) => {
                     cx.local_allowed(&local_key, name.referenced)?;
                     let bytes = cx.read_local(name)?;
-                    String::from_utf8(bytes).map(Some).map_err(|_| {
+                    String::from_utf8(bytes).map_err(|_| {
                         cx.error(
                             name.referenced,
                             format!("{what}: {} is not UTF-8 text", name.value),
                         )
-                    })
+                    })?
                 }
-                (None, None) => Ok(None),
+                (None, None) => return Ok(None),
+            };
+            if let Some(error) = $crate::unit::parse::nul_byte(&text) {
+                return Err(cx.error(
+                    location,
+                    format!("{what}: line {} of the contents has {}", error.line, error.message),
+                ));
             }
+            Ok(Some(text))
         }
 
         impl UnitDoc {
@@ -607,7 +622,10 @@ macro_rules! conversions {
                         let text = String::from_utf8(bytes).map_err(|_| {
                             cx.error(name.referenced, format!("{local_key}: {} is not UTF-8 text", name.value))
                         })?;
-                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                        // As sshd reads authorized_keys: blank lines and `#` comments are
+                        // not keys.
+                        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+                        for line in lines {
                             keys.push(cx.ssh_key(name.referenced, line)?);
                         }
                     }

@@ -6,7 +6,8 @@
 #      for each machine its role profile lists);
 #   2. on EC2, the instance's tags kato:instance and kato:hostname, read over IMDSv2 (the
 #      instance needs its metadata tags switched on: InstanceMetadataTags=enabled);
-#   3. the trailing number of the host name (master-2 is member 2).
+#   3. the trailing number of the host name (master-2 is member 2), except on EC2 and for
+#      EC2-shaped names (ip-172-31-5-17): those end in an address, not a member number.
 # A host name found in 1 or 2 is set before the number is chosen. With no number, nothing
 # starts and the reason is one line on the console.
 # `kato-instances --print` only prints what it would choose: instance=N hostname=H source=S.
@@ -76,6 +77,16 @@ fi
 host=${name:-$(hostname)}
 host=${host%%.*}
 if [ -z "$instance" ]; then
+    # EC2 names a machine after its address (ip-10-0-1-23): its last number is no member
+    # number, and trusting it would make a wrong ZooKeeper id.
+    case $host in
+        ip-[0-9]*-[0-9]*-[0-9]*-[0-9]*) ec2_name=1 ;;
+        *) ec2_name= ;;
+    esac
+    if [ -n "$ec2_name" ] || on_ec2; then
+        echo "kato-instances: no member number for this machine: on EC2 it comes from the kato:instance tag (or kato.instance= on the kernel command line), and the tag is missing or the instance's metadata tags are off (InstanceMetadataTags=enabled); the host name '$host' is not used; not starting: $*" >&2
+        exit 1
+    fi
     instance=${host##*[!0-9]}
     source=hostname
 fi

@@ -17,4 +17,7 @@ for entry in "$lower"/* "$lower"/.[!.]*; do
     esac
 done
 mount --bind "$lower/usr" /sysroot/usr
+# Flatcar's PXE root has the initramfs's OEM files at /oem (oem/, else usr/share/oem/), in RAM.
+mkdir -p /sysroot/oem
+if [[ -d /oem ]]; then cp -a /oem/. /sysroot/oem/; elif [[ -d /usr/share/oem ]]; then cp -a /usr/share/oem/. /sysroot/oem/; fi
 echo "kato-pxe-root: /usr from /dev/disk/by-label/ROOT (read-only), the rest in RAM"
