@@ -281,6 +281,7 @@ impl RoleFacts {
             "ami": role.ami.as_ref().map(|a| serde_json::json!({
                 "regions": a.regions, "boot_mode": a.boot_mode, "imds_v2": a.imds_v2,
                 "tpm": a.tpm, "public": a.public, "volume_type": a.volume_type,
+                "volume_size_gib": a.volume_size_gib, "iops": a.iops, "throughput": a.throughput,
             })),
         });
         RoleFacts {

@@ -648,3 +648,72 @@ fn images_of_one_build_get_their_own_amis() {
     assert_eq!(again["image"]["image_id"], other["image"]["image_id"]);
     assert_eq!(calls(&aws.requests(), "RegisterImage").len(), 2);
 }
+
+/// The root volume's settings: RegisterImage gets the size, IOPS and throughput asked for;
+/// an io1 or io2 volume without IOPS (which RegisterImage refuses after the whole upload) is
+/// refused first, in the profile and on the command line.
+#[test]
+fn volume_settings_reach_register_image_and_io1_without_iops_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = small_image(dir.path());
+    let image = image.to_str().unwrap();
+    let aws = Aws::start(&[]);
+    json(&aws.kato(&[
+        "publish",
+        "ami",
+        image,
+        "--volume-size",
+        "20",
+        "--iops",
+        "4000",
+        "--throughput",
+        "250",
+        "--json",
+        "--quiet",
+    ]));
+    let requests = aws.requests();
+    let register = calls(&requests, "RegisterImage");
+    for (key, value) in [
+        ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+        ("BlockDeviceMapping.1.Ebs.VolumeSize", "20"),
+        ("BlockDeviceMapping.1.Ebs.Iops", "4000"),
+        ("BlockDeviceMapping.1.Ebs.Throughput", "250"),
+    ] {
+        assert_eq!(register[0][key], value, "RegisterImage {key}");
+    }
+    aws.clear();
+    for (args, expected) in [
+        (
+            vec!["--volume-type", "io1"],
+            "--iops: a io1 volume needs its provisioned IOPS",
+        ),
+        (
+            vec!["--volume-type", "io2", "--iops", "50"],
+            "--iops: 50: a 16 GiB io2 volume takes 100 to",
+        ),
+        (
+            vec!["--volume-type", "gp2", "--throughput", "200"],
+            "--throughput: only gp3",
+        ),
+    ] {
+        let out = aws.kato(&[&["publish", "ami", image, "--quiet"][..], &args].concat());
+        one_line_error(&out, expected);
+    }
+    assert!(aws.requests().is_empty(), "nothing sent to AWS");
+    // In a profile: refused when the build is planned, at the profile.
+    let scratch = common::Scratch::new();
+    scratch.write(
+        "profiles/probe.yaml",
+        "extends: base\noutputs:\n  ami:\n    volume_type: io2\n",
+    );
+    let out = scratch
+        .kato(&["validate", "--role", "probe"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("probe.yaml") && stderr.contains("outputs.ami.iops"),
+        "{stderr}"
+    );
+}
