@@ -19,14 +19,21 @@ fn main() -> anyhow::Result<()> {
     {
         ["decompress", artifact, cache] => {
             let cache = Cache::open(Path::new(cache))?;
-            let mut zeros = disk::ZeroLeaves::load(&cache.zero_leaves_path());
-            let source = disk::Source {
-                path: Path::new(artifact),
-                name: artifact,
-                sha512: "bench",
+            let path = Path::new(artifact);
+            let source = kato_image::release::FetchedArtifact {
+                record: kato_image::cache::ArtifactRecord {
+                    file: artifact.to_string(),
+                    url: format!("file://{artifact}"),
+                    sha512: "bench".to_string(),
+                    size: std::fs::metadata(path)?.len(),
+                    signature: None,
+                    digests_asc_verified: false,
+                },
+                path: path.to_path_buf(),
+                from_cache: false,
             };
-            let cached = disk::cached_raw(&cache, &source, &mut zeros, &Silent)?;
-            zeros.save();
+            let cached = disk::cached_raw(&cache, &source, &Silent)?;
+            cache.save_zero_leaves();
             println!("{}", cached.path.display());
         }
         ["copy", base, out] => {

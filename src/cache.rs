@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::atomic;
 use crate::release::{Board, Channel};
-use crate::verify::SignatureInfo;
+use crate::trust::SignatureInfo;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache {}: {source}", path.display())]
@@ -90,7 +90,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartialMeta {
+pub(crate) struct PartialMeta {
     pub url: String,
     pub validator: Option<String>,
 }
@@ -124,18 +124,25 @@ impl Cache {
         ] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(error(&dir))?;
-            fsutil::remove_stale_temps(&dir);
+            atomic::remove_stale_temps(&dir);
         }
+        crate::disk::digest::load_zero_leaves(&Cache::zero_leaves_in(root));
         Ok(Cache {
             root: root.to_path_buf(),
         })
+    }
+
+    /// Keeps the values of zero leaves computed since the cache was opened, for the next run
+    /// (see `disk::digest`).
+    pub fn save_zero_leaves(&self) {
+        crate::disk::digest::save_zero_leaves(&self.zero_leaves_path());
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn blob_path(&self, sha512: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, sha512: &str) -> PathBuf {
         self.root.join("blobs/sha512").join(sha512)
     }
 
@@ -145,22 +152,22 @@ impl Cache {
     }
 
     /// The digests of `raw_path(sha512)`, computed when it was decompressed.
-    pub fn raw_digests_path(&self, sha512: &str) -> PathBuf {
+    pub(crate) fn raw_digests_path(&self, sha512: &str) -> PathBuf {
         self.root.join("raw").join(format!("{sha512}.digests"))
     }
 
     /// BLAKE3 values of all-zero leaves, which depend only on their offset.
-    pub fn zero_leaves_path(&self) -> PathBuf {
+    fn zero_leaves_path(&self) -> PathBuf {
         Cache::zero_leaves_in(&self.root)
     }
 
     /// The same for a cache folder not opened (`verify` reads only this table).
-    pub fn zero_leaves_in(root: &Path) -> PathBuf {
+    fn zero_leaves_in(root: &Path) -> PathBuf {
         root.join("digests").join("zero-leaves")
     }
 
     /// A container image archive and its record, by the archive's key.
-    pub fn archive_paths(&self, key: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn archive_paths(&self, key: &str) -> (PathBuf, PathBuf) {
         let dir = self.root.join("archives");
         (
             dir.join(format!("{key}.tar")),
@@ -169,12 +176,12 @@ impl Cache {
     }
 
     /// What a registry tag last resolved to, by a key derived from the tag's reference.
-    pub fn tag_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn tag_path(&self, key: &str) -> PathBuf {
         self.root.join("tags").join(format!("{key}.json"))
     }
 
     /// A registry blob (layer, config, manifest) by the hex of its SHA-256.
-    pub fn blob_sha256_path(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn blob_sha256_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs/sha256").join(sha256)
     }
 
@@ -203,12 +210,12 @@ impl Cache {
         record: &ArtifactRecord,
     ) -> Result<PathBuf, CacheError> {
         let blob = self.blob_path(&record.sha512);
-        fsutil::commit(verified, &blob).map_err(error(&blob))?;
+        atomic::commit(verified, &blob).map_err(error(&blob))?;
         let dir = self.release_dir(key);
         fs::create_dir_all(&dir).map_err(error(&dir))?;
         let path = dir.join(format!("{}.json", record.file));
         let json = serde_json::to_vec_pretty(record).expect("records serialise");
-        fsutil::write_atomic(&path, &json).map_err(error(&path))?;
+        atomic::write_atomic(&path, &json).map_err(error(&path))?;
         Ok(blob)
     }
 
@@ -223,7 +230,7 @@ impl Cache {
         Some(record.version)
     }
 
-    pub fn set_current(
+    pub(crate) fn set_current(
         &self,
         channel: Channel,
         board: Board,
@@ -240,7 +247,7 @@ impl Cache {
             version: version.to_string(),
         })
         .expect("serialises");
-        fsutil::write_atomic(&path, &json).map_err(error(&path))
+        atomic::write_atomic(&path, &json).map_err(error(&path))
     }
 
     /// The partial download for `url`, locked for this process (waits for another run
@@ -276,7 +283,7 @@ impl Cache {
 impl Partial {
     /// Bytes already downloaded for `url` and the validator they came with; anything left by
     /// a different URL or without a record is thrown away.
-    pub fn resume_state(&self, url: &str) -> (u64, Option<String>) {
+    pub(crate) fn resume_state(&self, url: &str) -> (u64, Option<String>) {
         let meta: Option<PartialMeta> = fs::read(&self.meta)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -301,7 +308,7 @@ impl Partial {
             url: url.to_string(),
             validator,
         };
-        fsutil::write_atomic(&self.meta, &serde_json::to_vec(&meta).expect("serialises"))
+        atomic::write_atomic(&self.meta, &serde_json::to_vec(&meta).expect("serialises"))
             .map_err(error(&self.meta))?;
         let data = OpenOptions::new()
             .create(true)
@@ -314,7 +321,7 @@ impl Partial {
         Ok(data)
     }
 
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         let _ = fs::remove_file(&self.data);
         let _ = fs::remove_file(&self.meta);
     }

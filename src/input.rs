@@ -144,7 +144,7 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
 
 /// Opens `path` if it is a regular file (following links), without blocking on a FIFO;
 /// returns the file and its length.
-pub fn open_regular(path: &Path) -> Result<(File, u64), InputError> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), InputError> {
     open_regular_as(path, path)
 }
 
@@ -196,7 +196,7 @@ fn read_regular_as(
 }
 
 /// As [`read_regular`], as UTF-8 text.
-pub fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, InputError> {
+pub(crate) fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, InputError> {
     text(read_regular(path, limit, what)?, path)
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::disk::{self, Compression, DiskError, Guid, Window, types};
 use crate::fs::{self, FsInfo};
+use crate::io::At;
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,15 +84,15 @@ pub fn inspect(
     allow_backup: bool,
     progress: &dyn Progress,
 ) -> Result<DiskReport, DiskError> {
-    let compression = disk::decompress::detect_file(path).map_err(DiskError::io(path))?;
+    let compression = disk::decompress::detect_file(path).at(path)?;
     let temp_dir;
     let raw = if compression == Compression::None {
         path.to_path_buf()
     } else {
-        temp_dir = TempDir::new().map_err(DiskError::io(path))?;
+        temp_dir = TempDir::new().at(path)?;
         let raw = temp_dir.0.join("image.raw");
         let label = path.display().to_string();
-        disk::decompress::decompress_to_sparse(path, &label, &raw, None, progress)?;
+        disk::decompress::decompress_to_sparse(path, &label, &raw, false, progress)?;
         raw
     };
     let (file, table) = disk::open_table(&raw, allow_backup).map_err(|e| match e {
@@ -101,19 +102,19 @@ pub fn inspect(
         },
         other => other,
     })?;
-    let size = file.metadata().map_err(DiskError::io(path))?.len();
+    let size = file.metadata().at(path)?.len();
     let mut first_boot_flag = None;
     let mut partitions = Vec::new();
     for p in table.partitions() {
         let mut window = Window::new(&file, p.start(), p.len());
-        let filesystem = fs::detect(&mut window).map_err(DiskError::io(path))?;
+        let filesystem = fs::detect(&mut window).at(path)?;
         if p.type_guid.to_string() == types::EFI_SYSTEM
             && filesystem
                 .as_ref()
                 .is_some_and(|f| f.kind == fs::FsKind::Vfat)
         {
             // fatfs wants Write too; a read-only handle refuses any write it might try.
-            let window = Window::new(ReadOnly(&file), p.start(), p.len());
+            let window = Window::new(crate::io::ReadOnly::new(&file), p.start(), p.len());
             first_boot_flag = fs::fat::first_boot_flag(window)
                 .ok()
                 .flatten()
@@ -173,34 +174,6 @@ pub fn inspect(
         partitions,
         first_boot_flag,
     })
-}
-
-/// A file handle that reads and seeks but refuses writes.
-struct ReadOnly<'a>(&'a std::fs::File);
-
-impl std::io::Read for ReadOnly<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::io::Read::read(&mut self.0, buf)
-    }
-}
-
-impl std::io::Write for ReadOnly<'_> {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "inspect does not write",
-        ))
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl std::io::Seek for ReadOnly<'_> {
-    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
-        std::io::Seek::seek(&mut self.0, to)
-    }
 }
 
 /// A private temporary folder, removed on drop.

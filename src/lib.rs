@@ -3,27 +3,25 @@
 //! The library does the work and returns typed errors; the `kato-image` binary parses
 //! arguments, reports, and chooses exit codes.
 //!
-//! A build runs `profile` (load and merge) and `role` (units, files) into `plan`, then
-//! `gather` (`release` fetches and `verify` checks the vendor files, `disk` decompresses and
-//! hashes them, `oci` pulls images), then `emit` (a copy of the vendor disk with `fs` writing
-//! its OEM btrfs; iPXE payloads; AMIs), `manifest` records it all and `provenance` states
-//! and signs it; `build` drives them.
+//! A build (`build`, whose folder lists its stages in order) runs `profile` (load and merge)
+//! and `role` (units, files) into `build::plan`, then `build::gather` (`release` fetches and
+//! `trust` checks the vendor files, `disk` decompresses and hashes them, `oci` pulls images),
+//! then `emit` for each role (`build::role`: a copy of the vendor disk with `fs` writing its
+//! OEM btrfs; iPXE payloads; AMIs); `build::manifest` records it all and `provenance` states
+//! and signs it.
 
+pub mod atomic;
 pub mod build;
 pub mod cache;
 pub mod config;
 pub mod disk;
 pub mod emit;
 pub mod fs;
-pub mod fsutil;
-pub mod gather;
 pub mod input;
 pub mod inspect;
 pub mod io;
-pub mod manifest;
 pub mod oci;
 pub mod origin;
-pub mod plan;
 pub mod platform;
 pub mod profile;
 pub mod progress;
@@ -34,7 +32,7 @@ pub mod release;
 pub mod role;
 pub mod serve;
 pub mod ssh;
+pub mod trust;
 pub mod unit;
 pub mod url;
-pub mod verify;
-pub mod wording;
+pub(crate) mod wording;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub struct Origin {
     pub file: PathBuf,
     pub line: u64,
-    pub column: u64,
+    pub(crate) column: u64,
 }
 
 impl Origin {
@@ -42,7 +42,7 @@ impl fmt::Display for Origin {
 
 /// An error and its sources on one line, each said once: a library's layers often repeat
 /// the one below them, and its `Debug` form is no message for a user.
-pub fn with_causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

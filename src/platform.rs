@@ -57,7 +57,7 @@ const VM: Layout = Layout::RootAtLeast(12_943_360);
 /// Flatcar's `azure` layout: a 63737856-sector (30.4 GiB) disk.
 const AZURE: Layout = Layout::DiskAtLeast(63_737_856);
 /// The first Flatcar release that published OEM sysexts (later platforms came later).
-pub const FIRST_SYSEXT_RELEASE: u32 = 3760;
+pub(crate) const FIRST_SYSEXT_RELEASE: u32 = 3760;
 
 macro_rules! platforms {
     ($($variant:ident $name:literal),* $(,)?) => {
@@ -66,7 +66,7 @@ macro_rules! platforms {
         pub enum Platform { $($variant),* }
 
         impl Platform {
-            pub const ALL: &'static [Platform] = &[$(Platform::$variant),*];
+            pub(crate) const ALL: &'static [Platform] = &[$(Platform::$variant),*];
 
             /// The name in `--output`, profiles, file names and manifests.
             pub fn name(self) -> &'static str {
@@ -157,7 +157,7 @@ impl Platform {
     }
 
     /// Flatcar builds these for amd64 only.
-    pub fn amd64_only(self) -> bool {
+    pub(crate) fn amd64_only(self) -> bool {
         matches!(
             self,
             Platform::Gce
@@ -171,7 +171,7 @@ impl Platform {
 
     /// Why a role for `board` cannot be made for this platform, if it cannot. (Whether a
     /// release has the OEM is known only from its folder: see `sysext_file`.)
-    pub fn unavailable(self, board: Board) -> Option<String> {
+    pub(crate) fn unavailable(self, board: Board) -> Option<String> {
         (self.amd64_only() && board != Board::Amd64).then(|| {
             format!(
                 "Flatcar makes {} images for amd64-usr only, not {board}",
@@ -182,7 +182,7 @@ impl Platform {
 
     /// The OEM partition's `grub.cfg`: the platform's `oem_id` and, for clouds that only
     /// have a serial console, the console (kato-image appends the role's arguments after).
-    pub fn grub_cfg(self) -> String {
+    pub(crate) fn grub_cfg(self) -> String {
         let mut text = format!(
             "# Flatcar GRUB settings for {} (written by kato-image)\n\nset oem_id=\"{}\"\n",
             self.title(),
@@ -213,17 +213,17 @@ impl Platform {
     }
 
     /// The sysext's file name in the release folder.
-    pub fn sysext_file(self) -> String {
+    pub(crate) fn sysext_file(self) -> String {
         format!("oem-{}.raw", self.oem())
     }
 
     /// Where the sysext goes in the OEM filesystem, for Flatcar `version`'s initrd to find.
-    pub fn sysext_path(self, version: &str) -> String {
+    pub(crate) fn sysext_path(self, version: &str) -> String {
         format!("sysext/oem-{}-{version}.raw", self.oem())
     }
 
     /// The empty file that marks the OEM active.
-    pub fn active_path(self) -> String {
+    pub(crate) fn active_path(self) -> String {
         format!("sysext/active-oem-{}", self.oem())
     }
 

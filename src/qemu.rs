@@ -116,7 +116,7 @@ const FLASH_FILES: &[(&str, &str)] = &[
 ];
 
 /// The first firmware installed on this machine.
-pub fn find_firmware() -> Result<Firmware, RunError> {
+pub(crate) fn find_firmware() -> Result<Firmware, RunError> {
     if let Some(bios) = BIOS_FILES.iter().map(Path::new).find(|p| p.is_file()) {
         return Ok(Firmware::Bios(bios.to_path_buf()));
     }
@@ -183,7 +183,7 @@ fn check_image(path: &Path) -> Result<&'static str, RunError> {
     let read = file.read(&mut magic).map_err(|e| image(e.to_string()))?;
     if read == 4 && &magic == b"QFI\xfb" {
         // A qcow2 from elsewhere could name a backing or data file that QEMU would open.
-        crate::emit::container::qcow2::read_foreign_header(&file, len).map_err(image)?;
+        crate::emit::format::qcow2::read_foreign_header(&file, len).map_err(image)?;
         return Ok("qcow2");
     }
     if read >= 2 && magic[..2] == [0x1f, 0x8b] {

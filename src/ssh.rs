@@ -71,7 +71,7 @@ const OPTIONS: &[&str] = &[
 /// Checks one `ssh_authorized_keys` entry: one line (a final newline, as a YAML block
 /// leaves, is dropped), no control characters, options in front only if `allow_options`.
 /// Returns the line as it goes to the machine.
-pub fn check_entry(entry: &str, allow_options: bool) -> Result<String, SshKeyError> {
+pub(crate) fn check_entry(entry: &str, allow_options: bool) -> Result<String, SshKeyError> {
     let line = entry.strip_suffix('\n').unwrap_or(entry);
     let lines = line.split('\n').count();
     if lines > 1 {
@@ -148,7 +148,7 @@ fn split_options(line: &str) -> Result<(&str, &str), SshKeyError> {
     Ok((options, key))
 }
 
-pub fn check_public_key(line: &str) -> Result<(), SshKeyError> {
+pub(crate) fn check_public_key(line: &str) -> Result<(), SshKeyError> {
     let line = line.trim();
     if line.contains("PRIVATE KEY") {
         return Err(SshKeyError::PrivateKey);

@@ -1,7 +1,7 @@
 //! Percent-encoding as URLs and forms need it: every byte but RFC 3986's unreserved
 //! characters (letters, digits, `-`, `.`, `_`, `~`) becomes `%XX`.
 
-pub fn percent_encode(bytes: &[u8]) -> String {
+pub(crate) fn percent_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 3 / 2);
     for &byte in bytes {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

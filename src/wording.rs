@@ -7,7 +7,7 @@ use std::fmt;
 
 /// The notation an input was written in, which decides what a map is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notation {
+pub(crate) enum Notation {
     Yaml,
     Json,
 }
@@ -37,7 +37,7 @@ impl Notation {
 
 /// A parser's message (without its position) in the input writer's words, with control
 /// characters from the input escaped.
-pub fn in_words(message: &str, notation: Notation) -> String {
+pub(crate) fn in_words(message: &str, notation: Notation) -> String {
     crate::origin::printable(&reworded(message.trim(), notation))
 }
 
@@ -169,9 +169,9 @@ fn number_words(kind: &str) -> Option<String> {
 /// A JSON document that did not parse, or did not have the shape we read: where (1-based; 0
 /// when the fault is in the shape of a value read as a whole) and what, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonFault {
+pub(crate) struct JsonFault {
     pub line: usize,
-    pub column: usize,
+    pub(crate) column: usize,
     pub what: String,
 }
 

@@ -3,7 +3,7 @@
 #![no_main]
 use std::io::Read;
 
-use kato_image::disk::bzip2_block::Piece;
+use kato_image::disk::bzip2::block::Piece;
 use libfuzzer_sys::fuzz_target;
 
 /// Output past this is not compared (a few bytes of input can claim gigabytes of zeros).
@@ -12,7 +12,7 @@ const LIMIT: u64 = 64 << 20;
 fuzz_target!(|data: &[u8]| {
     let mut split = Vec::new();
     let mut zeros = 0u64;
-    let ours = kato_image::disk::bzip2_blocks::decode(data, 2, |piece| {
+    let ours = kato_image::disk::bzip2::blocks::decode(data, 2, |piece| {
         match piece {
             Piece::Data(bytes) => {
                 assert!(bytes.len() <= 1 << 20, "a piece of {} bytes", bytes.len());

@@ -9,9 +9,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let accepted = rules::path_problem(text).is_none();
-    assert_eq!(accepted, text.starts_with('/') && rules::clean(text) == text, "{text:?}");
+    assert_eq!(
+        accepted,
+        text.starts_with('/') && rules::clean(text) == text,
+        "{text:?}"
+    );
     let clean = rules::clean(text);
-    assert!(rules::path_problem(&clean).is_none(), "{clean:?} of {text:?}");
+    assert!(
+        rules::path_problem(&clean).is_none(),
+        "{clean:?} of {text:?}"
+    );
     if let Ok(config) = serde_json::from_str::<ignition_config::v3_3::Config>(text) {
         let _ = rules::check(&config);
     }

@@ -1,6 +1,7 @@
 //! What `verify` reads from beside an image: SSH private keys, SSH signatures and
 //! allowed_signers files, DSSE envelopes and in-toto statements (the first byte picks which).
 #![no_main]
+use kato_image::provenance::allowed_signers::AllowedSigners;
 use kato_image::provenance::{Statement, dsse::Envelope, sshkey};
 use libfuzzer_sys::fuzz_target;
 
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = sshkey::verify_sshsig(&text, b"manifest");
         }
         2 => {
-            let _ = sshkey::allowed_signers(&text);
+            let _ = AllowedSigners::parse(&text, "allowed_signers");
         }
         _ => {
             if let Ok(envelope) = serde_json::from_slice::<Envelope>(rest) {

@@ -1,7 +1,7 @@
 //! The header of a qcow2 `run` is given: accepted only when every table it points at lies
 //! inside the file, and never with a backing or external data file.
 #![no_main]
-use kato_image::emit::container::qcow2::parse_foreign_header;
+use kato_image::emit::format::qcow2::parse_foreign_header;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use kato_image::fsutil;
+use kato_image::atomic;
 
 /// One scratch folder for the whole run, on tmpfs where there is one. A fresh folder on
 /// disk for every input made the filesystem, not the code under test, the cost: the
@@ -19,8 +19,8 @@ pub fn scratch_dir() -> &'static Path {
         } else {
             std::env::temp_dir()
         };
-        fsutil::remove_stale_temps(&base);
-        let dir = fsutil::temp_path(&base.join("kato-image-fuzz"));
+        atomic::remove_stale_temps(&base);
+        let dir = atomic::temp_path(&base.join("kato-image-fuzz"));
         std::fs::create_dir(&dir).expect("a scratch folder");
         dir
     })

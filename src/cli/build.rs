@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kato_image::build::{BuildRequest, RoleBuild, build};
+use kato_image::build::gather::GatherOptions;
+use kato_image::build::plan::OutputKind;
+use kato_image::build::plan::PlanRequest;
+use kato_image::build::{BuildRequest, OutputOptions, RoleBuild, build};
 use kato_image::emit::ami::AwsOptions;
-use kato_image::plan::OutputKind;
 use kato_image::provenance::sign::{Passphrase, Signer};
 
 use super::ProjectArgs;
@@ -156,27 +158,33 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         |profile: &kato_image::profile::Profile| args.release.spec(profile.release.clone());
     let outputs = args.output.clone();
     let request = BuildRequest {
-        project: &project,
-        roles: &roles,
-        outputs: outputs.as_deref(),
-        release: &release,
-        fetch: &options,
-        out_dir: &args.out,
-        source_date_epoch,
-        ipxe_base_url: args.base_url.as_deref(),
-        allow_unpinned: args.allow_unpinned,
-        pull_workers: args.pull_workers,
-        allow_known_issues: args.allow_known_issues,
-        config_format: args.format.into(),
+        plan: PlanRequest {
+            project: &project,
+            roles: &roles,
+            outputs: outputs.as_deref(),
+            release: &release,
+            ipxe_base_url: args.base_url.as_deref(),
+            allow_unpinned: args.allow_unpinned,
+            config_format: args.format.into(),
+        },
+        gather: GatherOptions {
+            fetch: &options,
+            pull_workers: args.pull_workers,
+            allow_known_issues: args.allow_known_issues,
+        },
         aws: AwsOptions {
             region: args.region.clone(),
             workers: args.upload_workers,
-            retries: options.retries,
+            retries: options.net.retries,
             wait: std::time::Duration::from_secs(args.wait_timeout),
         },
-        publish_ami: !args.no_publish,
-        signer: signer.as_ref(),
-        builder_id: &builder_id,
+        out: OutputOptions {
+            dir: &args.out,
+            source_date_epoch,
+            publish_ami: !args.no_publish,
+            signer: signer.as_ref(),
+            builder_id: &builder_id,
+        },
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let builds = build(&request, &reporter)?;

@@ -6,10 +6,10 @@ use std::time::Duration;
 use super::Prefix;
 use clap::{Args, ValueEnum};
 use kato_image::cache::Cache;
-use kato_image::release::transport::TransportOptions;
+use kato_image::release::transport::{NetOptions, TransportOptions};
 use kato_image::release::{self, ArtifactKind, FetchOptions, FetchedRelease, ReleaseSpec};
 use kato_image::release::{Board, Channel};
-use kato_image::verify::{Keyring, format_time};
+use kato_image::trust::{Keyring, format_time};
 
 use super::progress::{Reporter, bytes};
 
@@ -141,7 +141,7 @@ impl ReleaseArgs {
                 data.extend(
                     kato_image::input::read_regular(
                         path,
-                        kato_image::verify::MAX_KEYRING,
+                        kato_image::trust::MAX_KEYRING,
                         "keyring",
                     )
                     .prefix(|| "--keyring")?,
@@ -157,13 +157,15 @@ impl ReleaseArgs {
         };
         let cache_dir = self.cache.clone().unwrap_or_else(Cache::default_dir);
         Ok(FetchOptions {
-            cache: Cache::open(&cache_dir)?,
+            net: NetOptions {
+                cache: Cache::open(&cache_dir)?,
+                offline: self.offline,
+                retries: self.retries,
+                retry_delay: Duration::from_millis(self.retry_delay_ms),
+                transport: TransportOptions::default(),
+            },
             keyring,
             insecure_skip_signature: self.insecure_skip_signature,
-            offline: self.offline,
-            retries: self.retries,
-            retry_delay: Duration::from_millis(self.retry_delay_ms),
-            transport: TransportOptions::default(),
         })
     }
 }

@@ -250,15 +250,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let release = |profile: &kato_image::profile::Profile| {
                 fetch::ReleaseArgs::default().spec(profile.release.clone())
             };
-            let plan = kato_image::plan::BuildPlan::make(&kato_image::plan::PlanRequest {
-                project: &project,
-                roles: &roles,
-                outputs: None,
-                release: &release,
-                ipxe_base_url: None,
-                allow_unpinned,
-                config_format: Format::Ignition,
-            })?;
+            let plan =
+                kato_image::build::plan::BuildPlan::make(&kato_image::build::plan::PlanRequest {
+                    project: &project,
+                    roles: &roles,
+                    outputs: None,
+                    release: &release,
+                    ipxe_base_url: None,
+                    allow_unpinned,
+                    config_format: Format::Ignition,
+                })?;
             for role in &plan.roles {
                 let fragments = &role.plan.fragments;
                 if fragments.is_empty() {

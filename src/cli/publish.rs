@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use super::Prefix;
 use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
-use kato_image::disk::ZeroLeaves;
+use kato_image::build::manifest::Manifest;
 use kato_image::emit::ami::{self, AwsOptions};
-use kato_image::manifest::{DiskRecord, Manifest, ManifestError};
+use kato_image::emit::raw::DiskRecord;
 use kato_image::profile::{AmiBootMode, AmiOutput, ImdsSupport, VolumeType};
+use kato_image::provenance::check::Recorded;
 
 use super::progress::bytes;
 
@@ -220,36 +221,8 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 /// The image's build manifest, and its record of the image, checked against the file: a
 /// manifest of another image, or an image changed since its build, stops here, before AWS.
 fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
-    let path = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| Manifest::beside(&args.image));
-    let manifest = Manifest::read(&path).map_err(|e| match e {
-        ManifestError::Read { path, source } => anyhow::anyhow!(
-            "{}: the build manifest of {} ({}); pass --manifest FILE",
-            path.display(),
-            args.image.display(),
-            match source {
-                kato_image::input::InputError::Io { source, .. } => source.to_string(),
-                other => other.to_string(),
-            }
-        ),
-        e => e.into(),
-    })?;
-    let file = Manifest::image_name(&args.image);
-    let disk = manifest.disk(&file).cloned().ok_or_else(|| {
-        let listed: Vec<&str> = manifest.disks.iter().map(|d| d.file.as_str()).collect();
-        anyhow::anyhow!(
-            "{}: the manifest of role {} lists {}, not {file}",
-            path.display(),
-            manifest.role,
-            if listed.is_empty() {
-                "no disk images".to_string()
-            } else {
-                listed.join(", ")
-            }
-        )
-    })?;
+    let recorded = Recorded::find(&args.image, args.manifest.as_deref())?;
+    let (manifest, disk) = (&recorded.manifest, &recorded.disk);
     // The generic image has no EC2 OEM (oem_id "ec2" and its kernel arguments such as
     // nvme_core.io_timeout and net.ifnames=0, the EC2 sysext): as an AMI it boots without
     // what EC2 instances need.
@@ -261,36 +234,12 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
             disk.from
         );
     }
-    let image = std::fs::File::open(&args.image).prefix(|| args.image.display().to_string())?;
-    let size = image
-        .metadata()
-        .prefix(|| args.image.display().to_string())?
-        .len();
-    if size != disk.size {
-        anyhow::bail!(
-            "{}: {size} bytes, but its manifest {} says {} bytes: it is not the image that build made",
-            args.image.display(),
-            path.display(),
-            disk.size
-        );
-    }
     let cache = kato_image::cache::Cache::open(&kato_image::cache::Cache::default_dir()).ok();
-    let mut zeros = match &cache {
-        Some(cache) => ZeroLeaves::load(&cache.zero_leaves_path()),
-        None => ZeroLeaves::in_memory(),
-    };
-    let blake3 = kato_image::disk::digest::hash_range(&image, 0, size, &mut zeros)
-        .prefix(|| args.image.display().to_string())?;
-    zeros.save();
-    let blake3 = kato_image::disk::digest::hex(&blake3);
-    if blake3 != disk.blake3 {
-        anyhow::bail!(
-            "{}: BLAKE3 {blake3}, but its manifest {} says {}: the image changed after its build",
-            args.image.display(),
-            path.display(),
-            disk.blake3
-        );
+    let unchanged = recorded.unchanged();
+    if let Some(cache) = &cache {
+        cache.save_zero_leaves();
     }
+    unchanged?;
     let settings = ami_settings(args);
     if let Some(why) = settings.unbootable(manifest.release.board) {
         anyhow::bail!("--boot-mode: {why}");
@@ -298,7 +247,7 @@ fn checked_manifest(args: &AmiArgs) -> anyhow::Result<(Manifest, DiskRecord)> {
     if let Some((field, why)) = settings.volume_problem() {
         anyhow::bail!("--{}: {why}", field.replace('_', "-"));
     }
-    Ok((manifest, disk))
+    Ok((recorded.manifest, recorded.disk))
 }
 
 fn ami_settings(args: &AmiArgs) -> AmiOutput {
@@ -324,8 +273,12 @@ fn ami(args: AmiArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return ami_plan(&args);
     }
-    let identity =
-        ami::AmiIdentity::new(&manifest.role, &manifest.build_id, &manifest.release, &disk);
+    let identity = ami::AmiIdentity::new(
+        &manifest.role,
+        &manifest.build_id,
+        &manifest.release,
+        &disk.blake3,
+    );
     // A parent without its snapshot: the parent's build ID and image digest find it by tag.
     let parent = match (&args.parent, &args.parent_snapshot) {
         (Some(_), Some(id)) => Some(ami::ParentSnapshot::Id(id.clone())),

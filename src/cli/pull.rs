@@ -10,7 +10,7 @@ use clap::Args;
 use kato_image::cache::Cache;
 use kato_image::oci::{PullOptions, Reference, Registry, archive};
 use kato_image::profile::Board;
-use kato_image::release::transport::TransportOptions;
+use kato_image::release::transport::{NetOptions, TransportOptions};
 
 use super::fetch::BoardArg;
 use super::progress::{Reporter, bytes};
@@ -51,12 +51,14 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
     let board: Board = args.board.into();
     let cache_dir = args.cache.clone().unwrap_or_else(Cache::default_dir);
     let options = PullOptions {
-        cache: Cache::open(&cache_dir)?,
-        retries: args.retries,
-        retry_delay: Duration::from_secs(1),
-        transport: TransportOptions::default(),
+        net: NetOptions {
+            cache: Cache::open(&cache_dir)?,
+            offline: args.offline,
+            retries: args.retries,
+            retry_delay: Duration::from_secs(1),
+            transport: TransportOptions::default(),
+        },
         workers: args.workers,
-        offline: args.offline,
     };
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let registry = Registry::new(&options)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use kato_image::manifest::Manifest;
+use kato_image::build::manifest::Manifest;
 use kato_image::qemu::{self, Accel, RunOptions};
 use kato_image::release::Board;
 

@@ -46,11 +46,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if wide {
             eprintln!("WARNING: listening on {local}, which other machines can reach; use --listen 127.0.0.1:PORT to serve only this one");
         }
+        // The handlers are in place before anyone is told where to connect: a SIGTERM that
+        // comes right after the first request stops the server cleanly, never by default.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         eprintln!("serving {} on http://{local}/ (Ctrl-C to stop)", args.dir.display());
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        let shutdown = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
                 _ = term.recv() => {}
             }
             eprintln!("stopping");

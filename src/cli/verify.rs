@@ -6,7 +6,7 @@ use clap::Args;
 use kato_image::emit::ami::{AwsOptions, Publisher};
 use kato_image::provenance::allowed_signers::AllowedSigners;
 use kato_image::provenance::check::{self, Report, Trust};
-use kato_image::verify::Keyring;
+use kato_image::trust::Keyring;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -57,7 +57,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     };
     let trust = match (&args.key, &args.allowed_signers) {
         (Some(path), _) => Trust::OpenPgp(Keyring::parse(
-            &read(path, kato_image::verify::MAX_KEYRING, "keyring")?,
+            &read(path, kato_image::trust::MAX_KEYRING, "keyring")?,
             &path.display().to_string(),
         )?),
         (None, Some(path)) => {
@@ -95,10 +95,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         .cache
         .clone()
         .unwrap_or_else(kato_image::cache::Cache::default_dir);
-    let zeros_path = kato_image::cache::Cache::zero_leaves_in(&cache);
-    let mut zeros = kato_image::disk::ZeroLeaves::load(&zeros_path);
-    let report = check::verify(&args.image, args.manifest.as_deref(), &trust, &mut zeros);
-    zeros.save();
+    let cache = kato_image::cache::Cache::open(&cache).ok();
+    let report = check::verify(&args.image, args.manifest.as_deref(), &trust);
+    if let Some(cache) = &cache {
+        cache.save_zero_leaves();
+    }
     let mut report = report?;
     if let Some(ami) = &args.ami {
         let options = AwsOptions {

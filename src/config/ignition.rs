@@ -9,11 +9,11 @@ use super::RenderError;
 use crate::profile::fragment::{self, Fragments, Node};
 use crate::role::RolePlan;
 
-pub const SPEC_VERSION: &str = "3.3.0";
+pub(crate) const SPEC_VERSION: &str = "3.3.0";
 
 /// Which releases accept spec 3.4.0 and later, for the message that refuses a profile needing
 /// it (Ignition 2.15 added 3.4.0; LTS 4081 ships 2.19, stable 4593 and later 2.24).
-pub const NEWER_SPEC_ACCEPTED_BY: &str = "Ignition spec 3.4.0, which Flatcar LTS 4081 and stable, beta and alpha 4593 and later accept but Ignition 2.14 and older do not";
+pub(crate) const NEWER_SPEC_ACCEPTED_BY: &str = "Ignition spec 3.4.0, which Flatcar LTS 4081 and stable, beta and alpha 4593 and later accept but Ignition 2.14 and older do not";
 
 pub fn config(plan: &RolePlan) -> ign::Config {
     let mut users = plan
@@ -95,7 +95,7 @@ pub fn config(plan: &RolePlan) -> ign::Config {
 }
 
 /// The config of fragments alone, as `butane` would print a fragment's.
-pub fn fragments_config(extra: &Fragments) -> ign::Config {
+pub(crate) fn fragments_config(extra: &Fragments) -> ign::Config {
     let plan = RolePlan {
         role: String::new(),
         users: Vec::new(),
@@ -155,7 +155,7 @@ fn assemble(
 
 /// Where Flatcar's coreos-cloudinit looks for the machine's own cloud-config on ROOT: the
 /// file `flatcar-install -c` writes, which `user-cloudinit@.path` runs on every boot.
-pub const USER_DATA_PATH: &str = "/var/lib/flatcar-install/user_data";
+pub(crate) const USER_DATA_PATH: &str = "/var/lib/flatcar-install/user_data";
 
 /// A config whose only work is to write `cloud_config` where coreos-cloudinit runs it (root
 /// only: user data often holds secrets). Ignition is the only way into ROOT on first boot.

@@ -1,8 +1,8 @@
 //! Rendering a role's plan as a machine config: Ignition (Flatcar, Fedora CoreOS) or legacy
 //! cloud-config (CoreOS Container Linux era hosts).
 
-pub mod cloud_config;
-pub mod data_url;
+pub(crate) mod cloud_config;
+pub(crate) mod data_url;
 pub mod ignition;
 pub mod rules;
 
@@ -39,15 +39,30 @@ impl Format {
     }
 }
 
+/// The config a build bakes, made once: its bytes, their SHA-256 (which the build ID, the
+/// manifest, the provenance and KATO-DATA's UUIDs all use) and what the machines run it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedConfig {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub format: Format,
+}
+
 /// The Ignition config a build bakes for `plan` in `format`: the role's own config, or (for
 /// cloud-config) one that writes the role's cloud-config where coreos-cloudinit runs it.
-pub fn baked(plan: &RolePlan, format: Format) -> Result<Vec<u8>, RenderError> {
-    match format {
-        Format::Ignition => ignition::render(plan),
+pub fn baked(plan: &RolePlan, format: Format) -> Result<RenderedConfig, RenderError> {
+    let bytes = match format {
+        Format::Ignition => ignition::render(plan)?,
         Format::CloudConfig => {
-            ignition::to_bytes(&ignition::user_data(&cloud_config::render(plan)?))
+            ignition::to_bytes(&ignition::user_data(&cloud_config::render(plan)?))?
         }
-    }
+    };
+    let sha256 = crate::cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    Ok(RenderedConfig {
+        bytes,
+        sha256,
+        format,
+    })
 }
 
 /// Renders `plan` in `format`. The same plan always gives the same bytes.

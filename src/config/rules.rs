@@ -29,9 +29,9 @@ pub struct Violation {
     /// The path or name the entry is keyed by, to find where it was written.
     pub key: String,
     /// Ignition's message.
-    pub ignition_says: &'static str,
+    pub(crate) ignition_says: &'static str,
     /// What to write instead, where there is one answer.
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
 }
 
 impl std::fmt::Display for Violation {
@@ -299,26 +299,16 @@ fn hash_problem(resource: &ign::Resource) -> Option<(&'static str, Option<String
     None
 }
 
-const UNIT_TYPES: &[&str] = &[
-    "service",
-    "socket",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "target",
-    "path",
-    "timer",
-    "snapshot",
-    "slice",
-    "scope",
-];
+/// Ignition takes every unit type systemd has, and `snapshot`, which systemd dropped in 228.
+fn ignition_unit_type(kind: &str) -> bool {
+    crate::unit::UNIT_SUFFIXES.contains(&kind) || kind == "snapshot"
+}
 
 fn unit_checks(units: &[ign::Unit], add: &mut Add) {
     for unit in units {
         let name = &unit.name;
         let kind = name.rsplit_once('.').map(|(_, k)| k);
-        if !kind.is_some_and(|k| UNIT_TYPES.contains(&k)) {
+        if !kind.is_some_and(ignition_unit_type) {
             add(
                 format!("systemd.units: {name}"),
                 name,

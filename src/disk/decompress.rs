@@ -5,9 +5,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use super::bzip2_block::Piece;
-use super::digest::{ImageDigests, StreamDigests, ZeroLeaves};
+use super::bzip2::block::Piece;
+use super::digest::{ImageDigests, StreamDigests};
 use super::sparse::SparseWriter;
+use crate::io::{At, ChunkWriter, Counting, PathError};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -52,12 +53,12 @@ pub enum DecompressError {
         offset: u64,
         message: String,
     },
-    #[error("{file}: {source}")]
-    Io { file: String, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// Reads the first bytes of `path` to tell its compression.
-pub fn detect_file(path: &Path) -> io::Result<Compression> {
+pub(crate) fn detect_file(path: &Path) -> io::Result<Compression> {
     let mut head = [0u8; 8];
     let mut file = File::open(path)?;
     let mut filled = 0;
@@ -70,95 +71,31 @@ pub fn detect_file(path: &Path) -> io::Result<Compression> {
     Ok(Compression::detect(&head[..filled]))
 }
 
-/// Counts bytes read, so a decoder error can say where in the compressed stream it was.
-struct Counting<R> {
-    inner: R,
-    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Sends what is written to another thread in pieces.
-struct ChunkWriter {
-    sender: std::sync::mpsc::SyncSender<Piece>,
-    buffer: Vec<u8>,
-}
-
-const CHUNK: usize = 1 << 20;
-
-impl ChunkWriter {
-    /// Passes on a piece made elsewhere, after what is buffered, without copying it.
-    fn send(&mut self, piece: Piece) -> io::Result<()> {
-        self.flush()?;
-        self.deliver(piece)
-    }
-
-    fn deliver(&mut self, piece: Piece) -> io::Result<()> {
-        self.sender
-            .send(piece)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let take = (CHUNK - self.buffer.len()).min(buf.len());
-        self.buffer.extend_from_slice(&buf[..take]);
-        if self.buffer.len() == CHUNK {
-            self.flush()?;
-        }
-        Ok(take)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buffer.is_empty() {
-            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
-            self.deliver(Piece::Data(full))?;
-        }
-        Ok(())
-    }
-}
-
 /// A decompressed image: its length and, if asked for, its digests, computed as it was
 /// written.
 #[derive(Debug, Clone)]
-pub struct Decoded {
-    pub len: u64,
+pub(crate) struct Decoded {
     pub digests: Option<ImageDigests>,
 }
 
 /// Decompresses `source` (whatever its compression, or none) into a new sparse file at
-/// `destination`; with `zeros`, hashing it on the way.
+/// `destination`; with `hash`, computing its digests on the way.
 /// `label` names the file in progress and errors (a cached file's own name is a digest).
-pub fn decompress_to_sparse(
+pub(crate) fn decompress_to_sparse(
     source: &Path,
     label: &str,
     destination: &Path,
-    mut zeros: Option<&mut ZeroLeaves>,
+    hash: bool,
     progress: &dyn Progress,
 ) -> Result<Decoded, DecompressError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match decompress_with(
-        source,
-        label,
-        destination,
-        zeros.as_deref_mut(),
-        progress,
-        cores,
-    ) {
+    match decompress_with(source, label, destination, hash, progress, cores) {
         // bzip2 is split into blocks for the cores; a split that does not decode (a magic
         // number inside a block, or damage) is left to the sequential decoder to judge.
         Err(DecompressError::Corrupt {
             format: "bzip2", ..
         }) if cores > 1 => {
-            let decoded = decompress_with(source, label, destination, zeros, progress, 1)?;
+            let decoded = decompress_with(source, label, destination, hash, progress, 1)?;
             progress.note(&format!(
                 "{label}: its bzip2 blocks did not decode apart, so it was decoded on one core"
             ));
@@ -172,40 +109,29 @@ fn decompress_with(
     source: &Path,
     label: &str,
     destination: &Path,
-    zeros: Option<&mut ZeroLeaves>,
+    hash: bool,
     progress: &dyn Progress,
     workers: usize,
 ) -> Result<Decoded, DecompressError> {
-    let name = label.to_string();
-    let io_error = |source: io::Error| DecompressError::Io {
-        file: name.clone(),
-        source,
-    };
-    let compression = detect_file(source).map_err(io_error)?;
-    let input = File::open(source).map_err(io_error)?;
-    let compressed_len = input.metadata().map_err(io_error)?.len();
+    let compression = detect_file(source).at(label)?;
+    let input = File::open(source).at(label)?;
+    let compressed_len = input.metadata().at(label)?.len();
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counting = Counting {
         inner: input,
         count: count.clone(),
     };
-    let output = File::create(destination).map_err(|source| DecompressError::Io {
-        file: destination.display().to_string(),
-        source,
-    })?;
+    let output = File::create(destination).at(destination)?;
     progress.start(&format!("decompressing {label}"), Some(compressed_len));
 
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Piece>(8);
     let decoder = std::thread::spawn(move || -> io::Result<()> {
-        let mut writer = ChunkWriter {
-            sender,
-            buffer: Vec::with_capacity(CHUNK),
-        };
+        let mut writer = ChunkWriter::new(sender);
         let mut reader = BufReader::with_capacity(1 << 20, counting);
         match compression {
             Compression::None => io::copy(&mut reader, &mut writer).map(|_| ())?,
             Compression::Bzip2 if workers > 1 => {
-                super::bzip2_blocks::decode(reader, workers, |piece| writer.send(piece))?
+                super::bzip2::blocks::decode(reader, workers, |piece| writer.send(piece))?
             }
             Compression::Bzip2 => {
                 io::copy(&mut bzip2::read::MultiBzDecoder::new(reader), &mut writer).map(|_| ())?
@@ -223,7 +149,7 @@ fn decompress_with(
         }
         writer.flush()
     });
-    let mut sparse = SparseWriter::observed(output, zeros.map(StreamDigests::new));
+    let mut sparse = SparseWriter::observed(output, hash.then(StreamDigests::new));
     let mut reported = 0u64;
     let mut write_error = None;
     for piece in receiver.iter() {
@@ -243,10 +169,8 @@ fn decompress_with(
     let decoded = decoder.join().expect("the decoder thread does not panic");
     progress.finish();
     if let Some(e) = write_error {
-        return Err(DecompressError::Io {
-            file: destination.display().to_string(),
-            source: e,
-        });
+        let path = destination.to_path_buf();
+        return Err(PathError { path, source: e }.into());
     }
     decoded.map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData
@@ -256,27 +180,21 @@ fn decompress_with(
             if compression != Compression::None =>
         {
             DecompressError::Corrupt {
-                file: name.clone(),
+                file: label.to_string(),
                 format: compression.name(),
                 offset: count.load(std::sync::atomic::Ordering::Relaxed),
                 message: e.to_string(),
             }
         }
-        _ => io_error(e),
+        _ => PathError {
+            path: label.into(),
+            source: e,
+        }
+        .into(),
     })?;
-    let len = sparse.len();
-    let (file, digests) = sparse
-        .finish_observed()
-        .map_err(|source| DecompressError::Io {
-            file: destination.display().to_string(),
-            source,
-        })?;
-    file.sync_all().map_err(|source| DecompressError::Io {
-        file: destination.display().to_string(),
-        source,
-    })?;
+    let (file, digests) = sparse.finish_observed().at(destination)?;
+    file.sync_all().at(destination)?;
     Ok(Decoded {
-        len,
         digests: digests.map(StreamDigests::finish),
     })
 }
@@ -333,16 +251,11 @@ mod tests {
             let compressed = dir.path().join(format!("c.{tool}"));
             std::fs::write(&compressed, out.stdout).unwrap();
             let decoded = dir.path().join(format!("d.{tool}"));
-            let mut zeros = ZeroLeaves::in_memory();
-            let done = decompress_to_sparse(
-                &compressed,
-                tool,
-                &decoded,
-                Some(&mut zeros),
-                &crate::progress::Silent,
-            )
-            .unwrap();
-            assert_eq!(done.len, data.len() as u64, "{tool}");
+            let done =
+                decompress_to_sparse(&compressed, tool, &decoded, true, &crate::progress::Silent)
+                    .unwrap();
+            let len = std::fs::metadata(&decoded).unwrap().len();
+            assert_eq!(len, data.len() as u64, "{tool}");
             assert_eq!(
                 done.digests.unwrap().leaves.root(),
                 blake3::hash(&data),
@@ -384,17 +297,19 @@ mod tests {
         let compressed = dir.path().join("image.bz2");
         std::fs::write(&compressed, &file).unwrap();
         let decoded = dir.path().join("decoded");
-        let mut zeros = ZeroLeaves::in_memory();
         let done = decompress_with(
             &compressed,
             "image.bz2",
             &decoded,
-            Some(&mut zeros),
+            true,
             &crate::progress::Silent,
             3,
         )
         .unwrap();
-        assert_eq!(done.len, data.len() as u64);
+        assert_eq!(
+            std::fs::metadata(&decoded).unwrap().len(),
+            data.len() as u64
+        );
         assert_eq!(done.digests.unwrap().leaves.root(), blake3::hash(&data));
         assert_eq!(std::fs::read(&decoded).unwrap(), data);
     }
@@ -410,7 +325,7 @@ mod tests {
             &bad,
             "image.bin.bz2",
             &dir.path().join("out"),
-            None,
+            false,
             &crate::progress::Silent,
         )
         .unwrap_err();

@@ -18,7 +18,8 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::RwLock;
 
 use blake3::hazmat::{
     HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -27,11 +28,11 @@ use blake3::hazmat::{
 use super::sparse;
 
 /// Leaf size: 1024 BLAKE3 chunks.
-pub const LEAF: u64 = 1 << 20;
+pub(crate) const LEAF: u64 = 1 << 20;
 static ZERO_LEAF: [u8; LEAF as usize] = [0; LEAF as usize];
 
 /// A chaining value: the non-root value of a chunk or subtree.
-pub type Cv = [u8; 32];
+pub(crate) type Cv = [u8; 32];
 
 /// The hex BLAKE3 of an input: what `b3sum` prints.
 pub fn hex(hash: &blake3::Hash) -> String {
@@ -75,93 +76,108 @@ impl Ranges {
 }
 
 /// The values of zero leaves by leaf index: the value of `LEAF` zero bytes at offset
-/// `i * LEAF`. Kept in the cache, checked by a digest of its own, extended when a larger
-/// image needs more.
-pub struct ZeroLeaves {
+/// `i * LEAF`. They depend on nothing but the index, so one table serves the whole process
+/// and nobody has to hand it around; the cache keeps a copy (`load_zero_leaves`,
+/// `save_zero_leaves`), checked by a digest of its own, so a run does not recompute them.
+static ZERO_LEAVES: RwLock<ZeroTable> = RwLock::new(ZeroTable {
+    cvs: Vec::new(),
+    saved: 0,
+});
+
+struct ZeroTable {
     cvs: Vec<Cv>,
-    path: Option<PathBuf>,
-    dirty: bool,
+    /// How many of `cvs` a saved copy already holds.
+    saved: usize,
 }
 
 const ZERO_MAGIC: &[u8; 8] = b"KATOZL01";
 
-impl ZeroLeaves {
-    /// An empty table that is not saved (tests, and tools without a cache).
-    pub fn in_memory() -> Self {
-        ZeroLeaves {
-            cvs: Vec::new(),
-            path: None,
-            dirty: false,
-        }
-    }
+fn zero_table() -> std::sync::RwLockReadGuard<'static, ZeroTable> {
+    ZERO_LEAVES.read().unwrap_or_else(|e| e.into_inner())
+}
 
-    /// The table saved at `path`, or an empty one if it is missing or damaged.
-    pub fn load(path: &Path) -> Self {
-        let cvs = std::fs::read(path)
-            .ok()
-            .and_then(|bytes| parse_checked(&bytes, ZERO_MAGIC))
-            .map(|body| cvs_from(&body))
-            .unwrap_or_default();
-        ZeroLeaves {
-            cvs,
-            path: Some(path.to_path_buf()),
-            dirty: false,
-        }
-    }
+fn zero_table_mut() -> std::sync::RwLockWriteGuard<'static, ZeroTable> {
+    ZERO_LEAVES.write().unwrap_or_else(|e| e.into_inner())
+}
 
-    /// Makes sure the first `count` values exist, computing the missing ones on every core.
-    pub fn ensure(&mut self, count: u64) {
-        let have = self.cvs.len() as u64;
-        if count <= have {
-            return;
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-        let missing = count - have;
-        let per = missing.div_ceil(threads.max(1));
-        let parts: Vec<Vec<Cv>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let from = have + t * per;
-                    let to = (from + per).min(count);
-                    scope.spawn(move || (from..to).map(zero_leaf).collect::<Vec<Cv>>())
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("hashing zeros does not panic"))
-                .collect()
-        });
+/// Adopts the table saved at `path` if it is longer than the one in memory; a missing or
+/// damaged file is ignored (it only costs a recomputation).
+pub(crate) fn load_zero_leaves(path: &Path) {
+    let Some(cvs) = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| parse_checked(&bytes, ZERO_MAGIC))
+        .map(|body| cvs_from(&body))
+    else {
+        return;
+    };
+    let mut table = zero_table_mut();
+    if cvs.len() >= table.cvs.len() {
+        table.saved = cvs.len();
+        table.cvs = cvs;
+    }
+}
+
+/// Saves the table at `path` if it grew since it was loaded or saved; failures only cost a
+/// recomputation next time.
+pub fn save_zero_leaves(path: &Path) {
+    let mut table = zero_table_mut();
+    if table.cvs.len() <= table.saved {
+        return;
+    }
+    let mut body = Vec::with_capacity(table.cvs.len() * 32);
+    for cv in &table.cvs {
+        body.extend_from_slice(cv);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if crate::atomic::write_atomic(path, &seal(ZERO_MAGIC, &body)).is_ok() {
+        table.saved = table.cvs.len();
+    }
+}
+
+/// Makes sure the first `count` values exist, computing the missing ones on every core.
+pub(crate) fn ensure_zero_leaves(count: u64) {
+    let have = zero_table().cvs.len() as u64;
+    if count <= have {
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let missing = count - have;
+    let per = missing.div_ceil(threads.max(1));
+    let parts: Vec<Vec<Cv>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let from = have + t * per;
+                let to = (from + per).min(count);
+                scope.spawn(move || (from..to).map(zero_leaf).collect::<Vec<Cv>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("hashing zeros does not panic"))
+            .collect()
+    });
+    let mut table = zero_table_mut();
+    // Another thread may have grown the table meanwhile; the values are the same.
+    if table.cvs.len() as u64 == have {
         for part in parts {
-            self.cvs.extend(part);
+            table.cvs.extend(part);
         }
-        self.dirty = true;
     }
+}
 
-    /// The value of the zero leaf at index `i` (computed if missing).
-    pub fn get(&mut self, i: u64) -> Cv {
-        if i >= self.cvs.len() as u64 {
-            self.ensure(i + 1);
-        }
-        self.cvs[i as usize]
+/// The value of the zero leaf at index `i` (computed if missing).
+pub(crate) fn zero_leaf_value(i: u64) -> Cv {
+    if let Some(cv) = zero_table().cvs.get(i as usize) {
+        return *cv;
     }
-
-    /// Saves the table if it grew; failures only cost a recomputation next time.
-    pub fn save(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        if let Some(path) = &self.path {
-            let mut body = Vec::with_capacity(self.cvs.len() * 32);
-            for cv in &self.cvs {
-                body.extend_from_slice(cv);
-            }
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = crate::fsutil::write_atomic(path, &seal(ZERO_MAGIC, &body));
-        }
-        self.dirty = false;
-    }
+    ensure_zero_leaves(i + 1);
+    zero_table()
+        .cvs
+        .get(i as usize)
+        .copied()
+        .unwrap_or_else(|| zero_leaf(i))
 }
 
 fn zero_leaf(i: u64) -> Cv {
@@ -202,7 +218,7 @@ pub struct Leaves {
     pub len: u64,
     /// One per `LEAF` of input (the last may be short). For an input of one leaf or less the
     /// single value is its root hash instead: BLAKE3 finalises a lone chunk run differently.
-    pub cvs: Vec<Cv>,
+    pub(crate) cvs: Vec<Cv>,
 }
 
 impl Leaves {
@@ -240,7 +256,7 @@ fn subtree(cvs: &[Cv], len: u64) -> Cv {
 
 /// Builds the leaves of an input fed in order, a piece at a time, with zero pieces marked
 /// so that a leaf that stays all zero is never hashed.
-pub struct LeafBuilder {
+pub(crate) struct LeafBuilder {
     len: u64,
     cvs: Vec<Cv>,
     /// The current leaf's hasher, once it has seen data; zeros before that are owed to it.
@@ -270,14 +286,10 @@ impl LeafBuilder {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Feeds `data` (all zeros if `zero`, in which case only its length matters).
-    pub fn push(&mut self, mut data: &[u8], zero: bool, zeros: &mut ZeroLeaves) {
+    pub fn push(&mut self, mut data: &[u8], zero: bool) {
         while !data.is_empty() {
-            self.make_room(zeros);
+            self.make_room();
             let take = (LEAF - self.filled).min(data.len() as u64) as usize;
             let (piece, rest) = data.split_at(take);
             if !zero {
@@ -292,9 +304,9 @@ impl LeafBuilder {
     }
 
     /// Feeds `n` zero bytes.
-    pub fn push_zeros(&mut self, mut n: u64, zeros: &mut ZeroLeaves) {
+    pub(crate) fn push_zeros(&mut self, mut n: u64) {
         while n > 0 {
-            self.make_room(zeros);
+            self.make_room();
             let take = (LEAF - self.filled).min(n);
             if let Some(hasher) = &mut self.current {
                 hasher.update(&ZERO_LEAF[..take as usize]);
@@ -318,17 +330,17 @@ impl LeafBuilder {
 
     /// A full leaf is closed only when more input comes: if none does and it is the only
     /// leaf, it is the root and is finalised as one.
-    fn make_room(&mut self, zeros: &mut ZeroLeaves) {
+    fn make_room(&mut self) {
         if self.filled == LEAF {
-            self.close_leaf(zeros);
+            self.close_leaf();
         }
     }
 
-    fn close_leaf(&mut self, zeros: &mut ZeroLeaves) {
+    fn close_leaf(&mut self) {
         let index = self.cvs.len() as u64;
         let cv = match self.current.take() {
             Some(hasher) => hasher.finalize_non_root(),
-            None if self.filled == LEAF => zeros.get(index),
+            None if self.filled == LEAF => zero_leaf_value(index),
             None => blake3::Hasher::new()
                 .set_input_offset(index * LEAF)
                 .update(&ZERO_LEAF[..self.filled as usize])
@@ -339,7 +351,7 @@ impl LeafBuilder {
     }
 
     /// The leaves of everything fed.
-    pub fn finish(mut self, zeros: &mut ZeroLeaves) -> Leaves {
+    pub fn finish(mut self) -> Leaves {
         if self.cvs.is_empty() {
             let root = match self.current.take() {
                 Some(hasher) => hasher.finalize(),
@@ -355,7 +367,7 @@ impl LeafBuilder {
             };
         }
         if self.filled > 0 {
-            self.close_leaf(zeros);
+            self.close_leaf();
         }
         Leaves {
             len: self.len,
@@ -365,61 +377,49 @@ impl LeafBuilder {
 }
 
 /// Feeds the bytes `[start, end)` of a sparse file to `builder`: holes as zeros, unread.
-fn feed_range(
-    file: &File,
-    start: u64,
-    end: u64,
-    builder: &mut LeafBuilder,
-    zeros: &mut ZeroLeaves,
-) -> io::Result<()> {
+fn feed_range(file: &File, start: u64, end: u64, builder: &mut LeafBuilder) -> io::Result<()> {
     let mut buffer = vec![0u8; LEAF as usize];
     let mut at = start;
     for (offset, length) in sparse::data_extents(file, start, end)? {
-        builder.push_zeros(offset - at, zeros);
+        builder.push_zeros(offset - at);
         let mut done = 0;
         while done < length {
             let step = (length - done).min(LEAF) as usize;
             file.read_exact_at(&mut buffer[..step], offset + done)?;
             let zero = sparse::is_zero(&buffer[..step]);
-            builder.push(&buffer[..step], zero, zeros);
+            builder.push(&buffer[..step], zero);
             done += step as u64;
         }
         at = offset + length;
     }
-    builder.push_zeros(end - at, zeros);
+    builder.push_zeros(end - at);
     Ok(())
 }
 
 /// The leaves of the bytes `[start, end)` of `file`, as an input of their own.
-pub fn leaves_of(file: &File, start: u64, end: u64, zeros: &mut ZeroLeaves) -> io::Result<Leaves> {
+pub(crate) fn leaves_of(file: &File, start: u64, end: u64) -> io::Result<Leaves> {
     let mut builder = LeafBuilder::new();
-    feed_range(file, start, end, &mut builder, zeros)?;
-    Ok(builder.finish(zeros))
+    feed_range(file, start, end, &mut builder)?;
+    Ok(builder.finish())
 }
 
 /// The BLAKE3 of the bytes `[start, end)` of `file`, reading only its data extents.
-pub fn hash_range(
-    file: &File,
-    start: u64,
-    end: u64,
-    zeros: &mut ZeroLeaves,
-) -> io::Result<blake3::Hash> {
-    Ok(leaves_of(file, start, end, zeros)?.root())
+pub(crate) fn hash_range(file: &File, start: u64, end: u64) -> io::Result<blake3::Hash> {
+    Ok(leaves_of(file, start, end)?.root())
 }
 
 /// The leaves of `file` (now `len` bytes long) made from `before`, the leaves of the file it
 /// was copied from: leaves that no range in `written` touches keep their value; the others
 /// are hashed again from the file.
-pub fn update_leaves(
+pub(crate) fn update_leaves(
     file: &File,
     len: u64,
     before: &Leaves,
     written: &Ranges,
-    zeros: &mut ZeroLeaves,
 ) -> io::Result<Leaves> {
     // Small inputs, and a last leaf whose length changed, are simplest hashed afresh.
     if len <= LEAF || before.len <= LEAF {
-        return leaves_of(file, 0, len, zeros);
+        return leaves_of(file, 0, len);
     }
     let count = len.div_ceil(LEAF);
     let mut cvs = Vec::with_capacity(count as usize);
@@ -435,7 +435,7 @@ pub fn update_leaves(
         }
         let extents = sparse::data_extents(file, start, end)?;
         if full && extents.is_empty() {
-            cvs.push(zeros.get(i));
+            cvs.push(zero_leaf_value(i));
             continue;
         }
         let leaf = &mut buffer[..(end - start) as usize];
@@ -461,8 +461,7 @@ const HEAD: usize = LEAF as usize;
 
 /// Digests of a disk image computed as it is written (by a `SparseWriter`): the image's
 /// leaves and, once its primary partition table has gone by, each partition's digest.
-pub struct StreamDigests<'z> {
-    zeros: &'z mut ZeroLeaves,
+pub(crate) struct StreamDigests {
     image: LeafBuilder,
     /// The stream's first bytes, until the partition table is read from them.
     head: Option<Vec<u8>>,
@@ -477,10 +476,15 @@ struct PartitionFeed {
     builder: LeafBuilder,
 }
 
-impl<'z> StreamDigests<'z> {
-    pub fn new(zeros: &'z mut ZeroLeaves) -> Self {
+impl Default for StreamDigests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamDigests {
+    pub fn new() -> Self {
         StreamDigests {
-            zeros,
             image: LeafBuilder::new(),
             head: Some(Vec::with_capacity(HEAD)),
             partitions: Vec::new(),
@@ -527,12 +531,10 @@ impl<'z> StreamDigests<'z> {
                 continue;
             }
             match piece {
-                Piece::Data(bytes) => p.builder.push(
-                    &bytes[(from - at) as usize..(to - at) as usize],
-                    false,
-                    self.zeros,
-                ),
-                Piece::Zeros => p.builder.push_zeros(to - from, self.zeros),
+                Piece::Data(bytes) => p
+                    .builder
+                    .push(&bytes[(from - at) as usize..(to - at) as usize], false),
+                Piece::Zeros => p.builder.push_zeros(to - from),
             }
         }
     }
@@ -561,7 +563,6 @@ impl<'z> StreamDigests<'z> {
     /// its primary table (none if it had no readable one).
     pub fn finish(mut self) -> ImageDigests {
         self.read_table();
-        let zeros = self.zeros;
         let partitions = self
             .partitions
             .into_iter()
@@ -570,11 +571,11 @@ impl<'z> StreamDigests<'z> {
                 slot: p.slot,
                 start: p.start,
                 len: p.end - p.start,
-                blake3: hex(&p.builder.finish(zeros).root()),
+                blake3: hex(&p.builder.finish().root()),
             })
             .collect();
         ImageDigests {
-            leaves: self.image.finish(zeros),
+            leaves: self.image.finish(),
             partitions,
         }
     }
@@ -586,14 +587,14 @@ enum Piece<'a> {
     Zeros,
 }
 
-impl super::sparse::Observe for StreamDigests<'_> {
+impl super::sparse::Observe for StreamDigests {
     fn data(&mut self, bytes: &[u8]) {
-        self.image.push(bytes, false, self.zeros);
+        self.image.push(bytes, false);
         self.piece(Piece::Data(bytes), bytes.len() as u64);
     }
 
     fn zeros(&mut self, len: u64) {
-        self.image.push_zeros(len, self.zeros);
+        self.image.push_zeros(len);
         self.piece(Piece::Zeros, len);
     }
 }
@@ -672,7 +673,7 @@ impl ImageDigests {
     }
 
     /// Saves the record for `file` at `path` (atomically).
-    pub fn save(&self, path: &Path, file: &File) -> io::Result<()> {
+    pub(crate) fn save(&self, path: &Path, file: &File) -> io::Result<()> {
         let header = Header {
             identity: Identity::of(file)?,
             len: self.leaves.len,
@@ -684,7 +685,7 @@ impl ImageDigests {
         for cv in &self.leaves.cvs {
             body.extend_from_slice(cv);
         }
-        crate::fsutil::write_atomic(path, &seal(DIGESTS_MAGIC, &body))
+        crate::atomic::write_atomic(path, &seal(DIGESTS_MAGIC, &body))
     }
 }
 
@@ -723,11 +724,10 @@ mod tests {
 
     #[test]
     fn zero_leaves_match_hashing_zeros() {
-        let mut zeros = ZeroLeaves::in_memory();
         for len in [0u64, 1, LEAF - 1, LEAF, LEAF + 1, 3 * LEAF, 5 * LEAF + 4097] {
             let mut builder = LeafBuilder::new();
-            builder.push_zeros(len, &mut zeros);
-            let leaves = builder.finish(&mut zeros);
+            builder.push_zeros(len);
+            let leaves = builder.finish();
             assert_eq!(
                 leaves.root(),
                 blake3::hash(&vec![0u8; len as usize]),
@@ -740,15 +740,15 @@ mod tests {
     fn zero_table_survives_a_round_trip_and_rejects_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z");
-        let mut table = ZeroLeaves::load(&path);
-        table.ensure(5);
-        table.save();
-        let again = ZeroLeaves::load(&path);
-        assert_eq!(again.cvs, table.cvs);
+        ensure_zero_leaves(5);
+        zero_table_mut().saved = 0;
+        save_zero_leaves(&path);
+        let saved = parse_checked(&std::fs::read(&path).unwrap(), ZERO_MAGIC).unwrap();
+        assert_eq!(cvs_from(&saved)[..5], zero_table().cvs[..5]);
+        assert_eq!(cvs_from(&saved)[4], zero_leaf(4));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        assert!(ZeroLeaves::load(&path).cvs.is_empty());
+        assert!(parse_checked(&bytes, ZERO_MAGIC).is_none());
     }
 
     proptest! {
@@ -756,20 +756,19 @@ mod tests {
         /// Pieces of data and zeros in any order and size give `blake3::hash` of the whole.
         #[test]
         fn built_leaves_equal_the_plain_hash(pieces in prop::collection::vec((0usize..700_000, any::<bool>(), any::<u64>()), 0..8)) {
-            let mut zeros = ZeroLeaves::in_memory();
-            let mut builder = LeafBuilder::new();
+                let mut builder = LeafBuilder::new();
             let mut all = Vec::new();
             for (len, zero, seed) in pieces {
                 if zero {
-                    builder.push_zeros(len as u64, &mut zeros);
+                    builder.push_zeros(len as u64);
                     all.extend(std::iter::repeat_n(0u8, len));
                 } else {
                     let data = pattern(len, seed);
-                    builder.push(&data, false, &mut zeros);
+                    builder.push(&data, false);
                     all.extend(data);
                 }
             }
-            prop_assert_eq!(builder.finish(&mut zeros).root(), blake3::hash(&all));
+            prop_assert_eq!(builder.finish().root(), blake3::hash(&all));
         }
 
         /// Updating leaves after writes equals hashing the file afresh.
@@ -781,8 +780,7 @@ mod tests {
             file.set_len(len).unwrap();
             let data = pattern((len / 3) as usize, len);
             file.write_all_at(&data, len / 3).unwrap();
-            let mut zeros = ZeroLeaves::in_memory();
-            let before = leaves_of(&file, 0, len, &mut zeros).unwrap();
+                let before = leaves_of(&file, 0, len).unwrap();
             prop_assert_eq!(before.root(), blake3::hash(&std::fs::read(&path).unwrap()));
             let new_len = len + grow;
             file.set_len(new_len).unwrap();
@@ -799,7 +797,7 @@ mod tests {
                 }
                 written.add(at, end);
             }
-            let after = update_leaves(&file, new_len, &before, &written, &mut zeros).unwrap();
+            let after = update_leaves(&file, new_len, &before, &written).unwrap();
             prop_assert_eq!(after.root(), blake3::hash(&std::fs::read(&path).unwrap()));
         }
     }
@@ -810,9 +808,8 @@ mod tests {
         let path = dir.path().join("raw");
         std::fs::write(&path, pattern(3 << 20, 7)).unwrap();
         let file = File::open(&path).unwrap();
-        let mut zeros = ZeroLeaves::in_memory();
         let digests = ImageDigests {
-            leaves: leaves_of(&file, 0, 3 << 20, &mut zeros).unwrap(),
+            leaves: leaves_of(&file, 0, 3 << 20).unwrap(),
             partitions: Vec::new(),
         };
         let record = dir.path().join("raw.digests");

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::guid::Guid;
 
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -121,7 +121,7 @@ impl Partition {
 pub struct PartitionTable {
     gpt: GPT,
     /// Read from the backup header because the primary was damaged (and the user allowed it).
-    pub from_backup: bool,
+    pub(crate) from_backup: bool,
 }
 
 fn describe(error: &gptman::Error) -> String {
@@ -163,7 +163,7 @@ fn read_header(
 
 /// Entry arrays larger than this are refused before anything is allocated (Flatcar's is
 /// 128 entries of 128 bytes; the UEFI minimum is 16 KiB).
-pub const MAX_ENTRY_ARRAY: u64 = 1 << 20;
+pub(crate) const MAX_ENTRY_ARRAY: u64 = 1 << 20;
 
 /// The header's entry count and size, bounded as the UEFI spec allows (an entry is 128 bytes
 /// times a power of two) and the array to `MAX_ENTRY_ARRAY`.
@@ -384,16 +384,7 @@ impl PartitionTable {
         Guid(self.gpt.header.disk_guid)
     }
 
-    /// The disk size the table describes, in bytes.
-    pub fn disk_len(&self) -> u64 {
-        (self.gpt.header.backup_lba.max(self.gpt.header.primary_lba) + 1) * SECTOR
-    }
-
-    pub fn first_usable_lba(&self) -> u64 {
-        self.gpt.header.first_usable_lba
-    }
-
-    pub fn last_usable_lba(&self) -> u64 {
+    pub(crate) fn last_usable_lba(&self) -> u64 {
         self.gpt.header.last_usable_lba
     }
 
@@ -422,7 +413,7 @@ impl PartitionTable {
     }
 
     /// Moves the backup header to the end of a disk that is now `len` bytes long.
-    pub fn grow_to(&mut self, len: u64) {
+    pub(crate) fn grow_to(&mut self, len: u64) {
         let last = len / SECTOR - 1;
         let entries_sectors = (u64::from(self.gpt.header.number_of_partition_entries)
             * u64::from(self.gpt.header.size_of_partition_entry))

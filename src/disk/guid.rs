@@ -6,9 +6,7 @@ use std::str::FromStr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Guid(pub [u8; 16]);
 
-impl Guid {
-    pub const ZERO: Guid = Guid([0; 16]);
-}
+impl Guid {}
 
 /// A version-4-shaped UUID derived from `seed` and `purpose` (SHA-256), so outputs get fixed
 /// UUIDs that depend only on their inputs.

@@ -6,7 +6,7 @@ use super::gpt::{GptError, Partition, PartitionTable, SECTOR};
 use super::guid::Guid;
 
 /// Partitions start on 2 MiB boundaries, as in Flatcar's own layout.
-pub const ALIGN: u64 = 2 << 20;
+pub(crate) const ALIGN: u64 = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -107,7 +107,7 @@ pub fn insert_before_root(
 /// `resize2fs` only if the partition grew); a ROOT entry grown here would leave its ext4 at
 /// the image's size for good. The old backup header's sectors become a hole, so nothing
 /// finds a stale table there. Returns ROOT.
-pub fn grow_disk(
+pub(crate) fn grow_disk(
     disk: &mut Tracked,
     table: &mut PartitionTable,
     new_len: u64,

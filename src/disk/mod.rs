@@ -1,39 +1,38 @@
 //! The disk engine: vendor images decompressed once into a sparse cache, per-role working
 //! copies that copy no holes, the partition table, partition windows and layout changes.
 
-pub mod bzip2_block;
-pub mod bzip2_blocks;
-mod bzip2_crc;
+pub mod bzip2;
 pub mod decompress;
 pub mod digest;
 pub mod gpt;
-pub mod guid;
+pub(crate) mod guid;
 pub mod layout;
 pub mod sparse;
-pub mod window;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+pub use crate::io::Window;
 pub use decompress::{Compression, DecompressError};
-pub use digest::{ImageDigests, PartitionHash, Ranges, ZeroLeaves};
+pub use digest::{ImageDigests, PartitionHash, Ranges};
 pub use gpt::{GptError, Partition, PartitionTable};
 pub use guid::Guid;
-pub use window::Window;
 
 use crate::cache::Cache;
+use crate::io::{At, PathError};
 use crate::progress::Progress;
+use crate::release::FetchedArtifact;
 
 /// Flatcar's partition type GUIDs, by role.
 pub mod types {
-    pub const EFI_SYSTEM: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-    pub const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
-    pub const FLATCAR_USR: &str = "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6";
+    pub(crate) const EFI_SYSTEM: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+    pub(crate) const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
+    pub(crate) const FLATCAR_USR: &str = "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6";
     pub const LINUX_DATA: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-    pub const FLATCAR_RESERVED: &str = "C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0";
-    pub const FLATCAR_ROOT: &str = "3884DD41-8582-4404-B9A8-E9B84F2DF50E";
+    pub(crate) const FLATCAR_RESERVED: &str = "C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0";
+    pub(crate) const FLATCAR_ROOT: &str = "3884DD41-8582-4404-B9A8-E9B84F2DF50E";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +41,8 @@ pub enum DiskError {
     Gpt { file: String, source: GptError },
     #[error(transparent)]
     Decompress(#[from] DecompressError),
-    #[error("{file}: {source}")]
-    Io { file: String, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("{file}: no partition named {name} (partitions: {present})")]
     Missing {
         file: String,
@@ -52,18 +51,9 @@ pub enum DiskError {
     },
 }
 
-impl DiskError {
-    pub fn io(file: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
-        move |source| DiskError::Io {
-            file: file.display().to_string(),
-            source,
-        }
-    }
-}
-
 /// Opens a raw image and reads its partition table.
 pub fn open_table(path: &Path, allow_backup: bool) -> Result<(File, PartitionTable), DiskError> {
-    let mut file = File::open(path).map_err(DiskError::io(path))?;
+    let mut file = File::open(path).at(path)?;
     let table = PartitionTable::read(&mut file, allow_backup).map_err(|source| DiskError::Gpt {
         file: path.display().to_string(),
         source,
@@ -71,12 +61,11 @@ pub fn open_table(path: &Path, allow_backup: bool) -> Result<(File, PartitionTab
     Ok((file, table))
 }
 
-/// A verified compressed disk image: where it is, its name, its SHA-512.
-pub struct Source<'a> {
-    pub path: &'a Path,
-    /// Its name in the release (`flatcar_production_image.bin.bz2`), for messages.
-    pub name: &'a str,
-    pub sha512: &'a str,
+/// A vendor disk image: the verified release file, and its decompressed form.
+#[derive(Debug, Clone)]
+pub struct VendorImage {
+    pub artifact: FetchedArtifact,
+    pub image: CachedImage,
 }
 
 /// A verified disk image decompressed into the cache, and its digests.
@@ -92,43 +81,34 @@ pub struct CachedImage {
 /// the file are computed again from the file.
 pub fn cached_raw(
     cache: &Cache,
-    source: &Source,
-    zeros: &mut ZeroLeaves,
+    artifact: &FetchedArtifact,
     progress: &dyn Progress,
 ) -> Result<CachedImage, DiskError> {
-    let path = cache.raw_path(source.sha512);
-    let record = cache.raw_digests_path(source.sha512);
+    let (name, sha512) = (&artifact.record.file, &artifact.record.sha512);
+    let path = cache.raw_path(sha512);
+    let record = cache.raw_digests_path(sha512);
     if path.exists() {
-        let file = File::open(&path).map_err(DiskError::io(&path))?;
+        let file = File::open(&path).at(&path)?;
         let digests = match ImageDigests::load(&record, &file) {
             Some(digests) => digests,
             None => {
                 progress.note(&format!(
-                    "{}: hashing the cached image (its digest record is missing or out of date)",
-                    source.name
+                    "{name}: hashing the cached image (its digest record is missing or out of date)"
                 ));
-                let digests = image_digests(&file, zeros).map_err(DiskError::io(&path))?;
-                digests
-                    .save(&record, &file)
-                    .map_err(DiskError::io(&record))?;
+                let digests = image_digests(&file).at(&path)?;
+                digests.save(&record, &file).at(&record)?;
                 digests
             }
         };
         return Ok(CachedImage { path, digests });
     }
-    let temp = crate::fsutil::temp_path(&path);
-    let result = decompress::decompress_to_sparse(
-        source.path,
-        source.name,
-        &temp,
-        Some(&mut *zeros),
-        progress,
-    )
-    .map_err(DiskError::from)
-    .and_then(|decoded| {
-        std::fs::rename(&temp, &path).map_err(DiskError::io(&path))?;
-        Ok(decoded)
-    });
+    let temp = crate::atomic::temp_path(&path);
+    let result = decompress::decompress_to_sparse(&artifact.path, name, &temp, true, progress)
+        .map_err(DiskError::from)
+        .and_then(|decoded| {
+            std::fs::rename(&temp, &path).at(&path)?;
+            Ok(decoded)
+        });
     let decoded = match result {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -136,11 +116,11 @@ pub fn cached_raw(
             return Err(e);
         }
     };
-    let file = File::open(&path).map_err(DiskError::io(&path))?;
+    let file = File::open(&path).at(&path)?;
     let mut digests = decoded.digests.expect("asked for");
     // The partitions were hashed from the primary table as it went by; the table must say
     // the same once read whole (both copies), or they are hashed again from the file.
-    let table = PartitionTable::read(&mut file.try_clone().map_err(DiskError::io(&path))?, false)
+    let table = PartitionTable::read(&mut file.try_clone().at(&path)?, false)
         .ok()
         .map(|t| layout_of(&t));
     let streamed: Vec<(u32, u64, u64)> = digests
@@ -150,13 +130,11 @@ pub fn cached_raw(
         .collect();
     if table.as_ref() != Some(&streamed) {
         digests.partitions = match &table {
-            Some(_) => partition_hashes(&file, zeros).map_err(DiskError::io(&path))?,
+            Some(_) => partition_hashes(&file).at(&path)?,
             None => Vec::new(),
         };
     }
-    digests
-        .save(&record, &file)
-        .map_err(DiskError::io(&record))?;
+    digests.save(&record, &file).at(&record)?;
     Ok(CachedImage { path, digests })
 }
 
@@ -173,15 +151,15 @@ fn layout_of(table: &PartitionTable) -> Vec<(u32, u64, u64)> {
 
 /// The leaves of `file` and the digests of its partitions (none if it has no readable
 /// table), reading only its data extents.
-pub fn image_digests(file: &File, zeros: &mut ZeroLeaves) -> io::Result<ImageDigests> {
+pub(crate) fn image_digests(file: &File) -> io::Result<ImageDigests> {
     let len = file.metadata()?.len();
     Ok(ImageDigests {
-        leaves: digest::leaves_of(file, 0, len, zeros)?,
-        partitions: partition_hashes(file, zeros)?,
+        leaves: digest::leaves_of(file, 0, len)?,
+        partitions: partition_hashes(file)?,
     })
 }
 
-fn partition_hashes(file: &File, zeros: &mut ZeroLeaves) -> io::Result<Vec<PartitionHash>> {
+fn partition_hashes(file: &File) -> io::Result<Vec<PartitionHash>> {
     let Ok(table) = PartitionTable::read(&mut file.try_clone()?, false) else {
         return Ok(Vec::new());
     };
@@ -192,7 +170,7 @@ fn partition_hashes(file: &File, zeros: &mut ZeroLeaves) -> io::Result<Vec<Parti
                 slot,
                 start,
                 len,
-                blake3: digest::hex(&digest::hash_range(file, start, start + len, zeros)?),
+                blake3: digest::hex(&digest::hash_range(file, start, start + len)?),
             })
         })
         .collect()
@@ -204,20 +182,11 @@ pub fn partition_digests(
     file: &File,
     table: &PartitionTable,
 ) -> Result<BTreeMap<u32, String>, io::Error> {
-    partition_digests_with(file, table, &mut ZeroLeaves::in_memory())
-}
-
-/// The same, with a table of zero leaves that may already hold what holes hash to.
-pub fn partition_digests_with(
-    file: &File,
-    table: &PartitionTable,
-    zeros: &mut ZeroLeaves,
-) -> Result<BTreeMap<u32, String>, io::Error> {
     table
         .partitions()
         .into_iter()
         .map(|p| {
-            let hash = digest::hash_range(file, p.start(), p.end(), zeros)?;
+            let hash = digest::hash_range(file, p.start(), p.end())?;
             Ok((p.slot, digest::hex(&hash)))
         })
         .collect()
@@ -258,7 +227,7 @@ impl<'a> Tracked<'a> {
     }
 
     /// Makes `[offset, offset + len)` a hole.
-    pub fn punch_hole(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn punch_hole(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let mut file = self.file.try_clone()?;
         sparse::punch_hole(&mut file, offset, len)?;
         self.written.add(offset, offset + len);
@@ -266,7 +235,7 @@ impl<'a> Tracked<'a> {
     }
 
     /// Copies `len` bytes at `from` to `to` within the file (the ranges must not overlap).
-    pub fn copy_within(&mut self, from: u64, to: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn copy_within(&mut self, from: u64, to: u64, len: u64) -> io::Result<()> {
         let mut destination = self.file.try_clone()?;
         sparse::copy_range(self.file, from, &mut destination, to, len)?;
         self.written.add(to, to + len);
@@ -274,7 +243,7 @@ impl<'a> Tracked<'a> {
     }
 
     /// The data extents within `[start, end)`.
-    pub fn data_extents(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    pub(crate) fn data_extents(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
         sparse::data_extents(self.file, start, end)
     }
 }
@@ -304,41 +273,7 @@ impl Write for Tracked<'_> {
 
 impl Seek for Tracked<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.len()?.checked_add_signed(d),
-            SeekFrom::Current(d) => self.position.checked_add_signed(d),
-        };
-        self.position = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
-        Ok(self.position)
-    }
-}
-
-/// A read-only view of a working copy.
-pub struct ReadView<'a> {
-    file: &'a File,
-    position: u64,
-}
-
-impl Read for ReadView<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.position)?;
-        self.position += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for ReadView<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.file.metadata()?.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.position.checked_add_signed(d),
-        };
-        self.position = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.position = crate::io::seek_target(to, self.position, || self.len())?;
         Ok(self.position)
     }
 }
@@ -374,12 +309,13 @@ impl WorkingCopy {
                 });
             }
         }
-        let temp = crate::fsutil::temp_path(output);
-        let (file, method) = sparse::copy_sparse(&source, &temp).map_err(|e| {
-            // Nothing half-written stays behind (a full disk, for one).
-            let _ = std::fs::remove_file(&temp);
-            DiskError::io(output)(e)
-        })?;
+        let temp = crate::atomic::temp_path(output);
+        let (file, method) = sparse::copy_sparse(&source, &temp)
+            .inspect_err(|_| {
+                // Nothing half-written stays behind (a full disk, for one).
+                let _ = std::fs::remove_file(&temp);
+            })
+            .at(output)?;
         Ok(WorkingCopy {
             file,
             table,
@@ -406,15 +342,12 @@ impl WorkingCopy {
     }
 
     /// The copy, for reading.
-    pub fn reader(&self) -> ReadView<'_> {
-        ReadView {
-            file: &self.file,
-            position: 0,
-        }
+    pub fn reader(&self) -> crate::io::ReadOnly<'_> {
+        crate::io::ReadOnly::new(&self.file)
     }
 
     /// The copy, for writing; what is written is recorded.
-    pub fn tracked(&mut self) -> Tracked<'_> {
+    pub(crate) fn tracked(&mut self) -> Tracked<'_> {
         Tracked {
             file: &self.file,
             written: &mut self.written,
@@ -429,15 +362,10 @@ impl WorkingCopy {
 
     /// The copy's digests, from the digests of the base it was copied from: leaves and
     /// partitions nothing was written to keep the base's values.
-    pub fn digests(
-        &self,
-        base: &ImageDigests,
-        zeros: &mut ZeroLeaves,
-    ) -> Result<ImageDigests, DiskError> {
-        let io = DiskError::io(&self.temp);
-        let len = self.file.metadata().map_err(io)?.len();
-        let leaves = digest::update_leaves(&self.file, len, &base.leaves, &self.written, zeros)
-            .map_err(DiskError::io(&self.temp))?;
+    pub fn digests(&self, base: &ImageDigests) -> Result<ImageDigests, DiskError> {
+        let len = self.file.metadata().at(&self.temp)?.len();
+        let leaves =
+            digest::update_leaves(&self.file, len, &base.leaves, &self.written).at(&self.temp)?;
         let mut partitions = Vec::new();
         for (slot, start, len) in layout_of(&self.table) {
             let unchanged = base
@@ -447,10 +375,9 @@ impl WorkingCopy {
                 .filter(|_| !self.written.touches(start, start + len));
             let blake3 = match unchanged {
                 Some(p) => p.blake3.clone(),
-                None => digest::hex(
-                    &digest::hash_range(&self.file, start, start + len, zeros)
-                        .map_err(DiskError::io(&self.temp))?,
-                ),
+                None => {
+                    digest::hex(&digest::hash_range(&self.file, start, start + len).at(&self.temp)?)
+                }
             };
             partitions.push(PartitionHash {
                 slot,
@@ -464,8 +391,8 @@ impl WorkingCopy {
 
     /// Syncs the copy and renames it to the output name.
     pub fn commit(mut self) -> Result<PathBuf, DiskError> {
-        self.file.sync_all().map_err(DiskError::io(&self.output))?;
-        std::fs::rename(&self.temp, &self.output).map_err(DiskError::io(&self.output))?;
+        self.file.sync_all().at(&self.output)?;
+        std::fs::rename(&self.temp, &self.output).at(&self.output)?;
         self.committed = true;
         Ok(self.output.clone())
     }

@@ -10,7 +10,7 @@ pub const BLOCK: usize = 4096;
 
 /// Told, in order, what a `SparseWriter` wrote: so a digest of the stream can skip the zero
 /// runs the writer already found.
-pub trait Observe {
+pub(crate) trait Observe {
     fn data(&mut self, bytes: &[u8]);
     fn zeros(&mut self, len: u64);
 }
@@ -37,7 +37,7 @@ impl<T: Observe> Observe for Option<T> {
 
 /// A `Write` that leaves all-zero 4 KiB blocks as holes. Writes must cover the file from
 /// offset 0 in order; `finish` sets the final length (a trailing hole has no blocks).
-pub struct SparseWriter<O: Observe = ()> {
+pub(crate) struct SparseWriter<O: Observe = ()> {
     file: File,
     position: u64,
     /// Bytes of a block that is not complete yet.
@@ -45,30 +45,15 @@ pub struct SparseWriter<O: Observe = ()> {
     observer: O,
 }
 
-impl SparseWriter<()> {
-    pub fn new(file: File) -> Self {
-        SparseWriter::observed(file, ())
-    }
-}
-
 impl<O: Observe> SparseWriter<O> {
     /// A writer that reports every data and zero run to `observer`.
-    pub fn observed(file: File, observer: O) -> Self {
+    pub(crate) fn observed(file: File, observer: O) -> Self {
         SparseWriter {
             file,
             position: 0,
             pending: Vec::with_capacity(BLOCK),
             observer,
         }
-    }
-
-    /// Bytes written so far (holes included).
-    pub fn len(&self) -> u64 {
-        self.position + self.pending.len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn put_blocks(&mut self, data: &[u8]) -> io::Result<()> {
@@ -98,7 +83,7 @@ impl<O: Observe> SparseWriter<O> {
     }
 
     /// Appends `n` zero bytes: holes, never written or scanned.
-    pub fn write_zeros(&mut self, mut n: u64) -> io::Result<()> {
+    pub(crate) fn write_zeros(&mut self, mut n: u64) -> io::Result<()> {
         const ZEROS: [u8; BLOCK] = [0; BLOCK];
         // Finish a partial block as bytes, then whole blocks are a hole.
         if !self.pending.is_empty() {
@@ -120,7 +105,7 @@ impl<O: Observe> SparseWriter<O> {
     }
 
     /// Writes what is pending, sets the length, and returns the file and the observer.
-    pub fn finish_observed(mut self) -> io::Result<(File, O)> {
+    pub(crate) fn finish_observed(mut self) -> io::Result<(File, O)> {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             if is_zero(&pending) {
@@ -133,11 +118,6 @@ impl<O: Observe> SparseWriter<O> {
         }
         self.file.set_len(self.position)?;
         Ok((self.file, self.observer))
-    }
-
-    /// Writes what is pending, sets the length, and returns the file.
-    pub fn finish(self) -> io::Result<File> {
-        self.finish_observed().map(|(file, _)| file)
     }
 }
 
@@ -168,7 +148,7 @@ impl<O: Observe> Write for SparseWriter<O> {
     }
 }
 
-pub fn is_zero(data: &[u8]) -> bool {
+pub(crate) fn is_zero(data: &[u8]) -> bool {
     // Word-at-a-time: this runs over every byte of a multi-GiB image.
     let (head, words, tail) = unsafe { data.align_to::<u64>() };
     head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
@@ -176,7 +156,7 @@ pub fn is_zero(data: &[u8]) -> bool {
 
 /// The data extents of `file` within `[start, end)`, as `(offset, length)`, from
 /// SEEK_DATA/SEEK_HOLE. A filesystem without hole support reports one extent.
-pub fn data_extents(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+pub(crate) fn data_extents(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut extents = Vec::new();
     let mut at = start;
@@ -208,7 +188,7 @@ pub fn data_extents(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u
 
 /// Makes `[offset, offset + len)` of `file` a hole (reads give zeros), keeping its size.
 /// Falls back to writing zeros where the filesystem cannot punch holes.
-pub fn punch_hole(file: &mut File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn punch_hole(file: &mut File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
@@ -247,7 +227,10 @@ pub enum CopyMethod {
 
 /// Copies `source` to a new file `destination` (which must not exist) without copying holes:
 /// by reflink where the filesystem supports it, else data extents only.
-pub fn copy_sparse(source: &File, destination: &std::path::Path) -> io::Result<(File, CopyMethod)> {
+pub(crate) fn copy_sparse(
+    source: &File,
+    destination: &std::path::Path,
+) -> io::Result<(File, CopyMethod)> {
     let mut out = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -269,7 +252,7 @@ pub fn copy_sparse(source: &File, destination: &std::path::Path) -> io::Result<(
 
 /// Copies `len` bytes, with copy_file_range where possible (the kernel may share or copy in
 /// place), else through a buffer.
-pub fn copy_range(
+pub(crate) fn copy_range(
     source: &File,
     from: u64,
     destination: &mut File,
@@ -336,11 +319,11 @@ mod tests {
             }
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("out");
-            let mut writer = SparseWriter::new(File::create(&path).unwrap());
+            let mut writer = SparseWriter::observed(File::create(&path).unwrap(), ());
             for piece in data.chunks(write_size) {
                 writer.write_all(piece).unwrap();
             }
-            writer.finish().unwrap();
+            writer.finish_observed().unwrap();
             prop_assert_eq!(std::fs::read(&path).unwrap(), data);
         }
     }
@@ -349,11 +332,11 @@ mod tests {
     fn zero_blocks_become_holes_and_copies_stay_sparse() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let mut writer = SparseWriter::new(File::create(&path).unwrap());
+        let mut writer = SparseWriter::observed(File::create(&path).unwrap(), ());
         writer.write_all(&vec![0u8; 64 << 20]).unwrap();
         writer.write_all(&[1u8; 4096]).unwrap();
         writer.write_all(&vec![0u8; 64 << 20]).unwrap();
-        let file = writer.finish().unwrap();
+        let (file, ()) = writer.finish_observed().unwrap();
         let extents = data_extents(&file, 0, file.metadata().unwrap().len()).unwrap();
         assert_eq!(extents, [(64 << 20, 4096)]);
         use std::os::unix::fs::MetadataExt;

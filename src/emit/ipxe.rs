@@ -6,38 +6,35 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::cpio;
+use crate::build::plan::MachineMap;
 use crate::cache::hex;
-use crate::plan::MachineMap;
+use crate::io::{At, PathError};
 use crate::profile::{IpxeOutput, IpxePreset, UnknownMachine};
-use crate::release::FetchedArtifact;
+use crate::release::{FetchedArtifact, PxeFiles};
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
-pub struct IpxeError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
+/// The files of a role's payload, each with its digest, taken from the bytes as they were
+/// written (the script and overlay) or from the verified vendor file (the kernel and
+/// initramfs, copied as they are): nothing is read back to describe them.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct IpxeRecord {
     pub script: String,
+    #[serde(default)]
+    pub(crate) script_sha256: String,
     pub kernel: String,
+    #[serde(default)]
+    pub(crate) kernel_sha512: String,
     pub initramfs: String,
+    #[serde(default)]
+    pub(crate) initramfs_sha512: String,
     pub overlay: String,
-    pub overlay_sha256: String,
+    pub(crate) overlay_sha256: String,
     pub kernel_args: Vec<String>,
-}
-
-/// The verified PXE files the payload is copied from.
-pub struct PxeInputs<'a> {
-    pub kernel: &'a FetchedArtifact,
-    pub initramfs: &'a FetchedArtifact,
 }
 
 /// The overlay archive: the config at both paths Flatcar's initrds read, with folders.
@@ -88,27 +85,20 @@ pub fn kernel_args(
     args
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IpxeError> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| IpxeError {
-        path: path.to_path_buf(),
-        source,
-    })
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    crate::atomic::write_atomic(path, bytes).at(path)
 }
 
 /// Copies a cached artifact to `dir/name` unless it is already there (names are content
 /// addresses, so a present file is the right one).
-fn place(from: &Path, dir: &Path, name: &str) -> Result<(), IpxeError> {
+fn place(from: &Path, dir: &Path, name: &str) -> Result<(), PathError> {
     let to = dir.join(name);
     if to.exists() {
         return Ok(());
     }
-    let temp = crate::fsutil::temp_path(&to);
-    let error = |source| IpxeError {
-        path: to.clone(),
-        source,
-    };
-    std::fs::copy(from, &temp).map_err(error)?;
-    crate::fsutil::commit(&temp, &to).map_err(error)
+    let temp = crate::atomic::temp_path(&to);
+    std::fs::copy(from, &temp).at(&to)?;
+    crate::atomic::commit(&temp, &to).at(&to)
 }
 
 /// Content-addressed name: `stem-<first 16 hex of the digest>.ext`.
@@ -121,7 +111,7 @@ fn addressed(file: &str, digest: &str) -> String {
 
 /// The iPXE setting `boot.ipxe` puts a machine's identity in (`kato.instance=N
 /// kato.hostname=NAME`) for its role's script to pass to the kernel.
-pub const IDENTITY_VAR: &str = "kato_identity";
+pub(crate) const IDENTITY_VAR: &str = "kato_identity";
 
 /// What one role puts into its payload.
 pub struct RolePayload<'a> {
@@ -130,7 +120,7 @@ pub struct RolePayload<'a> {
     /// The profile's kernel arguments.
     pub kernel_args: &'a [String],
     /// mtime of the overlay's entries.
-    pub mtime: u32,
+    pub(crate) mtime: u32,
     /// A comment line for the script.
     pub header: &'a str,
 }
@@ -141,8 +131,8 @@ pub fn emit(
     dir: &Path,
     payload: &RolePayload,
     settings: &IpxeOutput,
-    inputs: &PxeInputs,
-) -> Result<IpxeRecord, IpxeError> {
+    pxe: &PxeFiles,
+) -> Result<IpxeRecord, PathError> {
     let RolePayload {
         role,
         config,
@@ -150,14 +140,11 @@ pub fn emit(
         mtime,
         header,
     } = *payload;
-    std::fs::create_dir_all(dir).map_err(|source| IpxeError {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).at(dir)?;
     let name = |a: &FetchedArtifact| addressed(&a.record.file, &a.record.sha512);
-    let (kernel, initramfs) = (name(inputs.kernel), name(inputs.initramfs));
-    place(&inputs.kernel.path, dir, &kernel)?;
-    place(&inputs.initramfs.path, dir, &initramfs)?;
+    let (kernel, initramfs) = (name(&pxe.kernel), name(&pxe.initramfs));
+    place(&pxe.kernel.path, dir, &kernel)?;
+    place(&pxe.initramfs.path, dir, &initramfs)?;
     let overlay_bytes = overlay(config, mtime);
     let overlay_sha256 = hex(&Sha256::digest(&overlay_bytes));
     let overlay_name = format!("{role}-{}.cpio.gz", &overlay_sha256[..16]);
@@ -184,8 +171,11 @@ pub fn emit(
     write_atomic(&dir.join(&script_name), script.as_bytes())?;
     Ok(IpxeRecord {
         script: script_name,
+        script_sha256: hex(&Sha256::digest(script.as_bytes())),
         kernel,
+        kernel_sha512: pxe.kernel.record.sha512.clone(),
         initramfs,
+        initramfs_sha512: pxe.initramfs.record.sha512.clone(),
         overlay: overlay_name,
         overlay_sha256,
         kernel_args: args,
@@ -194,7 +184,7 @@ pub fn emit(
 
 /// `boot.ipxe`: chains each listed machine (by `${net0/mac}`) to its role's script; any
 /// other machine gets `unknown`: an error on the console, or a menu of roles.
-pub fn machine_map(dir: &Path, map: &MachineMap) -> Result<String, IpxeError> {
+pub(crate) fn machine_map(dir: &Path, map: &MachineMap) -> Result<String, PathError> {
     let MachineMap {
         machines,
         roles,
@@ -323,13 +313,9 @@ mod tests {
             path: kernel.clone(),
             from_cache: true,
         };
-        let (kernel_file, initramfs_file) = (
-            artifact("flatcar_production_pxe.vmlinuz", "ab".repeat(64)),
-            artifact("flatcar_production_pxe_image.cpio.gz", "cd".repeat(64)),
-        );
-        let inputs = PxeInputs {
-            kernel: &kernel_file,
-            initramfs: &initramfs_file,
+        let inputs = PxeFiles {
+            kernel: artifact("flatcar_production_pxe.vmlinuz", "ab".repeat(64)),
+            initramfs: artifact("flatcar_production_pxe_image.cpio.gz", "cd".repeat(64)),
         };
         let payload = RolePayload {
             role: "edge",

@@ -2,13 +2,16 @@
 //! looks for it (`config.ign` at the root), and kernel arguments appended to the `grub.cfg`
 //! GRUB sources from the OEM partition, keeping every line that was there (e.g. `oem_id`).
 
+use serde::{Deserialize, Serialize};
+
+use crate::cache::ArtifactRecord;
 use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta, Timespec, TreeError};
 
-pub const CONFIG_PATH: &str = "config.ign";
+pub(crate) const CONFIG_PATH: &str = "config.ign";
 /// A config carries keys and tokens: root's alone, as `flatcar-install` writes it (`umask
 /// 077`), in the OEM filesystem and in the PXE overlay alike.
-pub const CONFIG_MODE: u32 = 0o600;
-pub const GRUB_CFG_PATH: &str = "grub.cfg";
+pub(crate) const CONFIG_MODE: u32 = 0o600;
+pub(crate) const GRUB_CFG_PATH: &str = "grub.cfg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OemError {
@@ -20,7 +23,7 @@ pub enum OemError {
 
 /// The lines appended to `grub.cfg` for `kernel_args` (already checked to contain no
 /// quotes, `$`, `;`, backslashes or white space).
-pub fn grub_lines(role: &str, kernel_args: &[String]) -> String {
+pub(crate) fn grub_lines(role: &str, kernel_args: &[String]) -> String {
     if kernel_args.is_empty() {
         return String::new();
     }
@@ -66,16 +69,26 @@ pub fn bake(
     Ok(())
 }
 
+/// The OEM sysext installed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OemRecord {
+    /// The release file (`oem-gce.raw`), its SHA-512, size and signature.
+    #[serde(flatten)]
+    pub artifact: ArtifactRecord,
+    /// Where it is in the OEM filesystem.
+    pub installed_as: String,
+}
+
 /// A platform's OEM, as it goes into the OEM filesystem.
 pub struct PlatformOem<'a> {
     pub platform: crate::platform::Platform,
     /// The verified `oem-<id>.raw` (read when the filesystem is written).
     pub sysext: &'a std::path::Path,
-    pub sysext_len: u64,
+    pub(crate) sysext_len: u64,
     /// The Flatcar version: the initrd looks for `oem-<id>-<version>.raw`.
     pub version: &'a str,
     /// For the manifest.
-    pub record: crate::manifest::OemRecord,
+    pub record: OemRecord,
 }
 
 /// Installs a platform's OEM as Flatcar's image build does: the sysext under
@@ -83,7 +96,7 @@ pub struct PlatformOem<'a> {
 /// `ID=<id>`, and the platform's `grub.cfg` in place of the generic one (the role's kernel
 /// arguments are appended to it afterwards by [`bake`]). Another OEM's sysexts and marker
 /// are removed, so only one is active.
-pub fn install_platform(
+pub(crate) fn install_platform(
     tree: &mut FileTree,
     oem: &PlatformOem,
     time: Timespec,
@@ -133,5 +146,5 @@ pub fn install_platform(
     Ok(())
 }
 
-pub const OEM_RELEASE_PATH: &str = "oem-release";
+pub(crate) const OEM_RELEASE_PATH: &str = "oem-release";
 const SYSEXT_DIR: &str = "sysext";

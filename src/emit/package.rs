@@ -6,10 +6,11 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::container::{gce, qcow2, vhd};
+use super::format::{gce, qcow2, vhd};
 use crate::disk::layout::{self, LayoutError};
-use crate::disk::{DiskError, ImageDigests, WorkingCopy, ZeroLeaves, digest, sparse};
+use crate::disk::{DiskError, ImageDigests, WorkingCopy, digest, sparse};
 use crate::fs::tree::Timespec;
+use crate::io::{At, PathError};
 use crate::platform::{Container, Layout, Platform};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +31,8 @@ pub enum PackageError {
     },
     #[error(transparent)]
     Disk(#[from] DiskError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// A file's size and BLAKE3.
@@ -47,7 +45,7 @@ pub struct Disk {
 const GIB: u64 = 1 << 30;
 
 /// The size `platform` wants for a disk now `len` bytes long whose ROOT is `root_len`.
-pub fn target_len(platform: Platform, len: u64, root_len: u64) -> Result<u64, PackageError> {
+pub(crate) fn target_len(platform: Platform, len: u64, root_len: u64) -> Result<u64, PackageError> {
     let grown = match platform.layout() {
         Layout::Base => len,
         Layout::RootAtLeast(sectors) => {
@@ -83,11 +81,7 @@ pub fn target_len(platform: Platform, len: u64, root_len: u64) -> Result<u64, Pa
 /// Grows the copy to the platform's size.
 pub fn grow(copy: &mut WorkingCopy, platform: Platform) -> Result<(), PackageError> {
     let layout_error = |source| PackageError::Layout { platform, source };
-    let len = copy
-        .file()
-        .metadata()
-        .map_err(DiskError::io(copy.temp_path()))?
-        .len();
+    let len = copy.file().metadata().at(copy.temp_path())?.len();
     let root = copy
         .table
         .by_name("ROOT")
@@ -106,7 +100,6 @@ pub fn write(
     platform: Platform,
     digests: &ImageDigests,
     time: Timespec,
-    zeros: &mut ZeroLeaves,
 ) -> Result<(PathBuf, Disk), PackageError> {
     let disk_len = digests.leaves.len;
     match platform.container() {
@@ -138,9 +131,9 @@ pub fn write(
                     .seek(SeekFrom::Start(disk_len))
                     .and_then(|_| tracked.write_all(&footer.to_bytes()))
             };
-            appended.map_err(DiskError::io(&temp))?;
+            appended.at(&temp)?;
             // Only the footer's leaves are new.
-            let file = copy.digests(digests, zeros)?;
+            let file = copy.digests(digests)?;
             let blake3 = digest::hex(&file.leaves.root());
             let size = file.leaves.len;
             let path = copy.commit()?;
@@ -148,11 +141,7 @@ pub fn write(
         }
         Container::Qcow2 | Container::GceTar => {
             let output = copy.output().to_path_buf();
-            let temp = crate::fsutil::temp_path(&output);
-            let io_error = |source| PackageError::Io {
-                path: output.clone(),
-                source,
-            };
+            let temp = crate::atomic::temp_path(&output);
             let written = (|| {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -164,14 +153,14 @@ pub fn write(
                     _ => gce_file(copy.file(), disk_len, time.sec, &file)?,
                 };
                 drop(file);
-                crate::fsutil::commit(&temp, &output)?;
+                crate::atomic::commit(&temp, &output)?;
                 Ok(disk)
             })();
             match written {
                 Ok(disk) => Ok((output, disk)),
                 Err(e) => {
                     let _ = std::fs::remove_file(&temp);
-                    Err(io_error(e))
+                    Err(e).at(&output)?
                 }
             }
         }

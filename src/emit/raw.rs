@@ -5,20 +5,66 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 
-use super::data::{self, DataError};
-use super::oem::{self, OemError, PlatformOem};
+use super::ami::AmiRecord;
+use super::kato_data::{self, DataError};
+use super::oem::{self, OemError, OemRecord, PlatformOem};
 use super::package::{self, PackageError};
-use crate::cache::hex;
-use crate::disk::{self, DiskError, ImageDigests, Window, WorkingCopy, ZeroLeaves};
+use crate::disk::{self, DiskError, ImageDigests, VendorImage, Window, WorkingCopy};
 use crate::fs::btrfs::{self, EditError, ReadError, WriteError};
 use crate::fs::tree::Timespec;
 use crate::fs::{self as filesystems, FsKind};
-use crate::manifest::{DiskRecord, PartitionRecord, PlatformRecord};
+use crate::io::At;
 use crate::oci::BakedImage;
+use crate::platform::{Container, Platform};
 use crate::profile::DataSettings;
 
+/// One disk image a build wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskRecord {
+    /// Its name in the output folder.
+    pub file: String,
+    /// The vendor file it was made from.
+    pub from: String,
+    pub size: u64,
+    /// BLAKE3 of the whole file (`b3sum FILE`).
+    pub blake3: String,
+    pub partitions: Vec<PartitionRecord>,
+    pub changed_partitions: Vec<String>,
+    /// The AMI this image was published as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami: Option<AmiRecord>,
+    /// For a platform disk: the platform, its OEM and the disk inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformRecord>,
+}
+
+/// What makes a disk a platform's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlatformRecord {
+    pub name: Platform,
+    pub format: Container,
+    /// GRUB's `oem_id`, the kernel's `flatcar.oem.id`.
+    pub oem_id: String,
+    /// The disk the container holds: its size and the BLAKE3 of its bytes (what
+    /// `qemu-img convert -O raw` of the file gives; the partitions above are its).
+    pub disk_size: u64,
+    pub disk_blake3: String,
+    pub oem: OemRecord,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub slot: u32,
+    pub name: String,
+    /// The vendor image's (absent for a partition the build added).
+    pub blake3_before: Option<String>,
+    pub blake3_after: String,
+    pub changed: bool,
+}
+
+/// What can go wrong making a role's disk (the build says which role).
 #[derive(Debug, thiserror::Error)]
 pub enum RawError {
     #[error(transparent)]
@@ -27,38 +73,32 @@ pub enum RawError {
         "{file}: the OEM partition holds {found}, not btrfs: Flatcar 2983 and later keep the baked config on a btrfs OEM, and GRUB under UEFI reads only FAT and btrfs"
     )]
     OemNotBtrfs { file: String, found: String },
-    #[error(
-        "role {role}: the OEM partition is {size} bytes but its files and the config need {needed}"
-    )]
-    OemTooSmall {
-        role: String,
-        needed: u64,
-        size: u64,
-    },
-    #[error("role {role}: reading the OEM filesystem: {source}")]
-    ReadOem { role: String, source: ReadError },
-    #[error("role {role}: {source}")]
-    Oem { role: String, source: OemError },
-    #[error("role {role}: writing the OEM filesystem: {source}")]
-    WriteOem { role: String, source: EditError },
-    #[error("role {role}: {source}")]
-    Data { role: String, source: DataError },
-    #[error("role {role}: {source}")]
-    Package { role: String, source: PackageError },
+    #[error("the OEM partition is {size} bytes but its files and the config need {needed}")]
+    OemTooSmall { needed: u64, size: u64 },
+    #[error("reading the OEM filesystem: {0}")]
+    ReadOem(ReadError),
+    #[error(transparent)]
+    Oem(#[from] OemError),
+    #[error("writing the OEM filesystem: {0}")]
+    WriteOem(EditError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
 }
 
-/// The vendor image a role's disk is made from.
-pub struct Base<'a> {
-    /// The vendor file's name (`flatcar_production_image.bin.bz2`) and SHA-512.
-    pub file: &'a str,
-    pub sha512: &'a str,
-    pub image: &'a disk::CachedImage,
+impl RawError {
+    /// Whether it is about this role's disk (so its message names the role), rather than
+    /// the vendor image every role shares.
+    pub(crate) fn is_the_roles(&self) -> bool {
+        !matches!(self, RawError::Disk(_) | RawError::OemNotBtrfs { .. })
+    }
 }
 
-/// What goes into a role's disk besides the base.
+/// What goes into a role's disk besides the vendor image.
 pub struct RawInputs<'a> {
     pub role: &'a str,
-    pub config: &'a [u8],
+    pub config: &'a crate::config::RenderedConfig,
     pub kernel_args: &'a [String],
     pub images: &'a [BakedImage],
     pub data: &'a DataSettings,
@@ -69,54 +109,44 @@ pub struct RawInputs<'a> {
     pub platform: Option<PlatformOem<'a>>,
 }
 
-/// Writes `output` from `base`, renamed into place only when complete, and describes it.
+/// Writes `output` from `vendor`, renamed into place only when complete, and describes it.
 pub fn build(
-    base: &Base,
+    vendor: &VendorImage,
     inputs: &RawInputs,
     output: &Path,
-    zeros: &mut ZeroLeaves,
 ) -> Result<DiskRecord, RawError> {
     let role = inputs.role;
-    let mut copy = WorkingCopy::create(&base.image.path, output, &["OEM"])?;
+    let base = &vendor.image;
+    let (vendor_file, sha512) = (&vendor.artifact.record.file, &vendor.artifact.record.sha512);
+    let mut copy = WorkingCopy::create(&base.path, output, &["OEM"])?;
     let oem = copy.table.by_name("OEM").map_err(|source| DiskError::Gpt {
-        file: base.image.path.display().to_string(),
+        file: base.path.display().to_string(),
         source,
     })?;
     let found = filesystems::detect(&mut Window::new(copy.reader(), oem.start(), oem.len()))
-        .map_err(DiskError::io(&base.image.path))?;
+        .at(&base.path)
+        .map_err(DiskError::from)?;
     if found.as_ref().map(|f| f.kind) != Some(FsKind::Btrfs) {
         return Err(RawError::OemNotBtrfs {
-            file: base.file.to_string(),
+            file: vendor_file.to_string(),
             found: found.map_or_else(
                 || "no filesystem kato-image knows".into(),
                 |f| f.kind.name().to_string(),
             ),
         });
     }
-    let (mut tree, label, fsid) = btrfs::read_partition(copy.reader(), oem.start(), oem.len())
-        .map_err(|source| RawError::ReadOem {
-            role: role.into(),
-            source,
-        })?;
+    let (mut tree, label, fsid) =
+        btrfs::read_partition(copy.reader(), oem.start(), oem.len()).map_err(RawError::ReadOem)?;
     if let Some(platform) = &inputs.platform {
-        oem::install_platform(&mut tree, platform, inputs.time).map_err(|source| {
-            RawError::Oem {
-                role: role.into(),
-                source,
-            }
-        })?;
+        oem::install_platform(&mut tree, platform, inputs.time)?;
     }
     oem::bake(
         &mut tree,
-        inputs.config,
+        &inputs.config.bytes,
         role,
         inputs.kernel_args,
         inputs.time,
-    )
-    .map_err(|source| RawError::Oem {
-        role: role.into(),
-        source,
-    })?;
+    )?;
     btrfs::rewrite_partition(
         &mut copy.tracked(),
         oem.start(),
@@ -126,37 +156,20 @@ pub fn build(
         inputs.time,
     )
     .map_err(|source| match source {
-        EditError::Write(WriteError::TooSmall { needed, size }) => RawError::OemTooSmall {
-            role: role.to_string(),
-            needed,
-            size,
-        },
-        source => RawError::WriteOem {
-            role: role.into(),
-            source,
-        },
+        EditError::Write(WriteError::TooSmall { needed, size }) => {
+            RawError::OemTooSmall { needed, size }
+        }
+        source => RawError::WriteOem(source),
     })?;
     if !inputs.images.is_empty() {
-        let seed = format!(
-            "{}\0{role}\0{}",
-            base.sha512,
-            hex(&Sha256::digest(inputs.config))
-        );
-        data::add_data_partition(&mut copy, inputs.images, inputs.data, &seed, inputs.time)
-            .map_err(|source| RawError::Data {
-                role: role.into(),
-                source,
-            })?;
+        let seed = format!("{}\0{role}\0{}", sha512, inputs.config.sha256);
+        kato_data::add_data_partition(&mut copy, inputs.images, inputs.data, &seed, inputs.time)?;
     }
-    let package_error = |source| RawError::Package {
-        role: role.into(),
-        source,
-    };
     if let Some(platform) = &inputs.platform {
-        package::grow(&mut copy, platform.platform).map_err(package_error)?;
+        package::grow(&mut copy, platform.platform)?;
     }
-    let digests = copy.digests(&base.image.digests, zeros)?;
-    let partitions = partition_records(&copy, &base.image.digests, &digests);
+    let digests = copy.digests(&base.digests)?;
+    let partitions = partition_records(&copy, &base.digests, &digests);
     let disk = package::Disk {
         size: digests.leaves.len,
         blake3: disk::digest::hex(&digests.leaves.root()),
@@ -166,12 +179,11 @@ pub fn build(
             let path = copy.commit()?;
             (path, disk.clone())
         }
-        Some(platform) => package::write(copy, platform.platform, &digests, inputs.time, zeros)
-            .map_err(package_error)?,
+        Some(platform) => package::write(copy, platform.platform, &digests, inputs.time)?,
     };
     Ok(DiskRecord {
         file: file_name(&path),
-        from: base.file.to_string(),
+        from: vendor_file.to_string(),
         size: file.size,
         blake3: file.blake3,
         changed_partitions: partitions

@@ -3,11 +3,11 @@
 use std::io::{Read, Seek, Write};
 
 /// Flag files that make Flatcar's GRUB add `flatcar.first_boot=detected`, newest first.
-pub const FIRST_BOOT_FLAGS: &[&str] = &["flatcar/first_boot", "coreos/first_boot"];
+pub(crate) const FIRST_BOOT_FLAGS: &[&str] = &["flatcar/first_boot", "coreos/first_boot"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("EFI system partition: {0}")]
-pub struct FatError(String);
+pub(crate) struct FatError(String);
 
 /// Which first-boot flag file the FAT filesystem holds, if any.
 pub fn first_boot_flag<T: Read + Write + Seek>(

@@ -3,7 +3,7 @@
 
 pub mod btrfs;
 pub mod detect;
-pub mod fat;
+pub(crate) mod fat;
 pub mod tree;
 
 pub use detect::{FsInfo, FsKind, detect};

@@ -13,10 +13,10 @@ pub struct Meta {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub atime: Timespec,
-    pub ctime: Timespec,
-    pub mtime: Timespec,
-    pub otime: Timespec,
+    pub(crate) atime: Timespec,
+    pub(crate) ctime: Timespec,
+    pub(crate) mtime: Timespec,
+    pub(crate) otime: Timespec,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 

@@ -32,7 +32,7 @@ pub struct Archive {
 pub struct Header {
     pub name: String,
     pub size: u64,
-    pub directory: bool,
+    pub(crate) directory: bool,
 }
 
 impl Header {
@@ -73,7 +73,7 @@ impl Header {
 
 /// The cache name of the archive for `image`: it depends on the reference (the archive
 /// names it) and the platform manifest, nothing else.
-pub fn cache_key(image: &PulledImage) -> String {
+pub(crate) fn cache_key(image: &PulledImage) -> String {
     // Everything the archive's bytes depend on: its layout, the name it carries and the
     // platform manifest (which names every blob by digest).
     let digest = Sha256::new()
@@ -194,12 +194,12 @@ pub fn write(image: &PulledImage, out: impl Write) -> io::Result<(String, u64)> 
 /// Writes the archive for `image` to `path`, under a temporary name in the same folder until
 /// it is complete.
 pub fn write_file(image: &PulledImage, path: &Path) -> io::Result<Archive> {
-    let temp = crate::fsutil::temp_path(path);
+    let temp = crate::atomic::temp_path(path);
     let result = (|| {
         let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
         let (sha256, size) = write(image, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?;
-        crate::fsutil::commit(&temp, path)?;
+        crate::atomic::commit(&temp, path)?;
         Ok(Archive {
             path: path.to_path_buf(),
             sha256,

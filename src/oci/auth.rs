@@ -71,8 +71,8 @@ fn parse_params(text: &str) -> BTreeMap<String, String> {
 
 /// A user name and password (or token) for one registry. Never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
     pub password: String,
 }
 
@@ -83,7 +83,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub fn basic_header(&self) -> String {
+    pub(crate) fn basic_header(&self) -> String {
         let pair = format!("{}:{}", self.username, self.password);
         format!(
             "Basic {}",
@@ -93,7 +93,7 @@ impl Credentials {
 }
 
 /// Where Docker keeps its config: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-pub fn docker_config_path() -> Option<PathBuf> {
+pub(crate) fn docker_config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("config.json"));
     }
@@ -108,11 +108,14 @@ pub struct ConfigError {
 }
 
 /// The largest Docker config read.
-pub const MAX_CONFIG: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG: u64 = 4 << 20;
 
 /// The credentials `config` holds for `registry` (`docker.io` also matches Docker Hub's
 /// historical key). A missing file means none.
-pub fn credentials_for(config: &Path, registry: &str) -> Result<Option<Credentials>, ConfigError> {
+pub(crate) fn credentials_for(
+    config: &Path,
+    registry: &str,
+) -> Result<Option<Credentials>, ConfigError> {
     let fail = |why: String| ConfigError {
         path: config.to_path_buf(),
         why,

@@ -82,7 +82,7 @@ pub fn prepare(
                 let pulled = registry
                     .pull(reference, board.oci_architecture(), progress)
                     .map_err(|e| at(e.into()))?;
-                let archive = cached_archive(&options.cache, &pulled)
+                let archive = cached_archive(&options.net.cache, &pulled)
                     .map_err(|e| at(BakeErrorKind::Cache(e)))?;
                 if reference.digest.is_none() {
                     progress.note(&format!("{reference} resolved to {}", pulled.digest));
@@ -100,7 +100,7 @@ pub fn prepare(
             }
             ImageSource::Archive { path, sha256 } => {
                 progress.note(&format!("checking image archive {}", path.display()));
-                let local = local::import(path, sha256.as_deref(), &options.cache)
+                let local = local::import(path, sha256.as_deref(), &options.net.cache)
                     .map_err(|e| at(e.into()))?;
                 let stem = path
                     .file_stem()
@@ -161,7 +161,7 @@ fn cached_archive(cache: &Cache, pulled: &PulledImage) -> std::io::Result<Archiv
         return Ok(record);
     }
     let record = archive::write_file(pulled, &path)?;
-    crate::fsutil::write_atomic(
+    crate::atomic::write_atomic(
         &record_path,
         &serde_json::to_vec(&record).expect("serialises"),
     )?;

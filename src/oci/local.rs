@@ -12,13 +12,13 @@ use sha2::{Digest, Sha256};
 
 use super::archive::Archive;
 use crate::cache::{Cache, hex};
-use crate::io::Sha256Writer;
+use crate::io::{At, PathError, Sha256Writer};
 use crate::wording::JsonFault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("{}: SHA-256 is {actual}, not the expected {expected}", path.display())]
     Digest {
         path: PathBuf,
@@ -48,7 +48,7 @@ pub struct LocalImage {
     pub format: ArchiveFormat,
     /// `sha256:...` of the image config: the image ID `docker load` gives it.
     pub config_digest: String,
-    pub repo_tags: Vec<String>,
+    pub(crate) repo_tags: Vec<String>,
 }
 
 /// Small JSON members kept while scanning (manifests, indexes, configs are all small).
@@ -59,31 +59,33 @@ pub fn import(
     expected: Option<&str>,
     cache: &Cache,
 ) -> Result<LocalImage, LocalError> {
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LocalError::Io { path, source }
+    let io_error = |source| {
+        LocalError::Io(PathError {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let dir = cache.root().join("archives");
-    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-    let temp = crate::fsutil::temp_path(&dir.join("import.tar"));
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let temp = crate::atomic::temp_path(&dir.join("import.tar"));
     let result = (|| {
         // Reads go straight into the reader's buffer (no zeroed MiB for every archive), and
         // each side's errors name its own file.
         // A regular file only (a FIFO or a device would never end), read to its length.
         let (file, len) = crate::input::open_regular(path).map_err(|e| match e {
-            crate::input::InputError::Io { source, .. } => io_error(path)(source),
-            other => io_error(path)(io::Error::other(other.reason())),
+            crate::input::InputError::Io { source, .. } => io_error(source),
+            other => io_error(io::Error::other(other.reason())),
         })?;
         let mut source = io::BufReader::with_capacity(1 << 20, io::Read::take(file, len));
-        let out = File::create(&temp).map_err(io_error(&temp))?;
+        let out = File::create(&temp).at(&temp)?;
         let mut out = Sha256Writer::new(out);
         loop {
-            let chunk = source.fill_buf().map_err(io_error(path))?;
+            let chunk = source.fill_buf().at(path)?;
             let n = chunk.len();
             if n == 0 {
                 break;
             }
-            io::Write::write_all(&mut out, chunk).map_err(io_error(&temp))?;
+            io::Write::write_all(&mut out, chunk).at(&temp)?;
             source.consume(n);
         }
         let (sha256, size) = out.finish();
@@ -99,7 +101,7 @@ pub fn import(
         }
         let (format, config_digest, repo_tags) = inspect(path, &temp)?;
         let final_path = dir.join(format!("{sha256}.tar"));
-        crate::fsutil::commit(&temp, &final_path).map_err(io_error(&final_path))?;
+        crate::atomic::commit(&temp, &final_path).at(&final_path)?;
         Ok(LocalImage {
             archive: Archive {
                 path: final_path,

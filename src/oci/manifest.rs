@@ -6,16 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::wording::JsonFault;
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What we ask registries for, best first.
-pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// Manifests are small; anything larger is not one.
-pub const MANIFEST_LIMIT: u64 = 4 << 20;
+pub(crate) const MANIFEST_LIMIT: u64 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
@@ -45,7 +44,7 @@ pub struct Index {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageManifest {
     #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
+    pub(crate) schema_version: u32,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
 }

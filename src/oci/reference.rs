@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 /// Docker Hub's API is not served from its name.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
@@ -89,7 +89,7 @@ impl Reference {
     }
 
     /// The host the distribution API is on.
-    pub fn api_host(&self) -> &str {
+    pub(crate) fn api_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_API
         } else {
@@ -98,7 +98,7 @@ impl Reference {
     }
 
     /// Loopback registries speak plain HTTP, as Docker assumes for 127.0.0.0/8.
-    pub fn api_base(&self) -> String {
+    pub(crate) fn api_base(&self) -> String {
         let host = self.api_host();
         let name = host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -118,13 +118,13 @@ impl Reference {
 
     /// The name `docker load` tags the image with (`repository:tag` as Docker shows it), if
     /// the reference has a tag.
-    pub fn repo_tag(&self) -> Option<String> {
+    pub(crate) fn repo_tag(&self) -> Option<String> {
         let tag = self.tag.as_ref()?;
         Some(format!("{}:{tag}", self.familiar_name()))
     }
 
     /// `zookeeper` for `docker.io/library/zookeeper`, `quay.io/x/y` elsewhere.
-    pub fn familiar_name(&self) -> String {
+    pub(crate) fn familiar_name(&self) -> String {
         if self.registry == DOCKER_HUB {
             match self.repository.strip_prefix("library/") {
                 Some(short) if !short.contains('/') => short.to_string(),
@@ -166,7 +166,7 @@ impl fmt::Display for Reference {
 }
 
 /// `sha256:` and 64 lower-case hex digits: the only digest kato-image accepts.
-pub fn check_digest(digest: &str) -> Result<(), String> {
+pub(crate) fn check_digest(digest: &str) -> Result<(), String> {
     match digest.strip_prefix("sha256:") {
         Some(hex)
             if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
@@ -15,9 +14,10 @@ use sha2::{Digest, Sha256};
 use super::auth::{self, Challenge, Credentials};
 use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::reference::{Reference, check_digest};
-use crate::cache::{Cache, hex};
+use crate::cache::hex;
+use crate::io::{At, PathError};
 use crate::progress::Progress;
-use crate::release::transport::{Transport, TransportError, TransportOptions, redact};
+use crate::release::transport::{NetOptions, Transport, TransportError, redact};
 use crate::wording::JsonFault;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +54,8 @@ pub enum RegistryError {
     Config(#[from] auth::ConfigError),
     #[error("{0}")]
     Cache(#[from] crate::cache::CacheError),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("--offline: {reference}: {what} is not in the cache {cache} (pull it once online)")]
     Offline {
         reference: String,
@@ -99,15 +96,10 @@ fn missing_manifest(error: RegistryError, reference: &Reference, wanted: &str) -
 }
 
 pub struct PullOptions {
-    pub cache: Cache,
-    /// Further attempts after a transient failure.
-    pub retries: u32,
-    pub retry_delay: Duration,
-    pub transport: TransportOptions,
+    /// Offline, a tag is the digest it last resolved to.
+    pub net: NetOptions,
     /// Blobs downloaded at once.
     pub workers: usize,
-    /// Make no request: use what the cache holds (a tag: the digest it last resolved to).
-    pub offline: bool,
 }
 
 /// What a tag resolved to when it was last pulled online.
@@ -129,12 +121,12 @@ pub struct PulledImage {
     pub digest: String,
     /// The platform manifest's digest and bytes (verified).
     pub manifest_digest: String,
-    pub manifest_media_type: String,
-    pub manifest_bytes: Vec<u8>,
+    pub(crate) manifest_media_type: String,
+    pub(crate) manifest_bytes: Vec<u8>,
     pub manifest: ImageManifest,
     /// Cache paths of the config and layers, in manifest order.
     pub config_path: PathBuf,
-    pub layer_paths: Vec<PathBuf>,
+    pub(crate) layer_paths: Vec<PathBuf>,
 }
 
 pub struct Registry<'a> {
@@ -153,7 +145,7 @@ const READ_CHUNK: usize = 1 << 20;
 impl<'a> Registry<'a> {
     pub fn new(options: &'a PullOptions) -> Result<Self, RegistryError> {
         let transport =
-            Transport::new(&options.transport).map_err(|source| RegistryError::Transport {
+            Transport::new(&options.net.transport).map_err(|source| RegistryError::Transport {
                 reference: String::new(),
                 source,
             })?;
@@ -176,12 +168,12 @@ impl<'a> Registry<'a> {
         let name = reference.to_string();
         let wanted = match (&reference.digest, &reference.tag) {
             (Some(digest), _) => digest.clone(),
-            (None, Some(_)) if self.options.offline => self.offline_tag(reference)?,
+            (None, Some(_)) if self.options.net.offline => self.offline_tag(reference)?,
             (None, Some(tag)) => tag.clone(),
             (None, None) => unreachable!("references have a tag or a digest"),
         };
         let (top_digest, media, bytes) = self.manifest(reference, &wanted, progress)?;
-        if reference.digest.is_none() && !self.options.offline {
+        if reference.digest.is_none() && !self.options.net.offline {
             self.record_tag(reference, &top_digest);
         }
         let invalid = |why: String| RegistryError::Invalid {
@@ -244,13 +236,13 @@ impl<'a> Registry<'a> {
         // registry (pinned images build offline once pulled).
         let cached = wanted
             .strip_prefix("sha256:")
-            .map(|hex| self.options.cache.blob_sha256_path(hex));
+            .map(|hex| self.options.net.cache.blob_sha256_path(hex));
         if let Some(bytes) = cached.as_ref().and_then(|path| std::fs::read(path).ok())
             && format!("sha256:{}", hex(&Sha256::digest(&bytes))) == wanted
         {
             return Ok((wanted.to_string(), String::new(), bytes));
         }
-        if self.options.offline {
+        if self.options.net.offline {
             return Err(self.offline(reference, &format!("manifest {wanted}")));
         }
         let url = format!("{}/manifests/{wanted}", reference.api_base());
@@ -294,10 +286,10 @@ impl<'a> Registry<'a> {
         }
         let path = self
             .options
+            .net
             .cache
             .blob_sha256_path(&digest["sha256:".len()..]);
-        crate::fsutil::write_atomic(&path, &bytes)
-            .map_err(|source| RegistryError::Io { path, source })?;
+        crate::atomic::write_atomic(&path, &bytes).at(&path)?;
         Ok((digest, body.0.unwrap_or_default(), bytes))
     }
 
@@ -305,13 +297,13 @@ impl<'a> Registry<'a> {
         RegistryError::Offline {
             reference: reference.to_string(),
             what: what.to_string(),
-            cache: self.options.cache.root().display().to_string(),
+            cache: self.options.net.cache.root().display().to_string(),
         }
     }
 
     /// Offline, a tag means the digest it resolved to the last time it was pulled.
     fn offline_tag(&self, reference: &Reference) -> Result<String, RegistryError> {
-        let path = self.options.cache.tag_path(&tag_key(reference));
+        let path = self.options.net.cache.tag_path(&tag_key(reference));
         std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<TagRecord>(&bytes).ok())
@@ -327,8 +319,8 @@ impl<'a> Registry<'a> {
             reference: reference.name(),
             digest: digest.to_string(),
         };
-        let path = self.options.cache.tag_path(&tag_key(reference));
-        let _ = crate::fsutil::write_atomic(
+        let path = self.options.net.cache.tag_path(&tag_key(reference));
+        let _ = crate::atomic::write_atomic(
             &path,
             &serde_json::to_vec(&record).expect("records serialise"),
         );
@@ -392,25 +384,20 @@ impl<'a> Registry<'a> {
             reference: reference.to_string(),
             why,
         })?;
-        let cache = &self.options.cache;
+        let cache = &self.options.net.cache;
         let path = cache.blob_sha256_path(&blob.digest["sha256:".len()..]);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size) {
             progress.advance(blob.size);
             return Ok(path);
         }
-        if self.options.offline {
+        if self.options.net.offline {
             return Err(self.offline(reference, &format!("blob {}", blob.digest)));
         }
         let url = format!("{}/blobs/{}", reference.api_base(), blob.digest);
         let partial = cache.partial(&url)?;
         let io = |path: &PathBuf| {
             let path = path.clone();
-            move |source| {
-                Attempt::Fail(RegistryError::Io {
-                    path: path.clone(),
-                    source,
-                })
-            }
+            move |source| Attempt::Fail(RegistryError::Io(PathError { path, source }))
         };
         let mismatch = self.retrying(reference, &url, progress, |this| {
             let (have, validator) = partial.resume_state(&url);
@@ -424,10 +411,10 @@ impl<'a> Registry<'a> {
             let mut out = partial
                 .resume(&url, body.validator.clone(), body.start)
                 .map_err(|e| {
-                    Attempt::Fail(RegistryError::Io {
+                    Attempt::Fail(RegistryError::Io(PathError {
                         path: e.path,
                         source: e.source,
-                    })
+                    }))
                 })?;
             if body.start > 0 {
                 progress.note(&format!("{}: resuming at byte {}", blob.digest, body.start));
@@ -485,10 +472,7 @@ impl<'a> Registry<'a> {
                 actual,
             });
         }
-        crate::fsutil::commit(&partial.data, &path).map_err(|source| RegistryError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        crate::atomic::commit(&partial.data, &path).at(&path)?;
         partial.finish();
         Ok(path)
     }
@@ -646,8 +630,8 @@ impl<'a> Registry<'a> {
         let options = self.options;
         crate::release::transport::retrying(
             url,
-            options.retries,
-            options.retry_delay,
+            options.net.retries,
+            options.net.retry_delay,
             progress,
             || attempt(self),
         )

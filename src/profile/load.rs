@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use super::schema::ProfileDoc;
 use super::{Profile, ProfileError, merge};
@@ -8,18 +9,26 @@ use crate::input::Confinement;
 use crate::origin::Origin;
 
 /// The largest profile file read: a profile is settings, not data.
-pub const MAX_PROFILE: u64 = 4 << 20;
+pub(crate) const MAX_PROFILE: u64 = 4 << 20;
 
-/// The profiles in one folder, by name.
+/// The profiles in one folder, by name. Each file is read and parsed once, the first time
+/// it is needed, however many roles extend it.
 #[derive(Debug, Clone)]
 pub struct ProfileSet {
     dir: PathBuf,
-    files: BTreeMap<String, PathBuf>,
+    files: BTreeMap<String, ProfileFile>,
     /// Where the profiles and every file they name may come from.
     confinement: Confinement,
 }
 
+#[derive(Debug, Clone)]
+struct ProfileFile {
+    path: PathBuf,
+    parsed: OnceLock<Arc<Layer>>,
+}
+
 /// One parsed profile file.
+#[derive(Debug)]
 pub(super) struct Layer {
     pub path: PathBuf,
     /// SHA-256 of the bytes parsed.
@@ -34,7 +43,7 @@ impl ProfileSet {
     }
 
     /// The profiles in `dir`; they may name files inside it, and inside `files_dir`.
-    pub fn open_with(dir: &Path, files_dir: Option<&Path>) -> Result<Self, ProfileError> {
+    pub(crate) fn open_with(dir: &Path, files_dir: Option<&Path>) -> Result<Self, ProfileError> {
         let read_dir = |source| ProfileError::ReadDir {
             dir: dir.to_path_buf(),
             source,
@@ -46,12 +55,19 @@ impl ProfileSet {
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
             );
+            let file = ProfileFile {
+                path: path.clone(),
+                parsed: OnceLock::new(),
+            };
             if let (true, Some(stem)) = (is_yaml, path.file_stem().and_then(|s| s.to_str()))
-                && let Some(other) = files.insert(stem.to_string(), path.clone())
+                && let Some(other) = files.insert(stem.to_string(), file)
             {
                 return Err(ProfileError::invalid(
                     Origin::file(&path),
-                    format!("profile `{stem}` is also defined by {}", other.display()),
+                    format!(
+                        "profile `{stem}` is also defined by {}",
+                        other.path.display()
+                    ),
                 ));
             }
         }
@@ -71,12 +87,8 @@ impl ProfileSet {
     /// Every profile that is a role (not `abstract`), sorted by name.
     pub fn roles(&self) -> Result<Vec<String>, ProfileError> {
         let mut roles = Vec::new();
-        for (name, path) in &self.files {
-            if !parse(path, &self.confinement)?
-                .doc
-                .is_abstract
-                .unwrap_or(false)
-            {
+        for (name, file) in &self.files {
+            if !self.parsed(file)?.doc.is_abstract.unwrap_or(false) {
                 roles.push(name.clone());
             }
         }
@@ -99,8 +111,7 @@ impl ProfileSet {
                 },
             }
         };
-        let path = self.files.get(role).ok_or_else(unknown)?;
-        let leaf = parse(path, &self.confinement)?;
+        let leaf = self.parsed(self.files.get(role).ok_or_else(unknown)?)?;
         if leaf.doc.is_abstract.unwrap_or(false) {
             return Err(unknown());
         }
@@ -110,8 +121,17 @@ impl ProfileSet {
         Ok(merged)
     }
 
+    /// The file parsed, once.
+    fn parsed(&self, file: &ProfileFile) -> Result<Arc<Layer>, ProfileError> {
+        if let Some(layer) = file.parsed.get() {
+            return Ok(layer.clone());
+        }
+        let layer = Arc::new(parse(&file.path, &self.confinement)?);
+        Ok(file.parsed.get_or_init(|| layer).clone())
+    }
+
     /// The `extends` chain of a profile, root first.
-    fn chain(&self, name: &str, leaf: Layer) -> Result<Vec<Layer>, ProfileError> {
+    fn chain(&self, name: &str, leaf: Arc<Layer>) -> Result<Vec<Arc<Layer>>, ProfileError> {
         let mut names = vec![name.to_string()];
         let mut chain = vec![leaf];
         loop {
@@ -128,7 +148,7 @@ impl ProfileSet {
                     chain: names.join(" -> "),
                 });
             }
-            let path = self
+            let file = self
                 .files
                 .get(&parent)
                 .ok_or_else(|| ProfileError::UnknownParent {
@@ -136,7 +156,7 @@ impl ProfileSet {
                     name: parent.clone(),
                     known: self.files.keys().cloned().collect::<Vec<_>>().join(", "),
                 })?;
-            chain.push(parse(path, &self.confinement)?);
+            chain.push(self.parsed(file)?);
             names.push(parent);
         }
         chain.reverse();
@@ -285,8 +305,102 @@ pub(crate) fn final_block_as_written(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::final_block_as_written;
-    use std::collections::BTreeMap;
+    use super::*;
+
+    /// A profile folder from `(file name, yaml)`.
+    fn folder(files: &[(&str, &str)]) -> (tempfile::TempDir, ProfileSet) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let set = ProfileSet::open(dir.path()).unwrap();
+        (dir, set)
+    }
+
+    #[test]
+    fn a_chain_merges_maps_appends_lists_and_overrides_scalars_root_first() {
+        let (_dir, set) = folder(&[
+            (
+                "base.yaml",
+                "abstract: true\ndescription: base\nkernel_args: [a=1]\nmetadata: {x: base, y: base}\n",
+            ),
+            (
+                "mid.yaml",
+                "abstract: true\nextends: base\nkernel_args: [b=2]\nmetadata: {y: mid}\n",
+            ),
+            (
+                "top.yaml",
+                "extends: mid\ndescription: top\nkernel_args: [c=3]\nmetadata: {z: top}\n",
+            ),
+        ]);
+        let top = set.load("top").unwrap();
+        assert_eq!(top.description.as_deref(), Some("top"));
+        let args: Vec<&str> = top.kernel_args.iter().map(|a| a.value.as_str()).collect();
+        assert_eq!(args, ["a=1", "b=2", "c=3"]);
+        let meta: Vec<(&str, &str)> = top
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(meta, [("x", "base"), ("y", "mid"), ("z", "top")]);
+        // Abstract profiles are not roles, and cannot be built as one.
+        assert_eq!(set.roles().unwrap(), ["top"]);
+        let text = set.load("base").unwrap_err().to_string();
+        assert_eq!(text, "unknown role `base` (known roles: top)");
+    }
+
+    #[test]
+    fn each_file_is_parsed_once_however_many_roles_extend_it() {
+        let (dir, set) = folder(&[
+            ("base.yaml", "abstract: true\ndescription: first\n"),
+            ("a.yaml", "extends: base\n"),
+            ("b.yaml", "extends: base\n"),
+        ]);
+        assert_eq!(set.load("a").unwrap().description.as_deref(), Some("first"));
+        // What was parsed is what every later role sees: one run, one reading.
+        std::fs::write(
+            dir.path().join("base.yaml"),
+            "description: [not, a, string]\n",
+        )
+        .unwrap();
+        assert_eq!(set.load("b").unwrap().description.as_deref(), Some("first"));
+        assert_eq!(set.roles().unwrap(), ["a", "b"]);
+    }
+
+    #[test]
+    fn cycles_unknown_parents_and_names_given_twice_are_refused_where_they_are() {
+        let (_dir, set) = folder(&[
+            ("a.yaml", "description: a\nextends: b\n"),
+            ("b.yaml", "extends: a\n"),
+            ("c.yaml", "extends: nowhere\n"),
+        ]);
+        let cycle = set.load("a").unwrap_err().to_string();
+        assert!(
+            cycle.contains("b.yaml:1:") && cycle.ends_with("`extends` cycle: a -> b -> a"),
+            "{cycle}"
+        );
+        let unknown = set.load("c").unwrap_err().to_string();
+        assert!(
+            unknown.contains("c.yaml:1:")
+                && unknown.contains("`extends: nowhere` names no profile"),
+            "{unknown}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("web.yaml"), "description: x\n").unwrap();
+        std::fs::write(dir.path().join("web.yml"), "description: y\n").unwrap();
+        let twice = ProfileSet::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            twice.contains("profile `web` is also defined by"),
+            "{twice}"
+        );
+    }
+
+    #[test]
+    fn an_empty_profile_is_refused_rather_than_read_as_defaults() {
+        let (_dir, set) = folder(&[("empty.yaml", "# nothing yet\n---\n")]);
+        let text = set.load("empty").unwrap_err().to_string();
+        assert!(text.contains("the profile is empty"), "{text}");
+    }
 
     fn read(text: &str) -> BTreeMap<String, String> {
         serde_saphyr::from_str(&final_block_as_written(text)).unwrap()

@@ -13,13 +13,14 @@ use super::{
 };
 use crate::input::Confinement;
 use crate::origin::Origin;
+use std::sync::Arc;
 
 /// The largest file a profile's `files:` entry reads (`source:`): it goes into the config.
-pub const MAX_FILE_SOURCE: u64 = crate::profile::fragment::MAX_LOCAL_FILE;
+pub(crate) const MAX_FILE_SOURCE: u64 = crate::profile::fragment::MAX_LOCAL_FILE;
 
 pub(super) fn merge(
     role: &str,
-    chain: &[Layer],
+    chain: &[Arc<Layer>],
     confinement: &Confinement,
 ) -> Result<Profile, ProfileError> {
     let mut profile = Profile {

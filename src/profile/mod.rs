@@ -89,7 +89,7 @@ pub struct Release {
     pub board: Board,
     pub url: Option<String>,
     /// Where a profile set the board, if one did.
-    pub board_origin: Option<Origin>,
+    pub(crate) board_origin: Option<Origin>,
 }
 
 impl Default for Release {
@@ -157,7 +157,7 @@ pub enum ImageSource {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DataSettings {
     pub size: Option<Located<u64>>,
-    pub headroom: Option<Located<u64>>,
+    pub(crate) headroom: Option<Located<u64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -185,7 +185,7 @@ pub struct AmiOutput {
 }
 
 /// Flatcar registers its AMIs with a 16 GiB root volume (mantle, `platform/api/aws`).
-pub const FLATCAR_AMI_VOLUME_GIB: u64 = 16;
+pub(crate) const FLATCAR_AMI_VOLUME_GIB: u64 = 16;
 
 impl AmiOutput {
     /// Why these settings cannot boot on `board`, if they cannot: EC2 starts arm64

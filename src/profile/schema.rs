@@ -40,12 +40,12 @@ macro_rules! string_or_map {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileDoc {
+pub(crate) struct ProfileDoc {
     /// The profile this one adds to (by name: `base` is `base.yaml`).
     pub extends: Option<Spanned<String>>,
     /// An abstract profile (such as `base`) is not a role. Not inherited.
     #[serde(rename = "abstract")]
-    pub is_abstract: Option<bool>,
+    pub(crate) is_abstract: Option<bool>,
     pub description: Option<String>,
     pub release: Option<ReleaseDoc>,
     pub users: Option<Vec<UserDoc>>,
@@ -65,7 +65,7 @@ pub struct ProfileDoc {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseDoc {
+pub(crate) struct ReleaseDoc {
     pub channel: Option<Channel>,
     pub version: Option<Spanned<String>>,
     pub board: Option<Spanned<Board>>,
@@ -75,7 +75,7 @@ pub struct ReleaseDoc {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UserDoc {
+pub(crate) struct UserDoc {
     pub name: Spanned<String>,
     #[serde(default)]
     pub groups: Vec<String>,
@@ -88,7 +88,7 @@ pub struct UserDoc {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDoc {
+pub(crate) struct FileDoc {
     pub path: Spanned<String>,
     /// Octal permission bits as a string, e.g. "0644".
     pub mode: Option<Spanned<String>>,
@@ -102,7 +102,7 @@ pub struct FileDoc {
 
 /// A unit is named (from `units/`) or written inline.
 #[derive(Debug, Clone)]
-pub enum UnitEntryDoc {
+pub(crate) enum UnitEntryDoc {
     Name(String),
     Full(UnitDoc),
 }
@@ -116,7 +116,7 @@ string_or_map!(
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UnitDoc {
+pub(crate) struct UnitDoc {
     pub name: String,
     /// Inline unit file; without it the unit comes from `units/`.
     pub contents: Option<String>,
@@ -139,7 +139,7 @@ pub enum InstanceSource {
 
 /// A container image to bake in: a registry reference, or a local archive.
 #[derive(Debug, Clone)]
-pub enum ImageDoc {
+pub(crate) enum ImageDoc {
     Reference(String),
     Full(ImageSpecDoc),
 }
@@ -154,7 +154,7 @@ string_or_map!(
 /// A machine that boots the role: its MAC address, or the address with its member number
 /// and hostname (given to it on the kernel command line by `boot.ipxe`).
 #[derive(Debug, Clone)]
-pub enum MachineDoc {
+pub(crate) enum MachineDoc {
     Mac(String),
     Full(MachineSpecDoc),
 }
@@ -168,7 +168,7 @@ string_or_map!(
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MachineSpecDoc {
+pub(crate) struct MachineSpecDoc {
     pub mac: String,
     /// The machine's member number (ZooKeeper's `myid`), 1 to 255.
     pub instance: Option<u32>,
@@ -177,7 +177,7 @@ pub struct MachineSpecDoc {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImageSpecDoc {
+pub(crate) struct ImageSpecDoc {
     pub reference: Option<String>,
     pub archive: Option<String>,
     pub sha256: Option<String>,
@@ -185,16 +185,16 @@ pub struct ImageSpecDoc {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DataDoc {
+pub(crate) struct DataDoc {
     /// The whole partition, fixed (`4GiB`); the images must fit.
     pub size: Option<Spanned<Scalar>>,
     /// Free space on top of the images when the size is not fixed.
-    pub headroom: Option<Spanned<Scalar>>,
+    pub(crate) headroom: Option<Spanned<Scalar>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutputsDoc {
+pub(crate) struct OutputsDoc {
     pub raw: Option<RawOutputDoc>,
     pub ami: Option<AmiOutputDoc>,
     pub ipxe: Option<IpxeOutputDoc>,
@@ -205,11 +205,11 @@ pub struct OutputsDoc {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawOutputDoc {}
+pub(crate) struct RawOutputDoc {}
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AmiOutputDoc {
+pub(crate) struct AmiOutputDoc {
     pub regions: Option<Vec<String>>,
     pub boot_mode: Option<AmiBootMode>,
     pub imds_v2: Option<ImdsSupport>,
@@ -288,7 +288,7 @@ pub enum ImdsSupport {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IpxeOutputDoc {
+pub(crate) struct IpxeOutputDoc {
     pub preset: Option<IpxePreset>,
     pub console: Option<String>,
     pub base_url: Option<String>,
@@ -315,7 +315,7 @@ pub enum IpxePreset {
 
 /// Role metadata values are scalars; they end up as strings in `/etc/kato/role.env`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     Bool(bool),
     Int(i64),
     Float(f64),

@@ -7,7 +7,7 @@ use super::{Profile, ProfileError};
 use crate::origin::Origin;
 
 /// Files kato-image writes itself; a profile may not write them too.
-pub const GENERATED_FILES: &[&str] = &["/etc/kato/role.env", "/opt/kato/bin/kato-instances"];
+pub(crate) const GENERATED_FILES: &[&str] = &["/etc/kato/role.env", "/opt/kato/bin/kato-instances"];
 
 pub(super) fn check(profile: &Profile, _dir: &Path) -> Result<(), ProfileError> {
     check_release(profile)?;
@@ -133,7 +133,7 @@ fn check_file_path(path: &str) -> Result<(), &'static str> {
 
 /// Kernel arguments end up inside a double-quoted GRUB string and on an iPXE `kernel` line,
 /// so anything that could end the string or start a new statement is refused.
-pub fn check_kernel_arg(arg: &str) -> Result<(), &'static str> {
+pub(crate) fn check_kernel_arg(arg: &str) -> Result<(), &'static str> {
     if arg.is_empty() {
         return Err("is empty");
     }

@@ -449,7 +449,7 @@ fn parse_key(text: &str) -> Result<Option<PublicKey>, String> {
 }
 
 /// OpenSSH's pattern list: true when some pattern matches `text` and no negated one does.
-pub fn pattern_list_matches(text: &str, list: &str) -> bool {
+pub(crate) fn pattern_list_matches(text: &str, list: &str) -> bool {
     let mut matched = false;
     for pattern in split_patterns(list) {
         match pattern.strip_prefix('!') {

@@ -14,10 +14,12 @@ use super::allowed_signers::AllowedSigners;
 use super::dsse::{self, Envelope};
 use super::sshkey;
 use super::{PAYLOAD_TYPE, Statement};
-use crate::disk::{PartitionTable, ZeroLeaves, digest};
+use crate::build::manifest::Manifest;
+use crate::disk::{PartitionTable, digest};
+use crate::emit::raw::DiskRecord;
 use crate::input::InputError;
-use crate::manifest::Manifest;
-use crate::verify::Keyring;
+use crate::io::{At, PathError};
+use crate::trust::Keyring;
 use crate::wording::JsonFault;
 
 /// The keys a consumer trusts.
@@ -36,21 +38,165 @@ pub enum Trust {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Manifest(#[from] crate::manifest::ManifestError),
+    Io(#[from] PathError),
+    #[error(transparent)]
+    Manifest(#[from] crate::build::manifest::ManifestError),
     #[error("{}: {why}", path.display())]
     Refused { path: PathBuf, why: String },
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("{}: the build manifest of {} ({reason}); pass --manifest FILE", path.display(), image.display())]
+    NoManifest {
+        path: PathBuf,
+        image: PathBuf,
+        reason: String,
+    },
+    #[error("{}: the manifest of role {role} lists {}, not {file}", path.display(), listed_words(listed))]
+    NotListed {
+        path: PathBuf,
+        role: String,
+        listed: Vec<String>,
+        file: String,
+    },
+    #[error("{}: {difference}, but its manifest {} says {}", image.display(), manifest.display(), difference.recorded())]
+    Changed {
+        image: PathBuf,
+        manifest: PathBuf,
+        difference: Difference,
+    },
+}
+
+fn listed_words(listed: &[String]) -> String {
+    if listed.is_empty() {
+        "no disk images".to_string()
+    } else {
+        listed.join(", ")
+    }
+}
+
+/// How an image differs from what its build recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    Size { actual: u64, recorded: u64 },
+    Blake3 { actual: String, recorded: String },
+}
+
+impl Difference {
+    fn recorded(&self) -> String {
+        match self {
+            Difference::Size { recorded, .. } => {
+                format!("{recorded} bytes: it is not the image that build made")
+            }
+            Difference::Blake3 { recorded, .. } => {
+                format!("{recorded}: the image changed after its build")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Size { actual, .. } => write!(f, "{actual} bytes"),
+            Difference::Blake3 { actual, .. } => write!(f, "BLAKE3 {actual}"),
+        }
+    }
+}
+
+/// A disk image and what its build recorded of it: the manifest (and its bytes, which a
+/// signature covers) and the image's own record in it.
+pub struct Recorded {
+    pub image: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub(crate) manifest_bytes: Vec<u8>,
+    pub disk: DiskRecord,
+}
+
+impl Recorded {
+    /// Finds `image`'s record in the manifest beside it (or `manifest`).
+    pub fn find(image: &Path, manifest: Option<&Path>) -> Result<Self, CheckError> {
+        let manifest_path = manifest.map_or_else(|| Manifest::beside(image), Path::to_path_buf);
+        let (m, manifest_bytes) = Manifest::read_bytes(&manifest_path).map_err(|e| match e {
+            crate::build::manifest::ManifestError::Read { path, source } => {
+                CheckError::NoManifest {
+                    path,
+                    image: image.to_path_buf(),
+                    reason: match source {
+                        InputError::Io { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    },
+                }
+            }
+            e => e.into(),
+        })?;
+        let file = Manifest::image_name(image);
+        let Some(disk) = m.disk(&file).cloned() else {
+            return Err(CheckError::NotListed {
+                path: manifest_path,
+                role: m.role.clone(),
+                listed: m.disks.iter().map(|d| d.file.clone()).collect(),
+                file,
+            });
+        };
+        Ok(Recorded {
+            image: image.to_path_buf(),
+            manifest: m,
+            manifest_path,
+            manifest_bytes,
+            disk,
+        })
+    }
+
+    /// The image's size and BLAKE3 now, and how they differ from the record.
+    pub(crate) fn measure(
+        &self,
+        file: &std::fs::File,
+    ) -> Result<(String, Vec<Difference>), CheckError> {
+        let len = file.metadata().at(&self.image)?.len();
+        let mut differences = Vec::new();
+        if len != self.disk.size {
+            differences.push(Difference::Size {
+                actual: len,
+                recorded: self.disk.size,
+            });
+        }
+        let blake3 = digest::hex(&digest::hash_range(file, 0, len).at(&self.image)?);
+        if blake3 != self.disk.blake3 {
+            differences.push(Difference::Blake3 {
+                actual: blake3.clone(),
+                recorded: self.disk.blake3.clone(),
+            });
+        }
+        Ok((blake3, differences))
+    }
+
+    /// What publishing asks: the image is, byte for byte, the one its manifest records. A
+    /// size that differs is told before anything is hashed.
+    pub fn unchanged(&self) -> Result<(), CheckError> {
+        let file = std::fs::File::open(&self.image).at(&self.image)?;
+        let len = file.metadata().at(&self.image)?.len();
+        let changed = |difference| CheckError::Changed {
+            image: self.image.clone(),
+            manifest: self.manifest_path.clone(),
+            difference,
+        };
+        if len != self.disk.size {
+            return Err(changed(Difference::Size {
+                actual: len,
+                recorded: self.disk.size,
+            }));
+        }
+        match self.measure(&file)?.1.into_iter().next() {
+            Some(difference) => Err(changed(difference)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The largest statement, envelope or signature read: a role's are a few KiB.
-pub const MAX_PROVENANCE_FILE: u64 = 16 << 20;
+pub(crate) const MAX_PROVENANCE_FILE: u64 = 16 << 20;
 
 fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>, CheckError> {
     Ok(crate::input::read_regular(path, MAX_PROVENANCE_FILE, what)?)
@@ -166,36 +312,17 @@ fn partition_at(image: &Path, offset: u64) -> Option<String> {
         .map(|p| format!("partition {} ({})", p.slot, p.name))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
-    move |source| CheckError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Checks `image` against the manifest beside it (or `manifest`), with `trust`.
-/// Checks `image` against its manifest and signatures. `zeros` holds what all-zero leaves
-/// hash to (the cache's table makes holes in large disks cost nothing).
-pub fn verify(
-    image: &Path,
-    manifest: Option<&Path>,
-    trust: &Trust,
-    zeros: &mut ZeroLeaves,
-) -> Result<Report, CheckError> {
-    let manifest_path = manifest.map_or_else(|| Manifest::beside(image), Path::to_path_buf);
-    let (m, manifest_bytes) = Manifest::read_bytes(&manifest_path)?;
-    let name = Manifest::image_name(image);
-    let disk = m.disk(&name).ok_or_else(|| CheckError::Refused {
-        path: manifest_path.clone(),
-        why: format!(
-            "records no image named {name} (it records {})",
-            m.disks
-                .iter()
-                .map(|d| d.file.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    })?;
+/// Checks `image` against the manifest beside it (or `manifest`) and its signatures, with
+/// `trust`. Holes in large disks cost nothing to hash (the zero-leaf table).
+pub fn verify(image: &Path, manifest: Option<&Path>, trust: &Trust) -> Result<Report, CheckError> {
+    let recorded = Recorded::find(image, manifest)?;
+    let Recorded {
+        manifest: m,
+        manifest_path,
+        manifest_bytes,
+        disk,
+        ..
+    } = &recorded;
     let mut problems = Vec::new();
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
     let Signed {
@@ -205,14 +332,14 @@ pub fn verify(
     } = signed_statement(
         dir,
         &m.role,
-        &manifest_path,
-        &manifest_bytes,
+        manifest_path,
+        manifest_bytes,
         trust,
         &mut problems,
     )?;
     if let Some(statement) = &statement {
         let manifest_name = format!("{}.manifest.json", m.role);
-        let sha256 = crate::cache::hex(&Sha256::digest(&manifest_bytes));
+        let sha256 = crate::cache::hex(&Sha256::digest(manifest_bytes));
         match statement.subject(&manifest_name) {
             Some(s) if s.digest.get("sha256") == Some(&sha256) => {}
             Some(_) => problems.push(format!(
@@ -230,8 +357,7 @@ pub fn verify(
             None => problems.push(format!("the statement does not name {}", disk.file)),
         }
     }
-    let file = std::fs::File::open(image).map_err(io(image))?;
-    let len = file.metadata().map_err(io(image))?.len();
+    let file = std::fs::File::open(image).at(image)?;
     // Partitions first: the one that differs says more than the whole image's digest. A raw
     // disk and a fixed VHD (the raw disk and a footer) are read as they are.
     let packaged = disk
@@ -240,24 +366,18 @@ pub fn verify(
         .map(|p| p.format)
         .filter(|f| matches!(f, Container::Qcow2 | Container::GceTar));
     let partitions = match packaged {
-        None => partitions(image, &file, disk, zeros, &mut problems)?,
+        None => partitions(image, &file, disk, &mut problems)?,
         Some(_) => Vec::new(),
     };
-    if len != disk.size {
-        problems.push(format!(
-            "{}: {len} bytes, but the manifest says {}",
-            image.display(),
-            disk.size
-        ));
-    }
-    let blake3 = digest::hex(&digest::hash_range(&file, 0, len, zeros).map_err(io(image))?);
-    if blake3 != disk.blake3 {
-        problems.push(format!(
-            "{}: BLAKE3 {blake3}, not the manifest's {}",
-            image.display(),
-            disk.blake3
-        ));
-    }
+    let (blake3, differences) = recorded.measure(&file)?;
+    problems.extend(differences.into_iter().map(|difference| {
+        CheckError::Changed {
+            image: image.to_path_buf(),
+            manifest: manifest_path.clone(),
+            difference,
+        }
+        .to_string()
+    }));
     Ok(Report {
         image: image.display().to_string(),
         role: m.role.clone(),
@@ -275,18 +395,17 @@ pub fn verify(
 fn partitions(
     image: &Path,
     file: &std::fs::File,
-    disk: &crate::manifest::DiskRecord,
-    zeros: &mut ZeroLeaves,
+    disk: &DiskRecord,
     problems: &mut Vec<String>,
 ) -> Result<Vec<PartitionReport>, CheckError> {
-    let table = match PartitionTable::read(&mut file.try_clone().map_err(io(image))?, false) {
+    let table = match PartitionTable::read(&mut file.try_clone().at(image)?, false) {
         Ok(table) => table,
         Err(e) => {
             problems.push(format!("{}: {e}", image.display()));
             return Ok(Vec::new());
         }
     };
-    let digests = crate::disk::partition_digests_with(file, &table, zeros).map_err(io(image))?;
+    let digests = crate::disk::partition_digests(file, &table).at(image)?;
     let mut out = Vec::new();
     for record in &disk.partitions {
         let Some(now) = digests.get(&record.slot) else {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct Envelope {
     /// Base64 of the payload's bytes.
     pub payload: String,
-    pub payload_type: String,
+    pub(crate) payload_type: String,
     pub signatures: Vec<EnvelopeSignature>,
 }
 
@@ -56,14 +56,14 @@ impl Envelope {
     }
 
     /// One line of JSON and a newline (a `.intoto.jsonl` bundle of one envelope).
-    pub fn to_line(&self) -> Vec<u8> {
+    pub(crate) fn to_line(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec(self).expect("envelopes serialise");
         bytes.push(b'\n');
         bytes
     }
 }
 
-pub fn decode_sig(sig: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_sig(sig: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(sig)
         .map_err(|_| "a signature in it is not base64".to_string())

@@ -22,26 +22,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::build::manifest::Manifest;
 use crate::cache::hex;
-use crate::manifest::Manifest;
 use crate::wording::JsonFault;
 
-pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
-pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
-pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+pub(crate) const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub(crate) const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+pub(crate) const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// What kind of build this is: a URI that names kato-image's build, version 1 of its
 /// parameters (a `tag:` URI, which needs no web site to stay meaningful).
-pub const BUILD_TYPE: &str = "tag:kato-image,2026:build/v1";
+pub(crate) const BUILD_TYPE: &str = "tag:kato-image,2026:build/v1";
 /// The builder when the command line names none: a build on someone's own machine.
 pub const LOCAL_BUILDER: &str = "tag:kato-image,2026:builder/local";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{}: not an in-toto statement: {why}", path.display())]
     Invalid { path: PathBuf, why: String },
 }
@@ -49,10 +44,10 @@ pub enum ProvenanceError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Statement {
     #[serde(rename = "_type")]
-    pub statement_type: String,
+    pub(crate) statement_type: String,
     pub subject: Vec<ResourceDescriptor>,
     #[serde(rename = "predicateType")]
-    pub predicate_type: String,
+    pub(crate) predicate_type: String,
     pub predicate: Provenance,
 }
 
@@ -72,27 +67,27 @@ pub struct ResourceDescriptor {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Provenance {
-    pub build_definition: BuildDefinition,
-    pub run_details: RunDetails,
+    pub(crate) build_definition: BuildDefinition,
+    pub(crate) run_details: RunDetails,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct BuildDefinition {
-    pub build_type: String,
-    pub external_parameters: serde_json::Value,
+pub(crate) struct BuildDefinition {
+    pub(crate) build_type: String,
+    pub(crate) external_parameters: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub internal_parameters: Option<serde_json::Value>,
-    pub resolved_dependencies: Vec<ResourceDescriptor>,
+    pub(crate) internal_parameters: Option<serde_json::Value>,
+    pub(crate) resolved_dependencies: Vec<ResourceDescriptor>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct RunDetails {
+pub(crate) struct RunDetails {
     pub builder: Builder,
     pub metadata: BuildMetadata,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub byproducts: Vec<ResourceDescriptor>,
+    pub(crate) byproducts: Vec<ResourceDescriptor>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -104,10 +99,10 @@ pub struct Builder {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct BuildMetadata {
-    pub invocation_id: String,
-    pub started_on: String,
-    pub finished_on: String,
+pub(crate) struct BuildMetadata {
+    pub(crate) invocation_id: String,
+    pub(crate) started_on: String,
+    pub(crate) finished_on: String,
 }
 
 fn digest(algorithm: &str, hex: &str) -> BTreeMap<String, String> {
@@ -123,7 +118,7 @@ fn named(name: &str, digest: BTreeMap<String, String>) -> ResourceDescriptor {
 }
 
 /// `OUT/<role>.provenance.json`: the statement, signed or not.
-pub fn statement_path(out_dir: &Path, role: &str) -> PathBuf {
+pub(crate) fn statement_path(out_dir: &Path, role: &str) -> PathBuf {
     out_dir.join(format!("{role}.provenance.json"))
 }
 
@@ -137,17 +132,16 @@ pub fn envelope_path(out_dir: &Path, role: &str) -> PathBuf {
 pub struct Inputs<'a> {
     pub manifest: &'a Manifest,
     /// The manifest's bytes as written.
-    pub manifest_bytes: &'a [u8],
-    pub out_dir: &'a Path,
+    pub(crate) manifest_bytes: &'a [u8],
     pub builder_id: &'a str,
     /// The rendered config baked in (a byproduct).
-    pub config: &'a [u8],
+    pub config: &'a crate::config::RenderedConfig,
 }
 
 impl Statement {
-    /// The statement of one role's build. Reads the iPXE files to hash them (the disk
-    /// images' digests come from the manifest).
-    pub fn of_build(inputs: &Inputs) -> Result<Statement, ProvenanceError> {
+    /// The statement of one role's build, from the digests its stages recorded (no file is
+    /// read back).
+    pub(crate) fn of_build(inputs: &Inputs) -> Statement {
         let m = inputs.manifest;
         let mut subject = vec![named(
             &format!("{}.manifest.json", m.role),
@@ -157,14 +151,19 @@ impl Statement {
             subject.push(named(&disk.file, digest("blake3", &disk.blake3)));
         }
         if let Some(ipxe) = &m.ipxe {
-            for file in [&ipxe.script, &ipxe.kernel, &ipxe.initramfs, &ipxe.overlay] {
-                let path = inputs.out_dir.join("ipxe").join(file);
-                let sha256 = sha256_file(&path)?;
-                subject.push(named(&format!("ipxe/{file}"), digest("sha256", &sha256)));
+            // The kernel and initramfs are the vendor's files as signed: named by the SHA-512
+            // Flatcar signs them with.
+            for (file, algorithm, hex) in [
+                (&ipxe.script, "sha256", &ipxe.script_sha256),
+                (&ipxe.kernel, "sha512", &ipxe.kernel_sha512),
+                (&ipxe.initramfs, "sha512", &ipxe.initramfs_sha512),
+                (&ipxe.overlay, "sha256", &ipxe.overlay_sha256),
+            ] {
+                subject.push(named(&format!("ipxe/{file}"), digest(algorithm, hex)));
             }
         }
         let time = rfc3339(m.timestamp);
-        Ok(Statement {
+        Statement {
             statement_type: STATEMENT_TYPE.into(),
             subject,
             predicate_type: PREDICATE_TYPE.into(),
@@ -187,11 +186,11 @@ impl Statement {
                     },
                     byproducts: vec![named(
                         &m.config.path,
-                        digest("sha256", &hex(&Sha256::digest(inputs.config))),
+                        digest("sha256", &inputs.config.sha256),
                     )],
                 },
             },
-        })
+        }
     }
 
     /// Compact JSON (the DSSE payload and the `.provenance.json` file), with a final
@@ -304,21 +303,10 @@ fn dependencies(m: &Manifest) -> Vec<ResourceDescriptor> {
     out
 }
 
-pub fn sha256_file(path: &Path) -> Result<String, ProvenanceError> {
-    let io = |source| ProvenanceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(io)?;
-    Ok(hex(&hasher.finalize()))
-}
-
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC); times before 1970 are not
 /// build times and read as the epoch.
-pub fn rfc3339(seconds: i64) -> String {
-    crate::verify::format_time(seconds.max(0) as u64)
+pub(crate) fn rfc3339(seconds: i64) -> String {
+    crate::trust::format_time(seconds.max(0) as u64)
 }
 
 #[cfg(test)]

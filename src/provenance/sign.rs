@@ -16,7 +16,7 @@ use pgp::packet::{Subpacket, SubpacketData};
 use pgp::ser::Serialize;
 use pgp::types::{KeyDetails, KeyVersion, Password, Timestamp};
 
-use super::sshkey::{self, PrivateKey};
+use super::sshkey::PrivateKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
@@ -32,9 +32,9 @@ pub enum SignError {
 }
 
 /// The largest signing key file read (an armored RSA-4096 key with its subkeys is ~15 KiB).
-pub const MAX_KEY_FILE: u64 = 1 << 20;
+pub(crate) const MAX_KEY_FILE: u64 = 1 << 20;
 /// The largest passphrase file read.
-pub const MAX_PASSPHRASE_FILE: u64 = 64 << 10;
+pub(crate) const MAX_PASSPHRASE_FILE: u64 = 64 << 10;
 
 /// Where an OpenPGP key's passphrase comes from; never from the command line itself, where
 /// other users and shell histories would see it.
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Signer {
 }
 
 /// Which file a signature goes in: a detached signature beside the manifest.
-pub fn manifest_signature_path(manifest: &Path) -> PathBuf {
+pub(crate) fn manifest_signature_path(manifest: &Path) -> PathBuf {
     let mut name = manifest.as_os_str().to_owned();
     name.push(".sig");
     PathBuf::from(name)
@@ -222,5 +222,3 @@ fn in_words(message: &str) -> String {
     }
     message.to_string()
 }
-
-pub use sshkey::NAMESPACE as SSH_NAMESPACE;

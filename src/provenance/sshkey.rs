@@ -23,7 +23,7 @@ const SIG_BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
 const SIG_END: &str = "-----END SSH SIGNATURE-----";
 const ED25519: &str = "ssh-ed25519";
 /// The namespace kato-image's SSH signatures are made in (`ssh-keygen -Y verify -n`).
-pub const NAMESPACE: &str = "kato-image";
+pub(crate) const NAMESPACE: &str = "kato-image";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SshKeyError {
@@ -119,7 +119,7 @@ impl PublicKey {
     }
 
     /// `SHA256:` and the unpadded base64 of the blob's SHA-256, as `ssh-keygen -l` prints.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let hash = Sha256::digest(self.blob());
         format!(
             "SHA256:{}",
@@ -129,7 +129,7 @@ impl PublicKey {
 
     /// The key of an `authorized_keys`-style line (`ssh-ed25519 BASE64 [comment]`), found
     /// after any principals or options before it.
-    pub fn from_line(line: &str) -> Option<PublicKey> {
+    pub(crate) fn from_line(line: &str) -> Option<PublicKey> {
         let mut words = line.split_whitespace();
         while let Some(word) = words.next() {
             if word == ED25519 {
@@ -143,7 +143,7 @@ impl PublicKey {
     }
 
     /// Checks a raw Ed25519 signature over `data`.
-    pub fn verify_raw(&self, data: &[u8], signature: &[u8]) -> Result<(), SshKeyError> {
+    pub(crate) fn verify_raw(&self, data: &[u8], signature: &[u8]) -> Result<(), SshKeyError> {
         let key =
             ed25519_dalek::VerifyingKey::from_bytes(&self.key).map_err(|_| SshKeyError::Bad)?;
         let signature =
@@ -165,7 +165,7 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    pub fn is_armored(text: &str) -> bool {
+    pub(crate) fn is_armored(text: &str) -> bool {
         text.contains(PRIVATE_BEGIN)
     }
 
@@ -214,12 +214,12 @@ impl PrivateKey {
     }
 
     /// A raw Ed25519 signature (64 bytes) over `data`.
-    pub fn sign_raw(&self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign_raw(&self, data: &[u8]) -> Vec<u8> {
         self.key.sign(data).to_bytes().to_vec()
     }
 
     /// An armored SSH signature of `message` in [`NAMESPACE`].
-    pub fn sshsig(&self, message: &[u8]) -> String {
+    pub(crate) fn sshsig(&self, message: &[u8]) -> String {
         let signed = signed_data(NAMESPACE, Hash::Sha512, message);
         let mut sig = Vec::new();
         put_string(&mut sig, ED25519.as_bytes());
@@ -267,7 +267,7 @@ fn signed_data(namespace: &str, hash: Hash, message: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn is_sshsig(bytes: &[u8]) -> bool {
+pub(crate) fn is_sshsig(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes).is_ok_and(|t| t.contains(SIG_BEGIN))
 }
 

@@ -4,17 +4,17 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use sha2::Digest;
 
 use super::digests::{self, DigestsError};
-use super::transport::{Transport, TransportError, TransportOptions, redact};
+use super::transport::{NetOptions, Transport, TransportError, redact};
 use super::{ArtifactKind, Board, Channel, ReleaseSpec, is_version, parse_version_txt};
-use crate::cache::{ArtifactRecord, Cache, CacheError, ReleaseKey, hex};
+use crate::cache::{ArtifactRecord, CacheError, ReleaseKey, hex};
+use crate::io::PathError;
 use crate::io::Sha512Pipe;
 use crate::progress::Progress;
-use crate::verify::{Keyring, Signer, VerifyError, parse_detached};
+use crate::trust::{Keyring, Signer, VerifyError, parse_detached};
 
 const CHUNK: usize = 256 << 10;
 /// How much written data may wait before its writeback is started.
@@ -59,23 +59,14 @@ pub enum ReleaseError {
     Offline(String),
     #[error("{0}")]
     Cache(#[from] CacheError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 pub struct FetchOptions {
-    pub cache: Cache,
+    pub net: NetOptions,
     pub keyring: Keyring,
     pub insecure_skip_signature: bool,
-    pub offline: bool,
-    /// Further attempts after a transient failure.
-    pub retries: u32,
-    /// The first wait between attempts; it doubles each time, up to 30 s.
-    pub retry_delay: Duration,
-    pub transport: TransportOptions,
 }
 
 /// A verified release file in the cache: the cache's record of it, and where it is.
@@ -85,6 +76,13 @@ pub struct FetchedArtifact {
     pub record: ArtifactRecord,
     pub path: PathBuf,
     pub from_cache: bool,
+}
+
+/// A release's PXE kernel and initramfs, verified.
+#[derive(Debug, Clone)]
+pub struct PxeFiles {
+    pub kernel: FetchedArtifact,
+    pub initramfs: FetchedArtifact,
 }
 
 /// The release a build's vendor files come from.
@@ -200,7 +198,7 @@ impl From<ReleaseError> for Attempt {
 impl Session<'_> {
     fn transport(&mut self) -> Result<&Transport, ReleaseError> {
         if self.transport.is_none() {
-            self.transport = Some(Transport::new(&self.options.transport)?);
+            self.transport = Some(Transport::new(&self.options.net.transport)?);
         }
         Ok(self.transport.as_ref().expect("just set"))
     }
@@ -214,11 +212,11 @@ impl Session<'_> {
             };
         }
         let (channel, board) = (spec.channel, spec.board);
-        if self.options.offline {
-            return self.options.cache.current(channel, board).ok_or_else(|| {
+        if self.options.net.offline {
+            return self.options.net.cache.current(channel, board).ok_or_else(|| {
                 ReleaseError::Offline(format!(
                     "which version `current` is for {channel}/{board} is not in the cache {} (fetch it once online, or give --version)",
-                    self.options.cache.root().display()
+                    self.options.net.cache.root().display()
                 ))
             });
         }
@@ -226,7 +224,10 @@ impl Session<'_> {
         let text = self.get_small(&url, "the release's version.txt")?;
         let version = parse_version_txt(&String::from_utf8_lossy(&text))
             .ok_or_else(|| ReleaseError::VersionTxt { url: redact(&url) })?;
-        self.options.cache.set_current(channel, board, &version)?;
+        self.options
+            .net
+            .cache
+            .set_current(channel, board, &version)?;
         Ok(version)
     }
 
@@ -252,8 +253,8 @@ impl Session<'_> {
         let (options, progress) = (self.options, self.progress);
         crate::release::transport::retrying(
             url,
-            options.retries,
-            options.retry_delay,
+            options.net.retries,
+            options.net.retry_delay,
             progress,
             || attempt(self),
         )
@@ -269,26 +270,26 @@ impl Session<'_> {
         let options = self.options;
         let skip = options.insecure_skip_signature;
         let trusted = options.keyring.fingerprints();
-        if let Some(record) = options.cache.lookup(key, file) {
+        if let Some(record) = options.net.cache.lookup(key, file) {
             let acceptable = match &record.signature {
                 Some(signature) => trusted.contains(&signature.primary_fingerprint),
                 None => skip,
             };
             if acceptable {
                 return Ok(FetchedArtifact {
-                    path: options.cache.blob_path(&record.sha512),
+                    path: options.net.cache.blob_path(&record.sha512),
                     record,
                     from_cache: true,
                 });
             }
         }
-        if options.offline {
+        if options.net.offline {
             return Err(ReleaseError::Offline(format!(
                 "{file} of {}/{}/{} is not in the cache {}",
                 key.channel,
                 key.board,
                 key.version,
-                options.cache.root().display()
+                options.net.cache.root().display()
             )));
         }
 
@@ -334,7 +335,7 @@ impl Session<'_> {
             None => None,
         };
 
-        let partial = options.cache.partial(&url)?;
+        let partial = options.net.cache.partial(&url)?;
         let outcome = self.retrying(&url, |session| {
             session.download_once(
                 &url,
@@ -370,7 +371,7 @@ impl Session<'_> {
             signature: signer.map(|s| s.info),
             digests_asc_verified,
         };
-        let path = options.cache.insert(key, &partial.data, &record)?;
+        let path = options.net.cache.insert(key, &partial.data, &record)?;
         partial.finish();
         Ok(FetchedArtifact {
             record,
@@ -389,10 +390,10 @@ impl Session<'_> {
         signed: Option<(&pgp::packet::Signature, &Signer<'_>)>,
     ) -> Result<(String, u64), Attempt> {
         let io = |source| {
-            Attempt::Fail(ReleaseError::Io {
+            Attempt::Fail(ReleaseError::Io(PathError {
                 path: partial.data.clone(),
                 source,
-            })
+            }))
         };
         let (have, validator) = partial.resume_state(url);
         let body = self
@@ -417,10 +418,10 @@ impl Session<'_> {
         let mut out = partial
             .resume(url, body.validator.clone(), body.start)
             .map_err(|e| {
-                Attempt::Fail(ReleaseError::Io {
+                Attempt::Fail(ReleaseError::Io(PathError {
                     path: e.path,
                     source: e.source,
-                })
+                }))
             })?;
         self.progress.start(file, body.total);
         let progress = self.progress;
@@ -468,7 +469,7 @@ impl Session<'_> {
                         out.write_all(&buffer).map_err(io)?;
                         size += n as u64;
                         if size - flushed >= WRITEBACK_STEP {
-                            crate::fsutil::start_writeback(&out, flushed, size - flushed);
+                            crate::atomic::start_writeback(&out, flushed, size - flushed);
                             flushed = size;
                         }
                         progress.advance(n as u64);

@@ -6,7 +6,7 @@ use super::Channel;
 
 /// A range of releases of one channel, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownIssue {
+pub(crate) struct KnownIssue {
     pub channel: Channel,
     pub first: [u32; 3],
     pub last: [u32; 3],
@@ -19,7 +19,7 @@ pub struct KnownIssue {
 /// These releases drop `/usr/share/oem` from initrds appended to the PXE initramfs, so a
 /// machine booted from an iPXE payload never sees its role's config (flatcar/Flatcar#2023,
 /// fixed in March 2026; stable and LTS were never affected).
-pub const PXE_APPENDED_INITRD: [KnownIssue; 2] = [
+pub(crate) const PXE_APPENDED_INITRD: [KnownIssue; 2] = [
     KnownIssue::pxe(Channel::Alpha, [4487, 0, 0], [4628, 0, 0]),
     KnownIssue::pxe(Channel::Beta, [4515, 1, 0], [4593, 1, 0]),
 ];
@@ -54,7 +54,7 @@ fn parse(version: &str) -> Option<[u32; 3]> {
 }
 
 /// The issue among `issues` that release `version` of `channel` has, if any.
-pub fn affecting(
+pub(crate) fn affecting(
     issues: &'static [KnownIssue],
     channel: Channel,
     version: &str,
@@ -66,7 +66,7 @@ pub fn affecting(
 }
 
 /// The PXE appended-initrd issue of release `version` of `channel`, if it has it.
-pub fn pxe_appended_initrd(channel: Channel, version: &str) -> Option<&'static KnownIssue> {
+pub(crate) fn pxe_appended_initrd(channel: Channel, version: &str) -> Option<&'static KnownIssue> {
     affecting(&PXE_APPENDED_INITRD, channel, version)
 }
 

@@ -6,11 +6,12 @@
 
 pub mod digests;
 mod fetch;
-pub mod known_issues;
+pub(crate) mod known_issues;
 pub mod transport;
 
 pub use fetch::{
-    FetchOptions, FetchedArtifact, FetchedRelease, Fetcher, ReleaseError, ReleaseInfo, fetch,
+    FetchOptions, FetchedArtifact, FetchedRelease, Fetcher, PxeFiles, ReleaseError, ReleaseInfo,
+    fetch,
 };
 
 /// A Flatcar release channel.
@@ -72,7 +73,7 @@ impl Board {
     }
 
     /// EC2's name for this board's architecture.
-    pub fn ec2_architecture(self) -> &'static str {
+    pub(crate) fn ec2_architecture(self) -> &'static str {
         match self {
             Board::Amd64 => "x86_64",
             Board::Arm64 => "arm64",
@@ -90,13 +91,13 @@ pub const DEFAULT_URL_TEMPLATE: &str =
     "https://{channel}.release.flatcar-linux.net/{board}/{version}/";
 
 /// The generic disk image.
-pub const IMAGE_FILE: &str = "flatcar_production_image.bin.bz2";
+pub(crate) const IMAGE_FILE: &str = "flatcar_production_image.bin.bz2";
 /// The EC2 flavour of the disk image.
 pub const AMI_IMAGE_FILE: &str = "flatcar_production_ami_image.bin.bz2";
 /// The PXE kernel (its initrd is built in).
-pub const PXE_KERNEL_FILE: &str = "flatcar_production_pxe.vmlinuz";
+pub(crate) const PXE_KERNEL_FILE: &str = "flatcar_production_pxe.vmlinuz";
 /// The PXE root, appended to the kernel's initrd.
-pub const PXE_INITRAMFS_FILE: &str = "flatcar_production_pxe_image.cpio.gz";
+pub(crate) const PXE_INITRAMFS_FILE: &str = "flatcar_production_pxe_image.cpio.gz";
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

@@ -43,7 +43,7 @@ pub enum TransportError {
 
 impl TransportError {
     /// Whether trying again may help: network trouble, timeouts, 5xx and 429.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             TransportError::Network { .. } => true,
             TransportError::Status { transient, .. } => *transient,
@@ -63,12 +63,12 @@ impl TransportError {
 }
 
 /// A response body being read.
-pub struct Body {
+pub(crate) struct Body {
     pub reader: Box<dyn Read + Send>,
     /// The response's `Content-Type`, if any.
     pub content_type: Option<String>,
     /// The response's `Docker-Content-Digest`, if any (registries send it with manifests).
-    pub content_digest: Option<String>,
+    pub(crate) content_digest: Option<String>,
     /// The offset the body starts at: the requested one, or 0 when the whole file is sent.
     pub start: u64,
     /// The whole file's length, when known.
@@ -77,11 +77,25 @@ pub struct Body {
     pub validator: Option<String>,
 }
 
+/// How anything is downloaded, whether a release file or a container image: where it is
+/// kept, whether the network may be used at all, and how hard to try.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    pub cache: crate::cache::Cache,
+    /// Make no request: use what the cache holds.
+    pub offline: bool,
+    /// Further attempts after a transient failure.
+    pub retries: u32,
+    /// The first wait between attempts; it doubles each time, up to 30 s.
+    pub retry_delay: Duration,
+    pub transport: TransportOptions,
+}
+
 #[derive(Debug, Clone)]
 pub struct TransportOptions {
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// How long a read may wait for the next bytes.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
 }
 
 impl Default for TransportOptions {
@@ -93,7 +107,7 @@ impl Default for TransportOptions {
     }
 }
 
-pub struct Transport {
+pub(crate) struct Transport {
     client: reqwest::blocking::Client,
 }
 
@@ -115,7 +129,7 @@ impl Transport {
     }
 
     /// Fetches a small file whole.
-    pub fn get_small(&self, url: &str) -> Result<Vec<u8>, TransportError> {
+    pub(crate) fn get_small(&self, url: &str) -> Result<Vec<u8>, TransportError> {
         let body = self.open(url, 0, None)?;
         if body.total.is_some_and(|t| t > SMALL_LIMIT) {
             return Err(TransportError::TooLarge {
@@ -153,7 +167,7 @@ impl Transport {
 
     /// `open` with extra request headers (authorisation, content negotiation). reqwest drops
     /// `Authorization` when a redirect leaves the host, so blob stores never see it.
-    pub fn open_with(
+    pub(crate) fn open_with(
         &self,
         url: &str,
         offset: u64,
@@ -254,7 +268,7 @@ impl Transport {
 
 /// The most any file fetched may claim to be: Flatcar's largest image is about 1 GiB
 /// compressed, and container image layers are smaller; a server announcing more is wrong.
-pub const MAX_BODY: u64 = 64 << 30;
+pub(crate) const MAX_BODY: u64 = 64 << 30;
 
 fn open_file(url: &str, path: PathBuf, offset: u64) -> Result<Body, TransportError> {
     use std::io::{Seek, SeekFrom};
@@ -336,7 +350,7 @@ pub fn backoff(first: Duration, failures: u32) -> Duration {
 }
 
 /// How one try of a download went wrong: worth trying again, or not.
-pub enum Attempt<E> {
+pub(crate) enum Attempt<E> {
     Retry(TransportError),
     Fail(E),
 }
@@ -344,7 +358,7 @@ pub enum Attempt<E> {
 /// Runs `attempt` until it succeeds, fails for good, or has been retried `retries` times,
 /// waiting `backoff(first_delay, n)` between tries and saying so on `progress`. Running out of
 /// retries gives the last transport error.
-pub fn retrying<T, E>(
+pub(crate) fn retrying<T, E>(
     url: &str,
     retries: u32,
     first_delay: Duration,
@@ -372,7 +386,7 @@ pub fn retrying<T, E>(
 }
 
 /// A URL fit for logs and errors: no user or password, no query (signed URLs carry tokens).
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),

@@ -10,9 +10,9 @@ use crate::unit::{self, RoleMatch, UnitError, UnitFile, UnitLibrary};
 
 mod preload;
 
-pub const ROLE_ENV_PATH: &str = "/etc/kato/role.env";
-pub const INSTANCES_SCRIPT_PATH: &str = "/opt/kato/bin/kato-instances";
-pub const INSTANCES_UNIT: &str = "kato-instances.service";
+pub(crate) const ROLE_ENV_PATH: &str = "/etc/kato/role.env";
+pub(crate) const INSTANCES_SCRIPT_PATH: &str = "/opt/kato/bin/kato-instances";
+pub(crate) const INSTANCES_UNIT: &str = "kato-instances.service";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
@@ -41,7 +41,7 @@ pub struct RolePlan {
     /// What the profile's Butane and Ignition fragments add, checked against the above.
     pub fragments: Fragments,
     /// The unit files read from the units folder (by file name), sorted.
-    pub unit_sources: Vec<crate::profile::SourceFile>,
+    pub(crate) unit_sources: Vec<crate::profile::SourceFile>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +136,7 @@ pub fn plan(profile: &Profile, library: &UnitLibrary) -> Result<RolePlan, RoleEr
 
 /// The groups Flatcar's `core` is in (baselayout's `/etc/group`), which Ignition's `usermod
 /// --groups` (without `--append`) would take from it if a config listed others.
-pub const CORE_GROUPS: [&str; 3] = ["wheel", "docker", "systemd-journal"];
+pub(crate) const CORE_GROUPS: [&str; 3] = ["wheel", "docker", "systemd-journal"];
 
 /// A `groups:` list for `core` replaces its groups: refused unless it keeps Flatcar's.
 fn check_core_groups(profile: &Profile) -> Result<(), RoleError> {

@@ -3,9 +3,9 @@
 
 use super::{PlannedFile, PlannedUnit, generated_file};
 
-pub const SCRIPT_PATH: &str = "/opt/kato/bin/kato-preload";
-pub const SERVICE: &str = "kato-preload.service";
-pub const MOUNT_POINT: &str = "/var/lib/kato-data";
+pub(crate) const SCRIPT_PATH: &str = "/opt/kato/bin/kato-preload";
+pub(crate) const SERVICE: &str = "kato-preload.service";
+pub(crate) const MOUNT_POINT: &str = "/var/lib/kato-data";
 
 pub fn add(files: &mut Vec<PlannedFile>, units: &mut Vec<PlannedUnit>) {
     let dropin = format!(
@@ -52,4 +52,4 @@ fn runs_container(contents: &str) -> bool {
 const SCRIPT: &str = include_str!("scripts/kato-preload.sh");
 
 #[cfg(test)]
-pub const SCRIPT_FOR_TESTS: &str = SCRIPT;
+pub(crate) const SCRIPT_FOR_TESTS: &str = SCRIPT;

@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 const CHUNK: u64 = 256 << 10;
 
 /// The next `remaining` bytes of `file`, from its current position.
-pub struct FileBody {
+pub(crate) struct FileBody {
     file: File,
     remaining: u64,
 }

@@ -6,7 +6,7 @@ use super::parse::Section;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetSpec {
     /// `key=value` pairs from `MachineMetadata=`; several values of one key mean "any of".
-    pub machine_metadata: Vec<(String, String)>,
+    pub(crate) machine_metadata: Vec<(String, String)>,
     /// `Global=true`: every machine that matches the metadata runs the unit.
     pub global: bool,
     /// Unit name globs that may not run on the same machine.
@@ -125,7 +125,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 /// Shell-style glob with `*` and `?`, as fleet matches unit names. Backtracks only to the
 /// last `*`, so a glob of many stars costs length × length, not an exponent (the recursive
 /// form took minutes on a 200-star `Conflicts=` the fuzzer wrote).
-pub fn glob_match(glob: &str, name: &str) -> bool {
+pub(crate) fn glob_match(glob: &str, name: &str) -> bool {
     let (g, n) = (glob.as_bytes(), name.as_bytes());
     let (mut gi, mut ni) = (0, 0);
     // Where the last `*` was, and the name position it is taken to match up to.

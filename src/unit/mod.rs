@@ -13,7 +13,7 @@ pub use parse::{Section, SyntaxError};
 
 use crate::origin::Origin;
 
-const UNIT_SUFFIXES: &[&str] = &[
+pub(crate) const UNIT_SUFFIXES: &[&str] = &[
     "service",
     "socket",
     "device",
@@ -83,13 +83,13 @@ impl UnitFile {
         self.sections.iter().find(|s| s.name == name)
     }
 
-    pub fn is_template(&self) -> bool {
+    pub(crate) fn is_template(&self) -> bool {
         is_template(&self.name)
     }
 
     /// Whether `systemctl enable` has anything to do: an `[Install]` section that hooks the
     /// unit somewhere.
-    pub fn is_installable(&self) -> bool {
+    pub(crate) fn is_installable(&self) -> bool {
         self.section("Install").is_some_and(|s| {
             s.entries.iter().any(|e| {
                 matches!(
@@ -102,17 +102,17 @@ impl UnitFile {
 }
 
 /// `name@.service`: a template, instantiated as `name@INSTANCE.service`.
-pub fn is_template(name: &str) -> bool {
+pub(crate) fn is_template(name: &str) -> bool {
     name.contains("@.")
 }
 
 /// The instance `instance` of template `template` (`zookeeper@.service`, `2`).
-pub fn instance_name(template: &str, instance: &str) -> String {
+pub(crate) fn instance_name(template: &str, instance: &str) -> String {
     template.replacen("@.", &format!("@{instance}."), 1)
 }
 
 /// Checks a unit name: a plain file name with a systemd unit suffix.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.contains('/') || name.contains("..") {
         return Err(format!(
             "unit name {name:?} must be a plain file name (no `/` or `..`)"
@@ -145,7 +145,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// The largest unit file read (systemd's own parser takes lines of up to 2048 bytes; a unit
 /// is text, not data).
-pub const MAX_UNIT_FILE: u64 = 1 << 20;
+pub(crate) const MAX_UNIT_FILE: u64 = 1 << 20;
 
 /// Every unit file in a folder, by name.
 #[derive(Debug, Clone, Default)]

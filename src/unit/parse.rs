@@ -25,7 +25,7 @@ pub struct SyntaxError {
 
 /// A NUL byte in unit text: systemd reads each line only up to it, so what follows would be
 /// in the file but not in effect.
-pub fn nul_byte(text: &str) -> Option<SyntaxError> {
+pub(crate) fn nul_byte(text: &str) -> Option<SyntaxError> {
     let at = text.find('\0')?;
     Some(SyntaxError {
         line: text[..at].matches('\n').count() as u64 + 1,

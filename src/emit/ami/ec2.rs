@@ -14,7 +14,7 @@ use crate::profile::{AmiBootMode, ImdsSupport, VolumeType};
 const API_VERSION: &str = "2016-11-15";
 
 #[derive(Clone)]
-pub struct Ec2 {
+pub(crate) struct Ec2 {
     http: reqwest::Client,
     endpoint: String,
     region: String,
@@ -24,7 +24,7 @@ pub struct Ec2 {
 
 /// What RegisterImage is given.
 #[derive(Debug, Clone)]
-pub struct RegisterSpec {
+pub(crate) struct RegisterSpec {
     pub name: String,
     pub description: String,
     /// `x86_64` or `arm64`.
@@ -168,7 +168,7 @@ impl Ec2 {
 
     /// An image of ours tagged `key=value` in this region: its ID and state.
     /// An image of ours with every one of `tags` in this region: its ID and state.
-    pub async fn find_image(
+    pub(crate) async fn find_image(
         &self,
         tags: &[(&str, &str)],
     ) -> Result<Option<(String, String)>, AmiError> {
@@ -176,7 +176,7 @@ impl Ec2 {
         Ok(first(&xml, "imageId").map(|id| (id, first(&xml, "imageState").unwrap_or_default())))
     }
 
-    pub async fn image_state(&self, image_id: &str) -> Result<String, AmiError> {
+    pub(crate) async fn image_state(&self, image_id: &str) -> Result<String, AmiError> {
         let xml = self
             .call("DescribeImages", &[("ImageId.1".into(), image_id.into())])
             .await?;
@@ -185,7 +185,7 @@ impl Ec2 {
     }
 
     /// The snapshot behind an image's root device.
-    pub async fn root_snapshot(&self, image_id: &str) -> Result<String, AmiError> {
+    pub(crate) async fn root_snapshot(&self, image_id: &str) -> Result<String, AmiError> {
         let xml = self
             .call("DescribeImages", &[("ImageId.1".into(), image_id.into())])
             .await?;
@@ -202,7 +202,10 @@ impl Ec2 {
     }
 
     /// A completed snapshot of ours with every one of `tags` in this region.
-    pub async fn find_snapshot(&self, tags: &[(&str, &str)]) -> Result<Option<String>, AmiError> {
+    pub(crate) async fn find_snapshot(
+        &self,
+        tags: &[(&str, &str)],
+    ) -> Result<Option<String>, AmiError> {
         let mut params = ours_tagged(tags);
         let n = tags.len() + 1;
         params.push((format!("Filter.{n}.Name"), "status".into()));
@@ -211,7 +214,7 @@ impl Ec2 {
         Ok(first(&xml, "snapshotId"))
     }
 
-    pub async fn snapshot_state(&self, snapshot_id: &str) -> Result<String, AmiError> {
+    pub(crate) async fn snapshot_state(&self, snapshot_id: &str) -> Result<String, AmiError> {
         let xml = self
             .call(
                 "DescribeSnapshots",
@@ -223,7 +226,7 @@ impl Ec2 {
         })
     }
 
-    pub async fn register_image(&self, spec: &RegisterSpec) -> Result<String, AmiError> {
+    pub(crate) async fn register_image(&self, spec: &RegisterSpec) -> Result<String, AmiError> {
         let mut params: Vec<(String, String)> = vec![
             ("Name".into(), spec.name.clone()),
             ("Description".into(), spec.description.clone()),
@@ -278,7 +281,7 @@ impl Ec2 {
             .ok_or_else(|| AmiError::Answer("RegisterImage returned no image ID".into()))
     }
 
-    pub async fn create_tags(
+    pub(crate) async fn create_tags(
         &self,
         resources: &[&str],
         tags: &[(String, String)],
@@ -295,7 +298,7 @@ impl Ec2 {
     }
 
     /// Copies `image_id` from `source_region` into this client's region.
-    pub async fn copy_image(
+    pub(crate) async fn copy_image(
         &self,
         source_region: &str,
         image_id: &str,
@@ -318,7 +321,7 @@ impl Ec2 {
             .ok_or_else(|| AmiError::Answer("CopyImage returned no image ID".into()))
     }
 
-    pub async fn make_public(&self, image_id: &str) -> Result<(), AmiError> {
+    pub(crate) async fn make_public(&self, image_id: &str) -> Result<(), AmiError> {
         self.call(
             "ModifyImageAttribute",
             &[

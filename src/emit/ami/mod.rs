@@ -9,7 +9,7 @@ pub mod ec2;
 pub mod plan;
 
 pub use ebs::{SnapshotSpec, UploadedSnapshot};
-pub use plan::{BLOCK, BlockPlan, UploadPlan, linear_checksum, plan};
+pub use plan::{BLOCK, BlockPlan, UploadPlan, plan};
 
 use std::fs::File;
 use std::path::Path;
@@ -20,7 +20,6 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ebs::error::ProvideErrorMetadata;
 
 use crate::cache::ArtifactRecord;
-use crate::manifest::DiskRecord;
 use crate::profile::AmiOutput;
 use crate::progress::Progress;
 use crate::release::{Board, ReleaseInfo};
@@ -82,7 +81,7 @@ fn is_expired(code: &str) -> bool {
 /// The SDK's configuration from the standard chain (environment, shared config and
 /// credentials files with profiles, SSO, web identity, container and instance metadata),
 /// `AWS_ENDPOINT_URL` included, over rustls on ring.
-pub async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, AmiError> {
+pub(crate) async fn sdk_config(region: Option<&str>) -> Result<aws_config::SdkConfig, AmiError> {
     use aws_credential_types::provider::ProvideCredentials;
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -139,6 +138,9 @@ pub struct Publisher {
     ec2: ec2::Ec2,
     ebs: aws_sdk_ebs::Client,
     options: AwsOptions,
+    /// The snapshot of each vendor image (by its SHA-512) in this region, found or made
+    /// once a run: role snapshots are made on it and send only the blocks a role changed.
+    base_snapshots: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// What a snapshot is uploaded from.
@@ -165,14 +167,15 @@ pub struct AmiIdentity {
     pub description: String,
     pub build_id: String,
     /// The BLAKE3 of the image: with the build ID, it finds an AMI already made of it.
-    pub image_blake3: String,
+    pub(crate) image_blake3: String,
     pub tags: Vec<(String, String)>,
 }
 
 impl AmiIdentity {
-    /// The identity of the AMI of `disk`, built for `role` as build `build_id`. `build` and
-    /// `publish ami` both name AMIs this way, from the same manifest facts.
-    pub fn new(role: &str, build_id: &str, release: &ReleaseInfo, disk: &DiskRecord) -> Self {
+    /// The identity of the AMI of the image whose BLAKE3 is `image_blake3`, built for
+    /// `role` as build `build_id`. `build` and `publish ami` both name AMIs this way, from
+    /// the same manifest facts.
+    pub fn new(role: &str, build_id: &str, release: &ReleaseInfo, image_blake3: &str) -> Self {
         let short = &build_id[..build_id.len().min(12)];
         AmiIdentity {
             name: format!("kato-{role}-{}-{short}", release.version),
@@ -181,11 +184,11 @@ impl AmiIdentity {
                 release.channel, release.version
             ),
             build_id: build_id.to_string(),
-            image_blake3: disk.blake3.clone(),
+            image_blake3: image_blake3.to_string(),
             tags: vec![
                 ("kato:role".into(), role.to_string()),
                 ("kato:flatcar-version".into(), release.version.clone()),
-                (IMAGE_TAG.into(), disk.blake3.clone()),
+                (IMAGE_TAG.into(), image_blake3.to_string()),
             ],
         }
     }
@@ -207,7 +210,7 @@ impl AmiIdentity {
 pub const IDENTITY_HINT: &str = "give each instance tags kato:instance=N and kato:hostname=NAME, and launch with --metadata-options InstanceMetadataTags=enabled, so that it knows which member of its role it is";
 
 /// The tag that holds the BLAKE3 of the image an AMI was made from (`b3sum` of the file).
-pub const IMAGE_TAG: &str = "kato:image-blake3";
+pub(crate) const IMAGE_TAG: &str = "kato:image-blake3";
 
 /// Publishing one role's image as an AMI.
 pub struct AmiPublish<'a> {
@@ -239,9 +242,9 @@ pub struct AmiRecord {
 }
 
 /// The tag that names the vendor image a base snapshot holds.
-pub const BASE_TAG: &str = "kato:base-sha512";
+pub(crate) const BASE_TAG: &str = "kato:base-sha512";
 /// The tag that makes publishing idempotent.
-pub const BUILD_ID_TAG: &str = "kato:build-id";
+pub(crate) const BUILD_ID_TAG: &str = "kato:build-id";
 
 impl RegionImage {
     fn new(region: &str, image_id: String, reused: bool) -> Self {
@@ -276,6 +279,7 @@ impl Publisher {
             region,
             ec2,
             options: options.clone(),
+            base_snapshots: Default::default(),
         })
     }
 
@@ -318,8 +322,8 @@ impl Publisher {
 
     /// The snapshot holding `image`, the unmodified vendor file `vendor` of `release`
     /// decompressed, which role snapshots are made on: found by its tag (the vendor file's
-    /// SHA-512), else uploaded and tagged.
-    pub fn base_snapshot(
+    /// SHA-512), else uploaded and tagged; once a run.
+    pub(crate) fn base_snapshot(
         &self,
         image: &Path,
         vendor: &ArtifactRecord,
@@ -327,6 +331,20 @@ impl Publisher {
         progress: &dyn Progress,
     ) -> Result<String, AmiError> {
         let sha512 = vendor.sha512.as_str();
+        let memo = |id: &String| {
+            self.base_snapshots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sha512.to_string(), id.clone());
+        };
+        if let Some(id) = self
+            .base_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha512)
+        {
+            return Ok(id.clone());
+        }
         let description = format!(
             "Flatcar {} {} {} ({}), base of kato-image role snapshots",
             release.channel, release.board, release.version, vendor.file
@@ -337,6 +355,7 @@ impl Publisher {
                     "{}: base snapshot {id} already holds this vendor image",
                     self.region
                 ));
+                memo(&id);
                 return Ok(id);
             }
             let spec = SnapshotSpec {
@@ -355,6 +374,7 @@ impl Publisher {
             };
             let mut snapshot = self.upload(&source, &spec, progress).await?;
             self.wait_completed(&mut snapshot, progress).await?;
+            memo(&snapshot.snapshot_id);
             Ok(snapshot.snapshot_id)
         })
     }

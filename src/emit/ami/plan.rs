@@ -38,7 +38,7 @@ pub struct UploadPlan {
     /// Blocks to send, in index order.
     pub blocks: Vec<BlockPlan>,
     /// Whether the plan is relative to a parent image.
-    pub has_parent: bool,
+    pub(crate) has_parent: bool,
 }
 
 impl UploadPlan {
@@ -53,7 +53,7 @@ impl UploadPlan {
 }
 
 /// base64(SHA-256(digest_0 || digest_1 || ...)) over the sent blocks in index order.
-pub fn linear_checksum(digests: impl Iterator<Item = [u8; 32]>) -> String {
+pub(crate) fn linear_checksum(digests: impl Iterator<Item = [u8; 32]>) -> String {
     let mut hasher = Sha256::new();
     for digest in digests {
         hasher.update(digest);

@@ -14,16 +14,8 @@ fn raw(register: u32, data: &[u8]) -> u32 {
 }
 
 /// Key offset of DIR_ITEM and XATTR_ITEM entries.
-pub fn name_hash(name: &[u8]) -> u64 {
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
     u64::from(raw(0xFFFF_FFFE, name))
-}
-
-/// Key offset of keyed EXTENT_DATA_REF items, and the order of inline data references.
-pub fn data_ref_hash(root: u64, inode: u64, offset: u64) -> u64 {
-    let high = raw(0xFFFF_FFFF, &root.to_le_bytes());
-    let low = raw(0xFFFF_FFFF, &inode.to_le_bytes());
-    let low = raw(low, &offset.to_le_bytes());
-    (u64::from(high) << 31) ^ u64::from(low)
 }
 
 #[cfg(test)]
@@ -38,7 +30,5 @@ mod tests {
         assert_eq!(name_hash(b"hello.txt"), 1_096_805_209);
         assert_eq!(name_hash(b"user.test"), 103_394_969);
         assert_eq!(name_hash(b".."), 447_303_723);
-        assert_eq!(data_ref_hash(5, 320, 0), 1_007_496_931_369_892_584);
-        assert_eq!(data_ref_hash(5, 314, 0), 1_007_496_931_468_551_167);
     }
 }

@@ -1,87 +1,87 @@
 //! btrfs on-disk structures: constants, keys and item layouts, little-endian and packed.
 //! Offsets are given in each encoder; `docs/btrfs-format.md` has the full reference.
 
-pub const SUPER_OFFSET: u64 = 0x10000;
+pub(crate) const SUPER_OFFSET: u64 = 0x10000;
 /// Superblock mirrors (a copy exists only where it fits in the device).
-pub const SUPER_MIRRORS: [u64; 2] = [0x400_0000, 0x40_0000_0000];
+pub(crate) const SUPER_MIRRORS: [u64; 2] = [0x400_0000, 0x40_0000_0000];
 pub const SUPER_SIZE: usize = 4096;
-pub const MAGIC: &[u8; 8] = b"_BHRfS_M";
-pub const HEADER_SIZE: usize = 101;
-pub const ITEM_SIZE: usize = 25;
-pub const KEY_PTR_SIZE: usize = 33;
+pub(crate) const MAGIC: &[u8; 8] = b"_BHRfS_M";
+pub(crate) const HEADER_SIZE: usize = 101;
+pub(crate) const ITEM_SIZE: usize = 25;
+pub(crate) const KEY_PTR_SIZE: usize = 33;
 /// Block flags: WRITTEN, and backref revision 1 (MIXED_BACKREF) in the top byte.
-pub const HEADER_FLAGS: u64 = 1 | (1 << 56);
+pub(crate) const HEADER_FLAGS: u64 = 1 | (1 << 56);
 
 // Tree and object ids.
-pub const ROOT_TREE: u64 = 1;
-pub const EXTENT_TREE: u64 = 2;
-pub const CHUNK_TREE: u64 = 3;
-pub const DEV_TREE: u64 = 4;
-pub const FS_TREE: u64 = 5;
-pub const ROOT_TREE_DIR: u64 = 6;
-pub const CSUM_TREE: u64 = 7;
-pub const UUID_TREE: u64 = 9;
-pub const FREE_SPACE_TREE: u64 = 10;
-pub const DATA_RELOC_TREE: u64 = (-9i64) as u64;
-pub const EXTENT_CSUM_OBJECTID: u64 = (-10i64) as u64;
-pub const DEV_ITEMS: u64 = 1;
-pub const FIRST_CHUNK_TREE: u64 = 256;
-pub const FIRST_INODE: u64 = 256;
+pub(crate) const ROOT_TREE: u64 = 1;
+pub(crate) const EXTENT_TREE: u64 = 2;
+pub(crate) const CHUNK_TREE: u64 = 3;
+pub(crate) const DEV_TREE: u64 = 4;
+pub(crate) const FS_TREE: u64 = 5;
+pub(crate) const ROOT_TREE_DIR: u64 = 6;
+pub(crate) const CSUM_TREE: u64 = 7;
+pub(crate) const UUID_TREE: u64 = 9;
+pub(crate) const FREE_SPACE_TREE: u64 = 10;
+pub(crate) const DATA_RELOC_TREE: u64 = (-9i64) as u64;
+pub(crate) const EXTENT_CSUM_OBJECTID: u64 = (-10i64) as u64;
+pub(crate) const DEV_ITEMS: u64 = 1;
+pub(crate) const FIRST_CHUNK_TREE: u64 = 256;
+pub(crate) const FIRST_INODE: u64 = 256;
 
 // Item types.
-pub const INODE_ITEM: u8 = 1;
-pub const INODE_REF: u8 = 12;
+pub(crate) const INODE_ITEM: u8 = 1;
+pub(crate) const INODE_REF: u8 = 12;
 pub const XATTR_ITEM: u8 = 24;
-pub const DIR_ITEM: u8 = 84;
-pub const DIR_INDEX: u8 = 96;
-pub const EXTENT_DATA: u8 = 108;
-pub const EXTENT_CSUM: u8 = 128;
-pub const ROOT_ITEM: u8 = 132;
-pub const EXTENT_ITEM: u8 = 168;
-pub const METADATA_ITEM: u8 = 169;
-pub const TREE_BLOCK_REF: u8 = 176;
-pub const EXTENT_DATA_REF: u8 = 178;
-pub const BLOCK_GROUP_ITEM: u8 = 192;
-pub const FREE_SPACE_INFO: u8 = 198;
-pub const FREE_SPACE_EXTENT: u8 = 199;
-pub const DEV_EXTENT: u8 = 204;
-pub const DEV_ITEM: u8 = 216;
-pub const CHUNK_ITEM: u8 = 228;
-pub const UUID_KEY_SUBVOL: u8 = 251;
+pub(crate) const DIR_ITEM: u8 = 84;
+pub(crate) const DIR_INDEX: u8 = 96;
+pub(crate) const EXTENT_DATA: u8 = 108;
+pub(crate) const EXTENT_CSUM: u8 = 128;
+pub(crate) const ROOT_ITEM: u8 = 132;
+pub(crate) const EXTENT_ITEM: u8 = 168;
+pub(crate) const METADATA_ITEM: u8 = 169;
+pub(crate) const TREE_BLOCK_REF: u8 = 176;
+pub(crate) const EXTENT_DATA_REF: u8 = 178;
+pub(crate) const BLOCK_GROUP_ITEM: u8 = 192;
+pub(crate) const FREE_SPACE_INFO: u8 = 198;
+pub(crate) const FREE_SPACE_EXTENT: u8 = 199;
+pub(crate) const DEV_EXTENT: u8 = 204;
+pub(crate) const DEV_ITEM: u8 = 216;
+pub(crate) const CHUNK_ITEM: u8 = 228;
+pub(crate) const UUID_KEY_SUBVOL: u8 = 251;
 
 // Block group / chunk types.
-pub const BG_DATA: u64 = 0x1;
-pub const BG_SYSTEM: u64 = 0x2;
-pub const BG_METADATA: u64 = 0x4;
+pub(crate) const BG_DATA: u64 = 0x1;
+pub(crate) const BG_SYSTEM: u64 = 0x2;
+pub(crate) const BG_METADATA: u64 = 0x4;
 
 // Directory entry file types.
-pub const FT_REG_FILE: u8 = 1;
-pub const FT_DIR: u8 = 2;
-pub const FT_SYMLINK: u8 = 7;
-pub const FT_XATTR: u8 = 8;
+pub(crate) const FT_REG_FILE: u8 = 1;
+pub(crate) const FT_DIR: u8 = 2;
+pub(crate) const FT_SYMLINK: u8 = 7;
+pub(crate) const FT_XATTR: u8 = 8;
 
 // File extent types and compression.
-pub const EXTENT_INLINE: u8 = 0;
-pub const EXTENT_REGULAR: u8 = 1;
-pub const EXTENT_PREALLOC: u8 = 2;
-pub const COMPRESS_NONE: u8 = 0;
-pub const COMPRESS_ZLIB: u8 = 1;
-pub const COMPRESS_LZO: u8 = 2;
-pub const COMPRESS_ZSTD: u8 = 3;
+pub(crate) const EXTENT_INLINE: u8 = 0;
+pub(crate) const EXTENT_REGULAR: u8 = 1;
+pub(crate) const EXTENT_PREALLOC: u8 = 2;
+pub(crate) const COMPRESS_NONE: u8 = 0;
+pub(crate) const COMPRESS_ZLIB: u8 = 1;
+pub(crate) const COMPRESS_LZO: u8 = 2;
+pub(crate) const COMPRESS_ZSTD: u8 = 3;
 
 // Feature flags we write: incompat MIXED_BACKREF | BIG_METADATA | EXTENDED_IREF |
 // SKINNY_METADATA | NO_HOLES; compat_ro FREE_SPACE_TREE | FREE_SPACE_TREE_VALID.
-pub const INCOMPAT: u64 = 0x1 | 0x20 | 0x40 | 0x100 | 0x200;
-pub const COMPAT_RO: u64 = 0x1 | 0x2;
+pub(crate) const INCOMPAT: u64 = 0x1 | 0x20 | 0x40 | 0x100 | 0x200;
+pub(crate) const COMPAT_RO: u64 = 0x1 | 0x2;
 /// Incompat bits a file reader can ignore or handles.
-pub const INCOMPAT_READABLE: u64 =
+pub(crate) const INCOMPAT_READABLE: u64 =
     0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x100 | 0x200 | 0x400;
-pub const INCOMPAT_METADATA_UUID: u64 = 0x400;
+pub(crate) const INCOMPAT_METADATA_UUID: u64 = 0x400;
 
 /// `(objectid, type, offset)`, ordered by the three as unsigned numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Key {
-    pub objectid: u64,
+    pub(crate) objectid: u64,
     pub kind: u8,
     pub offset: u64,
 }
@@ -111,15 +111,15 @@ impl Key {
     }
 }
 
-pub fn le16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
 }
 
-pub fn le32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-pub fn le64(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -148,24 +148,24 @@ impl Timespec {
 /// nlink @40, uid @44, gid @48, mode @52, rdev @56, flags @64, sequence @72, reserved @80,
 /// atime @112, ctime @124, mtime @136, otime @148.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct InodeItem {
+pub(crate) struct InodeItem {
     pub generation: u64,
-    pub transid: u64,
+    pub(crate) transid: u64,
     pub size: u64,
-    pub nbytes: u64,
-    pub nlink: u32,
+    pub(crate) nbytes: u64,
+    pub(crate) nlink: u32,
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
-    pub rdev: u64,
+    pub(crate) rdev: u64,
     pub flags: u64,
-    pub atime: Timespec,
-    pub ctime: Timespec,
-    pub mtime: Timespec,
-    pub otime: Timespec,
+    pub(crate) atime: Timespec,
+    pub(crate) ctime: Timespec,
+    pub(crate) mtime: Timespec,
+    pub(crate) otime: Timespec,
 }
 
-pub const INODE_ITEM_SIZE: usize = 160;
+pub(crate) const INODE_ITEM_SIZE: usize = 160;
 
 impl InodeItem {
     pub fn encode(&self) -> Vec<u8> {
@@ -214,7 +214,13 @@ impl InodeItem {
 
 /// One `btrfs_dir_item` (DIR_ITEM, DIR_INDEX, XATTR_ITEM): location key @0, transid @17,
 /// data_len @25, name_len @27, type @29, name @30, data after the name.
-pub fn dir_item(location: Key, transid: u64, name: &[u8], file_type: u8, data: &[u8]) -> Vec<u8> {
+pub(crate) fn dir_item(
+    location: Key,
+    transid: u64,
+    name: &[u8],
+    file_type: u8,
+    data: &[u8],
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(30 + name.len() + data.len());
     location.encode(&mut b);
     b.extend_from_slice(&transid.to_le_bytes());
@@ -228,14 +234,14 @@ pub fn dir_item(location: Key, transid: u64, name: &[u8], file_type: u8, data: &
 
 /// A decoded dir item entry (several may share one item after a hash collision).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub location: Key,
+pub(crate) struct DirEntry {
+    pub(crate) location: Key,
     pub file_type: u8,
     pub name: Vec<u8>,
     pub data: Vec<u8>,
 }
 
-pub fn decode_dir_items(mut b: &[u8]) -> Option<Vec<DirEntry>> {
+pub(crate) fn decode_dir_items(mut b: &[u8]) -> Option<Vec<DirEntry>> {
     let mut entries = Vec::new();
     while !b.is_empty() {
         if b.len() < 30 {
@@ -259,7 +265,7 @@ pub fn decode_dir_items(mut b: &[u8]) -> Option<Vec<DirEntry>> {
 }
 
 /// INODE_REF entry: index u64 @0, name_len u16 @8, name @10.
-pub fn inode_ref(index: u64, name: &[u8]) -> Vec<u8> {
+pub(crate) fn inode_ref(index: u64, name: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(10 + name.len());
     b.extend_from_slice(&index.to_le_bytes());
     b.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -269,7 +275,7 @@ pub fn inode_ref(index: u64, name: &[u8]) -> Vec<u8> {
 
 /// File extent header (21 bytes): generation @0, ram_bytes @8, compression @16,
 /// encryption @17, other_encoding @18, type @20.
-pub fn file_extent_inline(generation: u64, data: &[u8]) -> Vec<u8> {
+pub(crate) fn file_extent_inline(generation: u64, data: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(21 + data.len());
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&(data.len() as u64).to_le_bytes());
@@ -280,7 +286,7 @@ pub fn file_extent_inline(generation: u64, data: &[u8]) -> Vec<u8> {
 
 /// A regular extent (53 bytes): header, then disk_bytenr @21, disk_num_bytes @29,
 /// offset @37, num_bytes @45. `disk_bytenr` 0 is an explicit hole.
-pub fn file_extent_regular(
+pub(crate) fn file_extent_regular(
     generation: u64,
     disk_bytenr: u64,
     disk_num_bytes: u64,
@@ -301,24 +307,24 @@ pub fn file_extent_regular(
 /// drop_progress @220, drop_level @237, level @238, generation_v2 @239, uuid @247,
 /// parent_uuid @263, received_uuid @279, ctransid @295, otransid @303, stransid @311,
 /// rtransid @319, ctime @327, otime @339, stime @351, rtime @363, reserved @375.
-pub struct RootItem {
+pub(crate) struct RootItem {
     pub generation: u64,
-    pub root_dirid: u64,
-    pub bytenr: u64,
-    pub bytes_used: u64,
+    pub(crate) root_dirid: u64,
+    pub(crate) bytenr: u64,
+    pub(crate) bytes_used: u64,
     pub level: u8,
     pub uuid: [u8; 16],
     pub time: Timespec,
     pub nodesize: u64,
 }
 
-pub const ROOT_ITEM_SIZE: usize = 439;
+pub(crate) const ROOT_ITEM_SIZE: usize = 439;
 /// Where a root item holds its tree's root block. Items written before kernel 3.5 end
 /// soon after it (239 bytes), so only this much is required of one.
 const ROOT_ITEM_BYTENR: usize = 176;
 
 /// The root block a ROOT_ITEM points to, or None if the item is too short to say.
-pub fn root_item_bytenr(b: &[u8]) -> Option<u64> {
+pub(crate) fn root_item_bytenr(b: &[u8]) -> Option<u64> {
     (b.len() >= ROOT_ITEM_BYTENR + 8).then(|| le64(b, ROOT_ITEM_BYTENR))
 }
 
@@ -367,7 +373,7 @@ impl RootItem {
 /// A chunk's stripe: devid @0, physical offset @8, device uuid @16 (32 bytes each).
 /// CHUNK_ITEM: length @0, owner @8, stripe_len @16, type @24, io_align @32, io_width @36,
 /// sector_size @40, num_stripes @44, sub_stripes @46, stripes @48.
-pub fn chunk_item(
+pub(crate) fn chunk_item(
     length: u64,
     kind: u64,
     io_align: u32,
@@ -392,15 +398,15 @@ pub fn chunk_item(
 
 /// A decoded chunk: logical range and the physical start of each stripe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     pub logical: u64,
     pub length: u64,
     pub kind: u64,
-    pub stripe_len: u64,
-    pub stripes: Vec<u64>,
+    pub(crate) stripe_len: u64,
+    pub(crate) stripes: Vec<u64>,
 }
 
-pub fn decode_chunk(logical: u64, b: &[u8]) -> Option<Chunk> {
+pub(crate) fn decode_chunk(logical: u64, b: &[u8]) -> Option<Chunk> {
     if b.len() < 48 {
         return None;
     }
@@ -420,7 +426,7 @@ pub fn decode_chunk(logical: u64, b: &[u8]) -> Option<Chunk> {
 /// DEV_ITEM, 98 bytes: devid @0, total_bytes @8, bytes_used @16, io_align @24,
 /// io_width @28, sector_size @32, type @36, generation @44, start_offset @52,
 /// dev_group @60, seek_speed @64, bandwidth @65, uuid @66, fsid @82.
-pub fn dev_item(
+pub(crate) fn dev_item(
     total: u64,
     used: u64,
     sector: u32,
@@ -443,7 +449,7 @@ pub fn dev_item(
 
 /// DEV_EXTENT, 48 bytes: chunk_tree @0, chunk_objectid @8, chunk_offset @16, length @24,
 /// chunk_tree_uuid @32.
-pub fn dev_extent(chunk_offset: u64, length: u64, chunk_tree_uuid: &[u8; 16]) -> Vec<u8> {
+pub(crate) fn dev_extent(chunk_offset: u64, length: u64, chunk_tree_uuid: &[u8; 16]) -> Vec<u8> {
     let mut b = Vec::with_capacity(48);
     for v in [CHUNK_TREE, FIRST_CHUNK_TREE, chunk_offset, length] {
         b.extend_from_slice(&v.to_le_bytes());
@@ -454,7 +460,7 @@ pub fn dev_extent(chunk_offset: u64, length: u64, chunk_tree_uuid: &[u8; 16]) ->
 
 /// Skinny METADATA_ITEM (33 bytes): refs @0, generation @8, flags (TREE_BLOCK) @16, then an
 /// inline TREE_BLOCK_REF (type byte, owner root).
-pub fn metadata_item(generation: u64, owner: u64) -> Vec<u8> {
+pub(crate) fn metadata_item(generation: u64, owner: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(33);
     for v in [1u64, generation, 2] {
         b.extend_from_slice(&v.to_le_bytes());
@@ -466,7 +472,7 @@ pub fn metadata_item(generation: u64, owner: u64) -> Vec<u8> {
 
 /// Data EXTENT_ITEM (53 bytes): refs, generation, flags (DATA), then an inline
 /// EXTENT_DATA_REF: root @25, inode @33, offset @41, count @49.
-pub fn data_extent_item(generation: u64, root: u64, inode: u64, offset: u64) -> Vec<u8> {
+pub(crate) fn data_extent_item(generation: u64, root: u64, inode: u64, offset: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(53);
     for v in [1u64, generation, 1] {
         b.extend_from_slice(&v.to_le_bytes());
@@ -480,7 +486,7 @@ pub fn data_extent_item(generation: u64, root: u64, inode: u64, offset: u64) -> 
 }
 
 /// BLOCK_GROUP_ITEM, 24 bytes: used @0, chunk_objectid @8, flags @16.
-pub fn block_group_item(used: u64, kind: u64) -> Vec<u8> {
+pub(crate) fn block_group_item(used: u64, kind: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(24);
     for v in [used, FIRST_CHUNK_TREE, kind] {
         b.extend_from_slice(&v.to_le_bytes());
@@ -489,7 +495,7 @@ pub fn block_group_item(used: u64, kind: u64) -> Vec<u8> {
 }
 
 /// FREE_SPACE_INFO, 8 bytes: extent_count @0, flags @4.
-pub fn free_space_info(extent_count: u32) -> Vec<u8> {
+pub(crate) fn free_space_info(extent_count: u32) -> Vec<u8> {
     let mut b = extent_count.to_le_bytes().to_vec();
     b.extend_from_slice(&0u32.to_le_bytes());
     b

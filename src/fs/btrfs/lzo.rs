@@ -37,7 +37,11 @@ pub fn decompress_extent(data: &[u8], limit: usize) -> Result<Vec<u8>, LzoError>
 }
 
 /// LZO1X-1 decoding of one block, appended to `out` (at most `limit` bytes in all).
-pub fn decompress_lzo1x(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), LzoError> {
+pub(crate) fn decompress_lzo1x(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), LzoError> {
     let mut ip = 0usize;
     let byte = |ip: usize| input.get(ip).copied().ok_or(LzoError("input overrun"));
     let copy_literal = |out: &mut Vec<u8>, ip: &mut usize, n: usize| -> Result<(), LzoError> {

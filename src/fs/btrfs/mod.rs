@@ -4,7 +4,7 @@
 
 pub mod crc;
 pub mod format;
-pub mod pack;
+pub(crate) mod pack;
 pub mod writer;
 
 pub use writer::{WriteError, WriteOptions, WriteSummary, write};

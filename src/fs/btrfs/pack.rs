@@ -11,7 +11,7 @@ use std::ops::Range;
 use super::crc;
 use super::format::{HEADER_FLAGS, HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE, Key};
 
-pub struct PackedTree {
+pub(crate) struct PackedTree {
     pub owner: u64,
     items: Vec<(Key, Vec<u8>)>,
     /// Level 0: item ranges per leaf; level n: child ranges (indexes into level n − 1).
@@ -20,9 +20,9 @@ pub struct PackedTree {
 }
 
 /// What every block of a filesystem shares.
-pub struct BlockContext {
+pub(crate) struct BlockContext {
     pub fsid: [u8; 16],
-    pub chunk_tree_uuid: [u8; 16],
+    pub(crate) chunk_tree_uuid: [u8; 16],
     pub generation: u64,
     pub nodesize: usize,
 }
@@ -66,7 +66,7 @@ impl PackedTree {
         })
     }
 
-    pub fn block_count(&self) -> usize {
+    pub(crate) fn block_count(&self) -> usize {
         self.levels.iter().map(Vec::len).sum()
     }
 
@@ -75,7 +75,7 @@ impl PackedTree {
     }
 
     /// Gives every block an address, leaves first.
-    pub fn assign(&mut self, mut allocate: impl FnMut() -> u64) {
+    pub(crate) fn assign(&mut self, mut allocate: impl FnMut() -> u64) {
         self.addresses = self
             .levels
             .iter()
@@ -113,7 +113,7 @@ impl PackedTree {
     }
 
     /// Every block's bytes, checksummed, with its logical address.
-    pub fn serialize(&self, context: &BlockContext) -> Vec<(u64, Vec<u8>)> {
+    pub(crate) fn serialize(&self, context: &BlockContext) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::with_capacity(self.block_count());
         for (level, blocks) in self.levels.iter().enumerate() {
             for (index, range) in blocks.iter().enumerate() {

@@ -75,18 +75,18 @@ impl std::fmt::Display for Omission {
 #[derive(Debug, Clone)]
 pub struct Superblock {
     pub fsid: [u8; 16],
-    pub metadata_uuid: [u8; 16],
+    pub(crate) metadata_uuid: [u8; 16],
     pub generation: u64,
     pub root: u64,
-    pub chunk_root: u64,
+    pub(crate) chunk_root: u64,
     pub total_bytes: u64,
     pub sectorsize: u32,
     pub nodesize: u32,
     pub incompat: u64,
     pub label: String,
     /// How many devices the filesystem spans, and which one this is.
-    pub num_devices: u64,
-    pub devid: u64,
+    pub(crate) num_devices: u64,
+    pub(crate) devid: u64,
 }
 
 pub struct Filesystem<R> {
@@ -165,7 +165,7 @@ const MAX_ITEMS: usize = 4 << 20;
 const MAX_COMPRESSED_EXTENT: u64 = 128 << 10;
 
 /// Items and their data, as one tree holds them.
-pub type Items = Vec<(Key, Vec<u8>)>;
+pub(crate) type Items = Vec<(Key, Vec<u8>)>;
 
 impl<R: Read + Seek> Filesystem<R> {
     pub fn open(mut device: R) -> Result<Self, ReadError> {
@@ -274,7 +274,7 @@ impl<R: Read + Seek> Filesystem<R> {
     }
 
     /// Reads `len` bytes at a logical address.
-    pub fn read_logical(&mut self, logical: u64, len: usize) -> Result<Vec<u8>, ReadError> {
+    pub(crate) fn read_logical(&mut self, logical: u64, len: usize) -> Result<Vec<u8>, ReadError> {
         let physical = self.physical(logical, len as u64)?;
         let mut buf = vec![0u8; len];
         self.device.seek(SeekFrom::Start(physical))?;
@@ -373,7 +373,7 @@ impl<R: Read + Seek> Filesystem<R> {
     }
 
     /// The root block of tree `id` (from its ROOT_ITEM in the root tree).
-    pub fn tree_root(&mut self, id: u64) -> Result<u64, ReadError> {
+    pub(crate) fn tree_root(&mut self, id: u64) -> Result<u64, ReadError> {
         let root = self.superblock.root;
         let corrupt = |why: String| ReadError::Corrupt { logical: root, why };
         let (_, data) = self
@@ -453,7 +453,7 @@ impl<R: Read + Seek> Filesystem<R> {
 
     /// The default subvolume: what the root tree's `default` entry names (tree 5 when the
     /// entry is absent, as the kernel assumes).
-    pub fn default_subvolume(&mut self) -> Result<u64, ReadError> {
+    pub(crate) fn default_subvolume(&mut self) -> Result<u64, ReadError> {
         let root = self.superblock.root;
         let key = Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default"));
         let items = self.items(root)?;
@@ -531,7 +531,7 @@ impl<R: Read + Seek> Filesystem<R> {
 
     /// The tree, when it is the whole filesystem: `Err(NotWhole)` names what a rewrite from
     /// it would lose.
-    pub fn read_whole(&mut self) -> Result<FileTree, ReadError> {
+    pub(crate) fn read_whole(&mut self) -> Result<FileTree, ReadError> {
         let (tree, omitted) = self.read_listing()?;
         if omitted.is_empty() {
             Ok(tree)

@@ -16,15 +16,15 @@ use super::format::*;
 use super::pack::{BlockContext, PackedTree};
 use crate::fs::tree::{Contents, Entry, FileTree, Kind};
 
-pub const NODESIZE: usize = 16384;
-pub const SECTOR: u64 = 4096;
+pub(crate) const NODESIZE: usize = 16384;
+pub(crate) const SECTOR: u64 = 4096;
 const MIB: u64 = 1 << 20;
 const SYSTEM_START: u64 = MIB;
 /// One MiB holds a chunk tree for thousands of chunks; the kernel adds chunks as it needs.
 const SYSTEM_LEN: u64 = MIB;
 const DATA_START: u64 = SYSTEM_START + SYSTEM_LEN;
 /// Files up to this size are stored inside the tree, as the kernel does by default.
-pub const MAX_INLINE: u64 = 2048;
+pub(crate) const MAX_INLINE: u64 = 2048;
 const MAX_EXTENT: u64 = 128 * MIB;
 const MAX_SYMLINK: usize = 4095;
 const MAX_NAME: usize = 255;
@@ -57,9 +57,9 @@ pub struct WriteOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteSummary {
-    pub bytes_used: u64,
-    pub data_extents: usize,
-    pub tree_blocks: usize,
+    pub(crate) bytes_used: u64,
+    pub(crate) data_extents: usize,
+    pub(crate) tree_blocks: usize,
 }
 
 /// An inode being written.

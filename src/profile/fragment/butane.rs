@@ -13,7 +13,7 @@ doc::sections!("snake_case");
 translate::conversions!();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V1_0,
     V1_1,
 }
@@ -50,7 +50,7 @@ struct IgnitionDoc {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ResourceDoc {
+pub(crate) struct ResourceDoc {
     inline: Option<String>,
     local: Option<Spanned<String>>,
     source: Option<Spanned<String>>,

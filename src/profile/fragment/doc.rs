@@ -12,7 +12,7 @@ use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 /// A section kato-image refuses wherever it appears; only its position is kept.
-pub type Refused = Option<Spanned<IgnoredAny>>;
+pub(crate) type Refused = Option<Spanned<IgnoredAny>>;
 
 macro_rules! sections {
     ($case:literal) => {
@@ -23,23 +23,23 @@ macro_rules! sections {
 
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct StorageDoc {
+        pub(crate) struct StorageDoc {
             pub files: Option<Vec<Spanned<FileDoc>>>,
             pub directories: Option<Vec<Spanned<DirectoryDoc>>>,
             pub links: Option<Vec<Spanned<LinkDoc>>>,
             pub trees: Option<Vec<Spanned<TreeDoc>>>,
             pub disks: Refused,
-            pub raid: Refused,
+            pub(crate) raid: Refused,
             pub filesystems: Refused,
-            pub luks: Refused,
+            pub(crate) luks: Refused,
         }
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct FileDoc {
+        pub(crate) struct FileDoc {
             pub path: Spanned<String>,
             pub mode: Option<Spanned<u32>>,
-            pub overwrite: Option<bool>,
+            pub(crate) overwrite: Option<bool>,
             pub user: Option<OwnerDoc>,
             pub group: Option<OwnerDoc>,
             pub contents: Option<Spanned<ResourceDoc>>,
@@ -48,21 +48,21 @@ macro_rules! sections {
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct DirectoryDoc {
+        pub(crate) struct DirectoryDoc {
             pub path: Spanned<String>,
             pub mode: Option<Spanned<u32>>,
-            pub overwrite: Option<bool>,
+            pub(crate) overwrite: Option<bool>,
             pub user: Option<OwnerDoc>,
             pub group: Option<OwnerDoc>,
         }
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct LinkDoc {
+        pub(crate) struct LinkDoc {
             pub path: Spanned<String>,
             pub target: Option<String>,
             pub hard: Option<bool>,
-            pub overwrite: Option<bool>,
+            pub(crate) overwrite: Option<bool>,
             pub user: Option<OwnerDoc>,
             pub group: Option<OwnerDoc>,
         }
@@ -71,7 +71,7 @@ macro_rules! sections {
         #[allow(dead_code)]
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct TreeDoc {
+        pub(crate) struct TreeDoc {
             pub local: String,
             pub path: Option<String>,
         }
@@ -79,29 +79,29 @@ macro_rules! sections {
         /// A resource's `verification`: `sha512-HEX` or `sha256-HEX` of its bytes.
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct VerificationDoc {
+        pub(crate) struct VerificationDoc {
             pub hash: Option<String>,
         }
 
         #[derive(Debug, Clone, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct OwnerDoc {
+        pub(crate) struct OwnerDoc {
             pub id: Option<i64>,
             pub name: Option<String>,
         }
 
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct SystemdDoc {
+        pub(crate) struct SystemdDoc {
             pub units: Option<Vec<Spanned<UnitDoc>>>,
         }
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct UnitDoc {
+        pub(crate) struct UnitDoc {
             pub name: Spanned<String>,
             pub enabled: Option<bool>,
-            pub mask: Option<bool>,
+            pub(crate) mask: Option<bool>,
             pub contents: Option<String>,
             /// Butane 1.1.0 and later.
             pub contents_local: Option<Spanned<String>>,
@@ -110,7 +110,7 @@ macro_rules! sections {
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct DropinDoc {
+        pub(crate) struct DropinDoc {
             pub name: Spanned<String>,
             pub contents: Option<String>,
             /// Butane 1.1.0 and later.
@@ -119,27 +119,27 @@ macro_rules! sections {
 
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct PasswdDoc {
+        pub(crate) struct PasswdDoc {
             pub users: Option<Vec<Spanned<UserDoc>>>,
             pub groups: Option<Vec<Spanned<GroupDoc>>>,
         }
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct UserDoc {
+        pub(crate) struct UserDoc {
             pub name: Spanned<String>,
             pub uid: Option<i64>,
-            pub gecos: Option<String>,
-            pub home_dir: Option<String>,
-            pub no_create_home: Option<bool>,
-            pub primary_group: Option<String>,
+            pub(crate) gecos: Option<String>,
+            pub(crate) home_dir: Option<String>,
+            pub(crate) no_create_home: Option<bool>,
+            pub(crate) primary_group: Option<String>,
             pub groups: Option<Vec<String>>,
-            pub no_user_group: Option<bool>,
-            pub no_log_init: Option<bool>,
+            pub(crate) no_user_group: Option<bool>,
+            pub(crate) no_log_init: Option<bool>,
             pub shell: Option<String>,
             pub system: Option<bool>,
             pub should_exist: Option<bool>,
-            pub password_hash: Option<String>,
+            pub(crate) password_hash: Option<String>,
             pub ssh_authorized_keys: Option<Vec<Spanned<String>>>,
             /// Butane 1.1.0 and later.
             pub ssh_authorized_keys_local: Option<Vec<Spanned<String>>>,
@@ -147,17 +147,17 @@ macro_rules! sections {
 
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct GroupDoc {
+        pub(crate) struct GroupDoc {
             pub name: Spanned<String>,
             pub gid: Option<i64>,
-            pub password_hash: Option<String>,
+            pub(crate) password_hash: Option<String>,
             pub system: Option<bool>,
             pub should_exist: Option<bool>,
         }
 
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = $case)]
-        pub struct KernelArgumentsDoc {
+        pub(crate) struct KernelArgumentsDoc {
             pub should_exist: Option<Vec<Spanned<String>>>,
             pub should_not_exist: Option<Vec<Spanned<String>>>,
         }

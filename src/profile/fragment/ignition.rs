@@ -31,7 +31,7 @@ struct IgnitionDoc {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ResourceDoc {
+pub(crate) struct ResourceDoc {
     source: Option<Spanned<String>>,
     compression: Option<Spanned<String>>,
     verification: Option<VerificationDoc>,

@@ -25,7 +25,7 @@ use crate::origin::Origin;
 pub use translate::MAX_LOCAL_FILE;
 
 /// The largest fragment file read.
-pub const MAX_FRAGMENT: u64 = 4 << 20;
+pub(crate) const MAX_FRAGMENT: u64 = 4 << 20;
 
 /// What the fragments of a profile add to its role, merged.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,7 +41,7 @@ pub struct Fragments {
     /// Baked into the image's kernel command line.
     pub kernel_args: Vec<Located<String>>,
     /// Left to Ignition's kargs stage: arguments from elsewhere that must be removed.
-    pub kernel_args_absent: Vec<Located<String>>,
+    pub(crate) kernel_args_absent: Vec<Located<String>>,
 }
 
 /// A storage entry: the three kinds share one namespace of paths.
@@ -77,7 +77,7 @@ impl Fragments {
 
     /// Where the first thing a fragment adds was written, for messages about fragments as a
     /// whole.
-    pub fn first_origin(&self) -> Option<&Origin> {
+    pub(crate) fn first_origin(&self) -> Option<&Origin> {
         let nodes = self.nodes.iter().map(|n| &n.origin);
         let units = self.units.iter().map(|u| &u.origin);
         let users = self.users.iter().map(|u| &u.origin);
@@ -184,7 +184,7 @@ fn merge_unit(slot: &mut Located<ign::Unit>, later: Located<ign::Unit>) {
 }
 
 /// Adds `user`'s set fields and list items to `into` (also used for the role's own users).
-pub fn merge_user(into: &mut ign::User, from: ign::User) {
+pub(crate) fn merge_user(into: &mut ign::User, from: ign::User) {
     take_set!(
         into,
         from,
@@ -220,7 +220,7 @@ fn append_new(into: &mut Option<Vec<String>>, from: Option<Vec<String>>) {
 /// One entry of a profile's `ignition:` list, as written.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FragmentDoc {
+pub(crate) struct FragmentDoc {
     /// A Butane config (`variant: flatcar`, version 1.0.0 or 1.1.0).
     pub butane: Option<Spanned<String>>,
     /// An Ignition config (spec 3.0.0 to 3.4.0).

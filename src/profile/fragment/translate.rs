@@ -16,7 +16,7 @@ use crate::profile::{Located, ProfileError, SourceFile};
 /// OEM partition (128 MiB on LTS 4081) and is held in memory by Ignition.
 pub const MAX_LOCAL_FILE: u64 = 64 << 20;
 
-pub struct Cx<'a> {
+pub(crate) struct Cx<'a> {
     pub file: PathBuf,
     /// `local:` paths are relative to this folder (the fragment's, as `butane -d`).
     pub files_dir: PathBuf,
@@ -56,7 +56,10 @@ impl Cx<'_> {
 
     /// Refuses the `ignition` section's `config`, `timeouts`, `security` and `proxy`, which
     /// both languages have.
-    pub fn refuse_ignition_section(&self, sections: [&Refused; 4]) -> Result<(), ProfileError> {
+    pub(crate) fn refuse_ignition_section(
+        &self,
+        sections: [&Refused; 4],
+    ) -> Result<(), ProfileError> {
         let [config, timeouts, security, proxy] = sections;
         self.refuse(
             "ignition.config",
@@ -100,13 +103,17 @@ impl Cx<'_> {
     }
 
     /// Reads a `local:` file from the files folder, which it may not leave.
-    pub fn read_local(&mut self, name: &Spanned<String>) -> Result<Vec<u8>, ProfileError> {
+    pub(crate) fn read_local(&mut self, name: &Spanned<String>) -> Result<Vec<u8>, ProfileError> {
         let path = self.local_path(&name.value, name.referenced)?;
         self.read_file(&path, name.referenced)
     }
 
     /// Reads a file of the files folder (bounded, regular, inside the confinement).
-    pub fn read_file(&mut self, path: &Path, location: Location) -> Result<Vec<u8>, ProfileError> {
+    pub(crate) fn read_file(
+        &mut self,
+        path: &Path,
+        location: Location,
+    ) -> Result<Vec<u8>, ProfileError> {
         let bytes = self
             .confinement
             .read(path, MAX_LOCAL_FILE, "file in a config")
@@ -115,7 +122,11 @@ impl Cx<'_> {
         Ok(bytes)
     }
 
-    pub fn local_path(&self, name: &str, location: Location) -> Result<PathBuf, ProfileError> {
+    pub(crate) fn local_path(
+        &self,
+        name: &str,
+        location: Location,
+    ) -> Result<PathBuf, ProfileError> {
         let relative = Path::new(name);
         let escapes = relative
             .components()
@@ -134,7 +145,7 @@ impl Cx<'_> {
     }
 
     /// An absolute path on the machine.
-    pub fn machine_path(
+    pub(crate) fn machine_path(
         &self,
         section: &str,
         path: &Spanned<String>,
@@ -188,7 +199,11 @@ impl Cx<'_> {
         Ok(Some(i64::from(mode.value)))
     }
 
-    pub fn account_name(&self, section: &str, name: &Spanned<String>) -> Result<(), ProfileError> {
+    pub(crate) fn account_name(
+        &self,
+        section: &str,
+        name: &Spanned<String>,
+    ) -> Result<(), ProfileError> {
         if crate::profile::merge::is_account_name(&name.value) {
             return Ok(());
         }
@@ -203,7 +218,7 @@ impl Cx<'_> {
 
     /// Adds a storage entry; a second one at the same path in one fragment is an error,
     /// as Ignition and Butane make it.
-    pub fn add_node(&mut self, location: Location, node: Node) -> Result<(), ProfileError> {
+    pub(crate) fn add_node(&mut self, location: Location, node: Node) -> Result<(), ProfileError> {
         if let Some(first) = self
             .out
             .nodes
@@ -273,7 +288,7 @@ impl Cx<'_> {
     /// A `data:` URL source kept as written, once it decodes, its compression is one
     /// Ignition knows, and its bytes match `hash` (which Ignition checks before
     /// decompressing).
-    pub fn data_source(
+    pub(crate) fn data_source(
         &self,
         source: &Spanned<String>,
         compression: Option<&Spanned<String>>,
@@ -331,7 +346,7 @@ impl Cx<'_> {
 }
 
 /// A resource whose bytes are in the config: a data URL.
-pub fn inline_resource(contents: &[u8]) -> ign::Resource {
+pub(crate) fn inline_resource(contents: &[u8]) -> ign::Resource {
     ign::Resource {
         source: Some(crate::config::data_url(contents)),
         ..Default::default()
@@ -339,7 +354,7 @@ pub fn inline_resource(contents: &[u8]) -> ign::Resource {
 }
 
 /// Why remote contents are refused, for both languages.
-pub const REMOTE: &str = "remote contents would be fetched by each machine at boot, and kato-image bakes every byte into the image; give the contents inline or from a local file";
+pub(crate) const REMOTE: &str = "remote contents would be fetched by each machine at boot, and kato-image bakes every byte into the image; give the contents inline or from a local file";
 
 /// The conversions of the sections both languages share, written once for both
 /// spellings of their keys; expanded after `doc::sections!` in each language's module,
@@ -676,7 +691,11 @@ pub(super) use conversions;
 
 impl Cx<'_> {
     /// Refuses a Butane 1.1.0 field in a 1.0.0 fragment (and in Ignition, which has none).
-    pub fn local_allowed(&self, field: &str, location: Location) -> Result<(), ProfileError> {
+    pub(crate) fn local_allowed(
+        &self,
+        field: &str,
+        location: Location,
+    ) -> Result<(), ProfileError> {
         match self.language {
             Language::Butane if self.butane_1_1() => Ok(()),
             Language::Butane => Err(self.error(
