@@ -76,15 +76,12 @@ impl Keyring {
 
     /// Parses one or more public keys, ASCII-armored or binary.
     pub fn parse(data: &[u8], source_name: &str) -> Result<Self, VerifyError> {
-        let error = |message: String| VerifyError::Keyring {
+        let error = |_| VerifyError::Keyring {
             source_name: source_name.to_string(),
-            message: in_words(&message),
+            message: unreadable(data),
         };
-        let (keys, _) =
-            SignedPublicKey::from_reader_many(data).map_err(|e| error(e.to_string()))?;
-        let keys = keys
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(e.to_string()))?;
+        let (keys, _) = SignedPublicKey::from_reader_many(data).map_err(error)?;
+        let keys = keys.collect::<Result<Vec<_>, _>>().map_err(error)?;
         if keys.is_empty() {
             return Err(VerifyError::EmptyKeyring {
                 source_name: source_name.to_string(),
@@ -200,26 +197,19 @@ impl Keyring {
 /// Parses a detached signature, binary or armored.
 pub fn parse_detached(bytes: &[u8], name: &str) -> Result<Signature, VerifyError> {
     let (signature, _) = DetachedSignature::from_reader_single(bytes)
-        .map_err(|e| VerifyError::Malformed(name.into(), in_words(&e.to_string())))?;
+        .map_err(|_| VerifyError::Malformed(name.into(), unreadable(bytes)))?;
     Ok(signature.signature)
 }
 
-/// rPGP's reason, when it is one a user can read; its reader and packet type names
-/// (`PacketBodyReader errored`) are not.
-fn in_words(message: &str) -> String {
-    // A type name is CamelCase: a lower-case letter followed by an upper-case one.
-    let library_words = message
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|word| *word != "OpenPGP")
-        .any(|word| {
-            word.as_bytes()
-                .windows(2)
-                .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase())
-        });
-    if library_words || message.is_empty() {
-        "the bytes are neither armored (-----BEGIN PGP ...-----) nor OpenPGP packets".into()
+/// Why OpenPGP data does not read, in a user's words. rPGP's own reasons name its readers,
+/// buffers and packet-header versions (`PacketBodyReader errored`, `Fixed chunk was shorter
+/// than expected`), which say nothing to someone holding a key file, so they are not passed on.
+fn unreadable(data: &[u8]) -> String {
+    let text = data.trim_ascii_start();
+    if text.starts_with(b"-----BEGIN PGP") {
+        "its armor (-----BEGIN PGP ...-----) is damaged or cut short".into()
     } else {
-        message.replace('\n', " ")
+        "the bytes are neither armored (-----BEGIN PGP ...-----) nor whole OpenPGP packets".into()
     }
 }
 

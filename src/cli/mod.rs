@@ -200,7 +200,27 @@ fn usage_error(error: clap::Error) -> ExitCode {
 fn one_line(error: &anyhow::Error) -> String {
     // Any control character quoted from an input (an escape sequence that would clear the
     // terminal or set its title) is shown escaped.
-    kato_image::origin::printable(&error.to_string().replace('\n', " "))
+    kato_image::origin::printable(&without_os_codes(&error.to_string().replace('\n', " ")))
+}
+
+/// The text without the ` (os error N)` the standard library puts after a system error's
+/// description: the description is the user's words, the number is the library's.
+fn without_os_codes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..at]);
+        if digits > 0 && tail[digits..].starts_with(')') {
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(" (os error ");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where an error happened, in front of its message, on the same line: the command line's
@@ -307,4 +327,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_os_codes;
+
+    #[test]
+    fn system_error_numbers_are_left_out() {
+        assert_eq!(
+            without_os_codes(
+                "a: No such file or directory (os error 2); b: Permission denied (os error 13)"
+            ),
+            "a: No such file or directory; b: Permission denied"
+        );
+        assert_eq!(without_os_codes("plain"), "plain");
+        assert_eq!(without_os_codes("x (os error y)"), "x (os error y)");
+    }
 }

@@ -234,7 +234,9 @@ fn budget_words(breach: &str) -> String {
     let over = count.saturating_sub(1);
     match name {
         "Nodes" | "Events" => format!("too large: more than {over} values (maps, lists and texts) in one file"),
-        "ScalarBytes" => format!("too large: more than {over} bytes of text in its values"),
+        "ScalarBytes" => format!(
+            "too large: its values add up to more than {over} bytes of text, counting each use of an alias (`*name`) again"
+        ),
         "InputBytes" => format!("too large: more than {over} bytes"),
         "CommentBytes" => format!("too large: more than {over} bytes of comments"),
         "Depth" | "PropertyExpansionDepth" | "InclusionDepth" => {

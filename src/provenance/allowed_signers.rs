@@ -53,8 +53,14 @@ pub struct AllowedSigners {
 /// Why no line trusted a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// No line names the key (as a plain key, for this principal).
+    /// No line names the key (as a plain key).
     Unknown,
+    /// A line names the key, for principals that do not match the one asked for (patterns
+    /// and letter case as `ssh-keygen` matches them).
+    Principal {
+        line: usize,
+        principal: String,
+    },
     /// A line names it, but only for other namespaces.
     Namespace {
         line: usize,
@@ -72,6 +78,11 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Unknown => f.write_str("no line of the allowed signers file names this key"),
+            Refusal::Principal { line, principal } => write!(
+                f,
+                "line {line} names this key, but for other principals than {}",
+                crate::origin::quoted(principal)
+            ),
             Refusal::Namespace { line } => write!(
                 f,
                 "line {line} allows this key only for other namespaces, not \"{}\"",
@@ -192,10 +203,16 @@ impl AllowedSigners {
     fn verify(&self, key: &PublicKey, principal: &str, now: i64) -> Result<usize, Refusal> {
         let mut refusal = Refusal::Unknown;
         for signer in &self.signers {
-            if !pattern_list_matches(principal, &signer.principals)
-                || signer.cert_authority
-                || signer.key.as_ref() != Some(key)
-            {
+            if signer.cert_authority || signer.key.as_ref() != Some(key) {
+                continue;
+            }
+            if !pattern_list_matches(principal, &signer.principals) {
+                if refusal == Refusal::Unknown {
+                    refusal = Refusal::Principal {
+                        line: signer.line,
+                        principal: principal.to_string(),
+                    };
+                }
                 continue;
             }
             if let Some(namespaces) = &signer.namespaces
@@ -607,13 +624,19 @@ mod tests {
             ok
         );
         assert_eq!(trusts(&format!("*@x {KEY}"), Some("ci@x")), ok);
+        let other_principals = |principal: &str| {
+            Err(Refusal::Principal {
+                line: 1,
+                principal: principal.into(),
+            })
+        };
         assert_eq!(
             trusts(&format!("!ci@x,*@x {KEY}"), Some("ci@x")),
-            Err(Refusal::Unknown)
+            other_principals("ci@x")
         );
         assert_eq!(
             trusts(&format!("ci@x {KEY}"), Some("CI@x")),
-            Err(Refusal::Unknown)
+            other_principals("CI@x")
         );
         assert_eq!(
             trusts(&format!("ci@x cert-authority {KEY}"), None),

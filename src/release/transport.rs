@@ -26,6 +26,12 @@ pub enum TransportError {
         "cannot resolve {host} (no network? `scripts/demo` in the repository shows kato-image offline)"
     )]
     Unresolved { url: String, host: String },
+    /// Not transient: a server that promises more than any file can be will again.
+    #[error(
+        "{url}: the server announces {announced} bytes, more than any file kato-image fetches (at most {} GiB)",
+        MAX_BODY >> 30
+    )]
+    Announced { url: String, announced: u64 },
     #[error("{url}: larger than {limit} bytes, which this small file cannot be")]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: {source}")]
@@ -200,12 +206,9 @@ impl Transport {
             .filter(|etag| !etag.starts_with("W/"))
             .or_else(|| header(reqwest::header::LAST_MODIFIED));
         let length = response.content_length();
-        let too_large = |announced: u64| TransportError::Network {
+        let too_large = |announced: u64| TransportError::Announced {
             url: redact(url),
-            message: format!(
-                "the server announces {announced} bytes, more than any file kato-image fetches (at most {} GiB)",
-                MAX_BODY >> 30
-            ),
+            announced,
         };
         if let Some(announced) = length.filter(|&n| n > MAX_BODY) {
             return Err(too_large(announced));

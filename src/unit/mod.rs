@@ -203,7 +203,7 @@ impl UnitLibrary {
                 .read(&path, MAX_UNIT_FILE, "unit file")
                 .map_err(|e| UnitError::Invalid {
                     origin: Origin::file(&path),
-                    message: e.to_string(),
+                    message: e.reason(),
                 })?;
             let contents = crate::input::text(bytes, &path).map_err(|e| UnitError::Invalid {
                 origin: Origin::file(&path),

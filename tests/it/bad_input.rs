@@ -346,15 +346,78 @@ fn a_mode_only_a_newer_spec_expresses_names_the_releases_that_accept_it() {
         "profiles/probe.yaml",
         "extends: base\nfiles:\n  - path: /opt/bin/tool\n    mode: \"0755\"\n    contents: x\n",
     );
+    let config = scratch.rendered("probe");
+    assert_eq!(config["ignition"]["version"], "3.3.0");
+}
+
+const STANDALONE_CORE_DOCKER: &str = "release:\n  channel: stable\n  version: current\n  board: amd64-usr\nusers:\n  - name: core\n    groups: [docker]\noutputs:\n  raw: {}\n";
+
+#[test]
+fn groups_for_core_are_refused_naming_the_flatcar_groups_they_would_remove() {
+    // Ignition runs `usermod --groups` without `--append`: a list replaces Flatcar's groups.
+    // Standalone, since base already names core (a second entry for one user is refused).
+    let error = role_error(STANDALONE_CORE_DOCKER);
+    assert_has(
+        &error,
+        &[
+            "profiles/probe.yaml:6:",
+            "core would lose wheel, systemd-journal",
+            "leave `groups` out",
+        ],
+    );
+    // The same list from a Butane fragment is told at the fragment's line.
+    let scratch = Scratch::new();
+    scratch.write(
+        "profiles/core.bu",
+        "variant: flatcar\nversion: 1.0.0\npasswd:\n  users:\n    - name: core\n      groups: [wheel, docker]\n",
+    );
+    scratch.write(
+        "profiles/probe.yaml",
+        "extends: base\nignition:\n  - butane: core.bu\n",
+    );
+    let error = error_of(&scratch, "probe");
+    assert_has(&error, &["core.bu:5:", "core would lose systemd-journal"]);
+    // Keeping all of them (and adding one) is allowed.
+    let scratch = Scratch::new();
+    scratch.write(
+        "profiles/probe.yaml",
+        &STANDALONE_CORE_DOCKER.replace("[docker]", "[wheel, docker, systemd-journal, adm]"),
+    );
+    scratch.rendered("probe");
+}
+
+#[test]
+fn a_profile_too_large_to_be_one_says_what_was_too_large_and_where() {
+    let many = vec!["a"; 300_000].join(",");
+    let error = role_error(&format!("extends: base\nkernel_args: [{many}]\n"));
+    assert_has(
+        &error,
+        &[
+            "profiles/probe.yaml:2:",
+            "too large: more than 250000 values (maps, lists and texts) in one file",
+        ],
+    );
+    assert!(
+        !error.contains("budget") && !error.contains("Nodes"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_output_is_one_line_with_the_usage_status() {
+    let scratch = Scratch::new();
     let out = scratch
-        .kato(&["render", "--role", "probe"])
+        .kato(&["build", "--role", "master", "--output", "qemu,potato"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_has(
+        &stderr,
+        &[
+            "invalid value 'potato' for '--output <OUTPUT>'",
+            "expected raw, ipxe, ami or a platform",
+        ],
     );
-    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(config["ignition"]["version"], "3.3.0");
 }

@@ -497,6 +497,10 @@ fn what_ignition_refuses_is_refused_at_the_fragment() {
             r#""files": [{"path": "/etc/z", "contents": {"source": "data:,x", "verification": {"hash": "sha512-zz"}}}]"#.to_string(),
             "is not `sha512-` and 128 hex digits",
         ),
+        (
+            r#""files": [{"path": "/etc/z", "contents": {"source": "data:,x", "verification": {"hash": "sha256-"}}}]"#.to_string(),
+            "or `sha256-` and 64",
+        ),
     ];
     for (storage, expected) in &cases {
         let text =

@@ -290,22 +290,67 @@ fn gpt_claiming(dir: &Path, entries: u32) -> std::path::PathBuf {
 /// recomputed so that only the claim is wrong; the backup header stays intact.
 fn gpt_primary_with(dir: &Path, entries: u32, size: u32) -> std::path::PathBuf {
     let path = common::disk::fixture_copy(dir, &format!("claims-{entries}-{size}.raw"));
+    gpt_header_claims(&path, 512, entries, size);
+    path
+}
+
+/// Makes the GPT header at byte `at` of `path` claim `entries` entries of `size` bytes, with
+/// its CRC recomputed.
+fn gpt_header_claims(path: &Path, at: u64, entries: u32, size: u32) {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&path)
+        .open(path)
         .unwrap();
     let mut header = [0u8; 92];
-    file.seek(SeekFrom::Start(512)).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
     std::io::Read::read_exact(&mut file, &mut header).unwrap();
     header[80..84].copy_from_slice(&entries.to_le_bytes());
     header[84..88].copy_from_slice(&size.to_le_bytes());
     header[16..20].fill(0);
     let crc = common::disk::crc32(&header);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
-    file.seek(SeekFrom::Start(512)).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
     file.write_all(&header).unwrap();
-    path
+}
+
+/// A backup header that lies is bounded as the primary is, with or without
+/// `--use-backup-gpt`, and two lying headers are said to be two.
+#[test]
+fn a_lying_backup_header_and_two_lying_headers_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = common::disk::fixture_copy(dir.path(), "backup-lies.raw");
+    let backup = std::fs::metadata(&image).unwrap().len() - 512;
+    gpt_header_claims(&image, backup, u32::MAX, 128);
+    let inspect = |flags: &[&str]| {
+        let out = common::kato()
+            .args(["inspect", "--quiet"])
+            .args(flags)
+            .arg(&image)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    for flags in [&[][..], &["--use-backup-gpt"]] {
+        has(
+            &inspect(flags),
+            &[
+                &format!("backup GPT header at LBA {}", backup / 512),
+                "4294967295 partition entries of 128 bytes exceed",
+            ],
+        );
+    }
+    gpt_header_claims(&image, 512, 0, 0);
+    has(
+        &inspect(&[]),
+        &[
+            "both GPT headers are damaged: the primary at LBA 1 (",
+            "the backup at LBA",
+        ],
+    );
 }
 
 #[test]
@@ -617,6 +662,10 @@ fn no_file_outside_the_profiles_folder_reaches_a_config() {
         ),
         "extends: base\nfiles:\n  - path: /etc/a\n    source: leak.txt\n".to_string(),
         "extends: base\nfiles:\n  - path: /etc/a\n    source: ../secret.txt\n".to_string(),
+        format!(
+            "extends: base\nfiles:\n  - path: /etc/a\n    source: {}\n",
+            scratch.path("secret.txt").display()
+        ),
         "extends: base\nimages:\n  - archive: leak.txt\n".to_string(),
     ]);
     for profile in &profiles {
@@ -669,6 +718,18 @@ fn no_file_outside_the_profiles_folder_reaches_a_config() {
             .iter()
             .any(|l| l["path"] == "/opt/t/b" && l["target"] == "a.txt")
     );
+    // A unit file that is a link out of the units folder is not one of its units; the
+    // message names it once.
+    std::os::unix::fs::symlink(
+        scratch.path("secret.txt"),
+        scratch.path("units/evil.service"),
+    )
+    .unwrap();
+    let error = one_line(&scratch, &["render", "--role", "master"]);
+    has(&error, &["units/evil.service: leads outside"]);
+    assert_eq!(error.matches("evil.service").count(), 1, "{error}");
+    assert!(!error.contains(SECRET), "{error}");
+    std::fs::remove_file(scratch.path("units/evil.service")).unwrap();
     // --files-dir names one more folder files may come from.
     scratch.write(
         "profiles/probe.yaml",

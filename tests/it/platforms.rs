@@ -510,6 +510,34 @@ fn assert_nothing_written(out: &Path) {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A copy of the mini release's `stable` folder, to break on purpose.
+fn release_copy() -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    run(
+        "cp",
+        &[
+            "-a",
+            mini_release().join("stable").to_str().unwrap(),
+            copy.path().to_str().unwrap(),
+        ],
+    );
+    copy
+}
+
+/// The one line a `--output qemu` build from `server` fails with, with a fresh cache.
+fn failed_qemu_build(server: &Server, out: &Path) -> String {
+    failed_qemu_build_in(server, tempfile::tempdir().unwrap().path(), out)
+}
+
+fn failed_qemu_build_in(server: &Server, cache: &Path, out: &Path) -> String {
+    last_line(&build_into(
+        &template(server),
+        cache,
+        out,
+        &["--output", "qemu"],
+    ))
+}
+
 fn last_line(output: &std::process::Output) -> String {
     assert!(!output.status.success(), "the build should fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -537,15 +565,7 @@ fn a_release_without_the_platforms_oem_is_refused_before_anything_is_written() {
 
 #[test]
 fn an_oem_sysext_whose_signature_fails_is_never_used() {
-    let copy = tempfile::tempdir().unwrap();
-    run(
-        "cp",
-        &[
-            "-a",
-            mini_release().join("stable").to_str().unwrap(),
-            copy.path().to_str().unwrap(),
-        ],
-    );
+    let copy = release_copy();
     let sysext = copy.path().join("stable/amd64-usr/1.2.3/oem-qemu.raw");
     let mut bytes = std::fs::read(&sysext).unwrap();
     bytes[100] ^= 1;
@@ -553,13 +573,7 @@ fn an_oem_sysext_whose_signature_fails_is_never_used() {
     let server = Server::start(copy.path());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let result = build_into(
-        &template(&server),
-        cache.path(),
-        out.path(),
-        &["--output", "qemu"],
-    );
-    let line = last_line(&result);
+    let line = failed_qemu_build_in(&server, cache.path(), out.path());
     assert!(line.contains("oem-qemu.raw"), "{line}");
     assert_nothing_written(out.path());
     let cached: Vec<_> = walk(cache.path())
@@ -567,6 +581,45 @@ fn an_oem_sysext_whose_signature_fails_is_never_used() {
         .filter(|p| std::fs::read(p).map(|b| b == bytes).unwrap_or(false))
         .collect();
     assert!(cached.is_empty(), "the forged sysext was kept: {cached:?}");
+}
+
+/// A sysext whose signature is missing, or a server announcing a petabyte for it, is told in
+/// one line naming the file, and nothing is written.
+#[test]
+fn a_missing_oem_signature_and_an_absurd_length_are_named() {
+    let copy = release_copy();
+    let folder = copy.path().join("stable/amd64-usr/1.2.3");
+    let server = Server::start(copy.path());
+    let out = tempfile::tempdir().unwrap();
+    // Every attempt (the fetcher retries a dropped transfer) meets the same lie.
+    for _ in 0..8 {
+        server.fault(
+            "/stable/amd64-usr/1.2.3/oem-qemu.raw",
+            common::http::Fault::Announce(1 << 50),
+        );
+    }
+    let line = failed_qemu_build(&server, out.path());
+    let attempts = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/oem-qemu.raw"))
+        .count();
+    assert_eq!(
+        attempts, 1,
+        "an announced length over the bound is not retried"
+    );
+    assert!(
+        line.contains("oem-qemu.raw: the server announces 1125899906842624 bytes, more than any file kato-image fetches (at most 64 GiB)"),
+        "{line}"
+    );
+    assert_nothing_written(out.path());
+    std::fs::remove_file(folder.join("oem-qemu.raw.sig")).unwrap();
+    let line = failed_qemu_build(&server, out.path());
+    assert!(
+        line.contains("the signature oem-qemu.raw.sig was not found") && line.contains("404"),
+        "{line}"
+    );
+    assert_nothing_written(out.path());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

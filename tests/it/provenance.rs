@@ -730,17 +730,32 @@ fn passphrase_files_bundles_and_keys_are_read_as_documented() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("master.intoto.jsonl").count(), 1, "{stderr}");
-    // Random bytes as a key: no library type names.
-    std::fs::write(keys.path("random"), common::signing::pseudo_random(4096, 9)).unwrap();
-    let out = b.verify(
-        "master.raw",
-        &["--key".as_ref(), keys.path("random").as_os_str()],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("not an OpenPGP public key"), "{stderr}");
-    assert!(
-        !stderr.contains("Reader") && !stderr.contains("errored"),
-        "{stderr}"
-    );
+    // Random bytes (and a damaged armor) as a key: our words, never the library's.
+    for seed in 1..=12u64 {
+        let mut bytes = common::signing::pseudo_random(4096, seed);
+        if seed % 4 == 0 {
+            bytes = [
+                b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n".as_slice(),
+                &bytes[..64],
+            ]
+            .concat();
+        }
+        std::fs::write(keys.path("random"), &bytes).unwrap();
+        let out = b.verify(
+            "master.raw",
+            &["--key".as_ref(), keys.path("random").as_os_str()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        let expected = if seed % 4 == 0 {
+            "not an OpenPGP public key: its armor (-----BEGIN PGP ...-----) is damaged or cut short"
+        } else {
+            "not an OpenPGP public key: the bytes are neither armored (-----BEGIN PGP ...-----) nor whole OpenPGP packets"
+        };
+        assert!(
+            stderr.trim_end().ends_with(expected),
+            "seed {seed}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
 }

@@ -372,10 +372,11 @@ pub fn parse_foreign_header(head: &[u8], file_len: u64) -> Result<ForeignHeader,
     )?;
     let snapshots = u64::from(be32(60).ok_or_else(short)?);
     if snapshots > 0 {
+        // Each snapshot's header takes at least 40 bytes.
         within(
             "snapshot table",
             be64(64).ok_or_else(short)?,
-            snapshots.min(1 << 16),
+            snapshots.min(1 << 16) * 40,
         )?;
     }
     if version == 2 {

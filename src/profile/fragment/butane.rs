@@ -147,7 +147,7 @@ impl ResourceDoc {
                     .map(Some);
             }
             (Some(text), None, None) => text.clone().into_bytes(),
-            (None, Some(name), None) => cx.read_local(name)?,
+            (None, Some(name), None) => cx.read_local("local", name)?,
             _ => {
                 return Err(cx.error(
                     location,
@@ -175,7 +175,7 @@ impl ResourceDoc {
 /// else 0755 when anyone may execute it and 0644 otherwise; any other entry at one of
 /// its paths is an error; folders themselves are not entries.
 fn add_tree(cx: &mut Cx, tree: &Spanned<TreeDoc>) -> Result<(), ProfileError> {
-    let root = cx.local_path(&tree.value.local, tree.referenced)?;
+    let root = cx.local_path("local", &tree.value.local, tree.referenced)?;
     // The folder itself may be a link, but not to outside (what is under it is read as it
     // is: links stay links, and are never followed).
     cx.confinement
@@ -216,7 +216,7 @@ fn add_tree(cx: &mut Cx, tree: &Spanned<TreeDoc>) -> Result<(), ProfileError> {
         };
         match kind {
             Kind::File { executable } => {
-                let bytes = cx.read_file(&full, tree.referenced)?;
+                let bytes = cx.read_file("local", &full, tree.referenced)?;
                 let mode = if executable { 0o755 } else { 0o644 };
                 match cx.out.nodes.iter_mut().find(|n| n.value.path() == path) {
                     Some(node) => match &mut node.value {

@@ -102,28 +102,36 @@ impl Cx<'_> {
         }
     }
 
-    /// Reads a `local:` file from the files folder, which it may not leave.
-    pub(crate) fn read_local(&mut self, name: &Spanned<String>) -> Result<Vec<u8>, ProfileError> {
-        let path = self.local_path(&name.value, name.referenced)?;
-        self.read_file(&path, name.referenced)
+    /// Reads the file that `key` (`local`, `contents_local`...) names from the files folder,
+    /// which it may not leave.
+    pub(crate) fn read_local(
+        &mut self,
+        key: &str,
+        name: &Spanned<String>,
+    ) -> Result<Vec<u8>, ProfileError> {
+        let path = self.local_path(key, &name.value, name.referenced)?;
+        self.read_file(key, &path, name.referenced)
     }
 
-    /// Reads a file of the files folder (bounded, regular, inside the confinement).
+    /// Reads a file of the files folder (bounded, regular, inside the confinement); errors
+    /// start with `key`, the setting that named it.
     pub(crate) fn read_file(
         &mut self,
+        key: &str,
         path: &Path,
         location: Location,
     ) -> Result<Vec<u8>, ProfileError> {
         let bytes = self
             .confinement
             .read(path, MAX_LOCAL_FILE, "file in a config")
-            .map_err(|e| self.error(location, format!("local: {e}")))?;
+            .map_err(|e| self.error(location, format!("{key}: {e}")))?;
         self.sources.push(super::source_file(path, &bytes));
         Ok(bytes)
     }
 
     pub(crate) fn local_path(
         &self,
+        key: &str,
         name: &str,
         location: Location,
     ) -> Result<PathBuf, ProfileError> {
@@ -135,7 +143,7 @@ impl Cx<'_> {
             return Err(self.error(
                 location,
                 format!(
-                    "local: {} must be a path inside {} (the fragment's folder), without `..`",
+                    "{key}: {} must be a path inside {} (the fragment's folder), without `..`",
                     crate::origin::quoted(name),
                     self.files_dir.display()
                 ),
@@ -503,7 +511,7 @@ macro_rules! conversions {
                 (Some(text), None) => text.clone(),
                 (None, Some(name)) => {
                     cx.local_allowed(&local_key, name.referenced)?;
-                    let bytes = cx.read_local(name)?;
+                    let bytes = cx.read_local(&local_key, name)?;
                     String::from_utf8(bytes).map_err(|_| {
                         cx.error(
                             name.referenced,
@@ -633,7 +641,7 @@ macro_rules! conversions {
                     let local_key = cx.key("ssh_authorized_keys_local");
                     for name in files {
                         cx.local_allowed(&local_key, name.referenced)?;
-                        let bytes = cx.read_local(name)?;
+                        let bytes = cx.read_local(&local_key, name)?;
                         let text = String::from_utf8(bytes).map_err(|_| {
                             cx.error(name.referenced, format!("{local_key}: {} is not UTF-8 text", name.value))
                         })?;

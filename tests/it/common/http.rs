@@ -16,6 +16,8 @@ pub enum Fault {
     Status(u16),
     /// Promise the whole length, send this many body bytes, then close.
     DropAfter(u64),
+    /// Announce a body of this many bytes, send none, and close.
+    Announce(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,12 @@ fn handle(stream: TcpStream, state: &State) -> std::io::Result<()> {
         return write!(
             out,
             "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+    if let Some(Fault::Announce(len)) = fault {
+        return write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
         );
     }
     let relative = path.trim_start_matches('/');

@@ -60,6 +60,17 @@ impl Scratch {
         cmd.current_dir(self.dir.path()).args(args);
         cmd
     }
+
+    /// The config `render --role ROLE` prints, failing the test with its stderr otherwise.
+    pub fn rendered(&self, role: &str) -> serde_json::Value {
+        let out = self.kato(&["render", "--role", role]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("render prints JSON")
+    }
 }
 
 /// A port free on 127.0.0.1 right now, for a server the test starts.
