@@ -32,6 +32,7 @@ pub mod release;
 pub mod role;
 pub mod serve;
 pub mod ssh;
+pub mod sysext;
 pub mod trust;
 pub mod unit;
 pub mod url;

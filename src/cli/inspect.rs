@@ -1,16 +1,27 @@
-//! `kato-image inspect IMAGE`.
+//! `kato-image inspect IMAGE`: a disk image, or a system extension image.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use kato_image::inspect::{DiskReport, inspect};
+use kato_image::release::Board;
+use kato_image::sysext::{self, Extension, Host};
 
+use super::fetch::BoardArg;
 use super::progress::{Reporter, bytes};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A raw disk image, or one compressed with bzip2, gzip, zstd or xz.
+    /// A raw disk image, or one compressed with bzip2, gzip, zstd or xz; or a system
+    /// extension image (squashfs, EROFS, or a GPT image with a root partition).
     pub image: PathBuf,
+    /// For a system extension: say whether systemd-sysext merges it on this Flatcar
+    /// version (exit status 1 if not).
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<String>,
+    /// The board that --release is for.
+    #[arg(long, value_enum, default_value = "amd64-usr", requires = "release")]
+    pub board: BoardArg,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -23,6 +34,15 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if sysext::is_extension(&args.image) {
+        return extension(&args);
+    }
+    if args.release.is_some() {
+        anyhow::bail!(
+            "--release is for system extension images; {} is a disk image",
+            args.image.display()
+        );
+    }
     let reporter = Reporter::for_stderr(args.quiet, args.json);
     let report = inspect(&args.image, args.use_backup_gpt, &reporter).map_err(|e| match e {
         kato_image::disk::DiskError::Gpt {
@@ -112,5 +132,79 @@ fn print_text(report: &DiskReport) {
         }
         (None, Some(error)) => say!("\nOEM files: cannot list ({error})"),
         (None, None) => {}
+    }
+}
+
+fn extension(args: &InspectArgs) -> anyhow::Result<()> {
+    let extension = sysext::read(&args.image)?;
+    let board = Board::from(args.board);
+    let verdict = args.release.as_deref().map(|version| {
+        let host = Host {
+            version_id: version,
+            architecture: board.sysext_architecture(),
+        };
+        (
+            format!("Flatcar {version} ({board})"),
+            extension.refusal(&host),
+        )
+    });
+    if args.json {
+        let merges = verdict.as_ref().map(|(on, refusal)| {
+            serde_json::json!({ "on": on, "merges": refusal.is_none(), "why_not": refusal })
+        });
+        let mut report = serde_json::to_value(&extension)?;
+        report["verdict"] = merges.unwrap_or_default();
+        say!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_extension(&extension);
+        if let Some((on, refusal)) = &verdict {
+            match refusal {
+                None => say!("on {on}: merged"),
+                Some(why) => say!("on {on}: NOT merged: {why}"),
+            }
+        }
+    }
+    match verdict {
+        Some((on, Some(why))) => Err(anyhow::anyhow!(
+            "{}: systemd-sysext would not merge it on {on}: {why}",
+            args.image.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn print_extension(extension: &Extension) {
+    say!(
+        "image:       {} ({}, sha256 {})",
+        extension.file.display(),
+        bytes(extension.size),
+        extension.sha256
+    );
+    match &extension.ddi {
+        Some(ddi) => say!(
+            "kind:        system extension, a GPT image ({} {}) holding {}",
+            ddi.architecture,
+            ddi.partitions.join(", "),
+            extension.filesystem
+        ),
+        None => say!("kind:        system extension, {}", extension.filesystem),
+    }
+    say!(
+        "name:        {} (merged as /etc/extensions/{}.raw)",
+        extension.name,
+        extension.name
+    );
+    if extension.release().is_none() {
+        say!(
+            "             it has no extension-release.{}: systemd-sysext skips it under this name",
+            extension.name
+        );
+    }
+    for (name, release) in &extension.releases {
+        say!();
+        say!("extension-release.{name}:");
+        for (key, value) in &release.fields {
+            say!("  {key}={value}");
+        }
     }
 }

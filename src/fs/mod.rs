@@ -3,7 +3,11 @@
 
 pub mod btrfs;
 pub mod detect;
+pub mod erofs;
 pub(crate) mod fat;
+pub mod image;
+pub mod lz4;
+pub mod squashfs;
 pub mod tree;
 
 pub use detect::{FsInfo, FsKind, detect};

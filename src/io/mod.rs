@@ -6,6 +6,7 @@
 mod chunks;
 mod counting;
 mod hash;
+mod limited;
 mod path_error;
 mod read_only;
 mod seek;
@@ -14,6 +15,7 @@ mod window;
 pub use chunks::{ChunkReader, ChunkWriter, chunk_channel};
 pub use counting::Counting;
 pub use hash::{Blake3Writer, Sha256Writer, Sha512Pipe};
+pub use limited::LimitedVec;
 pub use path_error::{At, PathError};
 pub use read_only::ReadOnly;
 pub(crate) use seek::target as seek_target;

@@ -79,6 +79,14 @@ impl Board {
             Board::Arm64 => "arm64",
         }
     }
+
+    /// systemd's name for this board's architecture (`ARCHITECTURE=` in extension-release).
+    pub fn sysext_architecture(self) -> &'static str {
+        match self {
+            Board::Amd64 => "x86-64",
+            Board::Arm64 => "arm64",
+        }
+    }
 }
 
 impl std::fmt::Display for Board {

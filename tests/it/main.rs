@@ -28,3 +28,4 @@ mod render;
 mod run;
 mod serve;
 mod snapshot;
+mod sysext;

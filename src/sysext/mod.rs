@@ -1,0 +1,294 @@
+//! System extension images (systemd-sysext): which filesystem an image holds, and what its
+//! `extension-release` file says it extends, read without mounting.
+//!
+//! An image is a bare squashfs or EROFS filesystem, or a GPT image (a "DDI") whose root
+//! partition, found by its discoverable partition type, holds one. `systemd-sysext` merges
+//! an image named `NAME.raw` only if it has `usr/lib/extension-release.d/extension-release.NAME`
+//! (the image's name is the link's in `/etc/extensions`).
+
+pub mod release;
+
+use std::fs::File;
+use std::io::Seek;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::disk::gpt::PartitionTable;
+use crate::fs::erofs::Erofs;
+use crate::fs::image::{ImageError, ReadOnlyImage};
+use crate::fs::squashfs::Squashfs;
+use crate::io::Window;
+pub use release::{ExtensionRelease, Host};
+
+const RELEASE_DIR: [&str; 3] = ["usr", "lib", "extension-release.d"];
+const RELEASE_PREFIX: &str = "extension-release.";
+/// More extension-release files than this in one image are not read.
+const RELEASES_MAX: usize = 16;
+
+/// The discoverable partition types of a DDI's root, verity and verity signature partitions
+/// (UAPI Discoverable Partitions Specification), by architecture.
+const DDI_TYPES: [(&str, &str, &str); 6] = [
+    ("x86-64", "root", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+    ("arm64", "root", "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"),
+    ("x86-64", "verity", "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"),
+    ("arm64", "verity", "DF3300CE-D69F-4C92-978C-9BFB0F38D820"),
+    (
+        "x86-64",
+        "signature",
+        "41092B05-9FC8-4523-994F-2DEF0408B176",
+    ),
+    ("arm64", "signature", "6DB69DE6-29F4-4758-A7A5-962190F00CE3"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysextError {
+    #[error("{}: {source}", .file.display())]
+    Image { file: PathBuf, source: ImageError },
+    #[error("{}: cannot read ({source})", .file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: not a system extension image: expected squashfs (`hsqs` at byte 0), EROFS (0xE0F5E1E2 at byte 1024) or a GPT image with an x86-64 or arm64 root partition",
+        .file.display()
+    )]
+    NotAnImage { file: PathBuf },
+    #[error("{}: /usr/lib/extension-release.d/{name}: {why}", .file.display())]
+    BadRelease {
+        file: PathBuf,
+        name: String,
+        why: String,
+    },
+}
+
+/// The filesystem an extension image holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "filesystem", rename_all = "lowercase")]
+pub enum Filesystem {
+    Squashfs { compression: &'static str },
+    Erofs,
+}
+
+impl std::fmt::Display for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filesystem::Squashfs { compression } => write!(f, "squashfs ({compression})"),
+            Filesystem::Erofs => write!(f, "EROFS"),
+        }
+    }
+}
+
+/// A GPT image's partitions as a DDI names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ddi {
+    pub architecture: &'static str,
+    /// `root`, `verity`, `signature`, in the table's order.
+    pub partitions: Vec<&'static str>,
+}
+
+/// What one extension image is and says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Extension {
+    pub file: PathBuf,
+    /// The image's length and SHA-256 (what a profile pins it by).
+    pub size: u64,
+    pub sha256: String,
+    /// The name systemd-sysext gives it: the file name without `.raw`.
+    pub name: String,
+    #[serde(flatten)]
+    pub filesystem: Filesystem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ddi: Option<Ddi>,
+    /// Every `extension-release.*` file the image holds, by the name after the prefix.
+    pub releases: Vec<(String, ExtensionRelease)>,
+}
+
+impl Extension {
+    /// The extension-release systemd-sysext reads when the image is named `self.name`.
+    pub fn release(&self) -> Option<&ExtensionRelease> {
+        self.releases
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, release)| release)
+    }
+
+    /// Why systemd-sysext would not merge this image on `host`, if it would not: a DDI needs
+    /// a root partition for the host's architecture, and the image an extension-release for
+    /// its own name that the host's os-release satisfies.
+    pub fn refusal(&self, host: &Host) -> Option<String> {
+        if let Some(ddi) = &self.ddi
+            && ddi.architecture != host.architecture
+        {
+            return Some(format!(
+                "its root partition is for {}, but the machine is {}",
+                ddi.architecture, host.architecture
+            ));
+        }
+        match self.release() {
+            Some(release) => release.refusal(host),
+            None => Some(format!(
+                "it has no extension-release.{} for that name",
+                self.name
+            )),
+        }
+    }
+}
+
+/// Reads the image at `path`.
+pub fn read(path: &Path) -> Result<Extension, SysextError> {
+    let io = |source| SysextError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let image = |source| SysextError::Image {
+        file: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".raw").unwrap_or(&name).to_string();
+    let (ddi, start, size) = match ddi(&file, len) {
+        Some((ddi, start, size)) => (Some(ddi), start, size),
+        None => (None, 0, len),
+    };
+    let window = Window::new(&file, start, size);
+    let (filesystem, releases) = match magic(&file, start) {
+        Some(Magic::Squashfs) => {
+            let mut fs = Squashfs::open(window, size).map_err(image)?;
+            let compression = fs.superblock.compressor.name();
+            (Filesystem::Squashfs { compression }, releases(&mut fs))
+        }
+        Some(Magic::Erofs) => (
+            Filesystem::Erofs,
+            releases(&mut Erofs::open(window, size).map_err(image)?),
+        ),
+        None => {
+            return Err(SysextError::NotAnImage {
+                file: path.to_path_buf(),
+            });
+        }
+    };
+    let releases = releases.map_err(|e| match e {
+        Refusal::Image(source) => image(source),
+        Refusal::Release { name, why } => SysextError::BadRelease {
+            file: path.to_path_buf(),
+            name,
+            why,
+        },
+    })?;
+    let mut hasher = crate::io::Sha256Writer::new(std::io::sink());
+    // The readers above moved the shared file position.
+    (&file).seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    std::io::copy(&mut (&file), &mut hasher).map_err(io)?;
+    let (sha256, size) = hasher.finish();
+    Ok(Extension {
+        file: path.to_path_buf(),
+        size,
+        sha256,
+        name,
+        filesystem,
+        ddi,
+        releases,
+    })
+}
+
+/// Whether the file at `path` looks like a system extension image (by its magic numbers, or a
+/// GPT whose partitions include a discoverable root); unreadable files are not.
+pub fn is_extension(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    magic(&file, 0).is_some() || ddi(&file, len).is_some()
+}
+
+enum Magic {
+    Squashfs,
+    Erofs,
+}
+
+fn magic(file: &File, start: u64) -> Option<Magic> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 4];
+    let mut erofs = [0u8; 4];
+    if file.read_exact_at(&mut head, start).is_ok() && &head == b"hsqs" {
+        Some(Magic::Squashfs)
+    } else if file.read_exact_at(&mut erofs, start + 1024).is_ok()
+        && u32::from_le_bytes(erofs) == 0xE0F5_E1E2
+    {
+        Some(Magic::Erofs)
+    } else {
+        None
+    }
+}
+
+/// A GPT image's root partition (offset and length) and what it says of the image as a DDI.
+fn ddi(file: &File, len: u64) -> Option<(Ddi, u64, u64)> {
+    let mut reader = Window::new(file, 0, len);
+    let table = PartitionTable::read(&mut reader, false).ok()?;
+    let partitions = table.partitions();
+    let kind = |type_guid: String| {
+        DDI_TYPES
+            .iter()
+            .find(|(_, _, guid)| guid.eq_ignore_ascii_case(&type_guid))
+    };
+    let root = partitions
+        .iter()
+        .find(|p| kind(p.type_guid.to_string()).is_some_and(|(_, role, _)| *role == "root"))?;
+    let (architecture, _, _) = kind(root.type_guid.to_string())?;
+    let roles = partitions
+        .iter()
+        .filter_map(|p| kind(p.type_guid.to_string()).map(|(_, role, _)| *role))
+        .collect();
+    Some((
+        Ddi {
+            architecture,
+            partitions: roles,
+        },
+        root.start(),
+        root.len(),
+    ))
+}
+
+enum Refusal {
+    Image(ImageError),
+    Release { name: String, why: String },
+}
+
+/// Every extension-release file in the image, parsed.
+fn releases(fs: &mut dyn ReadOnlyImage) -> Result<Vec<(String, ExtensionRelease)>, Refusal> {
+    let names = fs
+        .list(&RELEASE_DIR)
+        .map_err(Refusal::Image)?
+        .unwrap_or_default();
+    let mut releases = Vec::new();
+    for file_name in names
+        .iter()
+        .filter(|n| n.starts_with(RELEASE_PREFIX))
+        .take(RELEASES_MAX)
+    {
+        let refused = |why: String| Refusal::Release {
+            name: file_name.clone(),
+            why,
+        };
+        let mut path = RELEASE_DIR.to_vec();
+        path.push(file_name);
+        let bytes = fs
+            .read_file(&path, release::RELEASE_MAX)
+            .map_err(|e| match e {
+                ImageError::NotAFile { .. } | ImageError::TooLarge { .. } => refused(e.to_string()),
+                other => Refusal::Image(other),
+            })?
+            .unwrap_or_default();
+        let text = String::from_utf8(bytes).map_err(|_| refused("expected UTF-8 text".into()))?;
+        let release = ExtensionRelease::parse(&text).map_err(refused)?;
+        releases.push((file_name[RELEASE_PREFIX.len()..].to_string(), release));
+    }
+    Ok(releases)
+}
