@@ -199,6 +199,12 @@ fn print_extension(extension: &Extension) {
             "             it has no extension-release.{}: systemd-sysext skips it under this name",
             extension.name
         );
+        for (name, _) in &extension.releases {
+            say!("             named {name}.raw, it would be read");
+        }
+    }
+    if extension.has_os_release {
+        say!("             it holds usr/lib/os-release, which systemd-sysext refuses");
     }
     for (name, release) in &extension.releases {
         say!();

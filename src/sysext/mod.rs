@@ -95,7 +95,7 @@ pub struct Extension {
     /// The image's length and SHA-256 (what a profile pins it by).
     pub size: u64,
     pub sha256: String,
-    /// The name systemd-sysext gives it: the file name without `.raw`.
+    /// The name systemd-sysext gives it: the file name without `.raw` (or `.sysext.raw`).
     pub name: String,
     #[serde(flatten)]
     pub filesystem: Filesystem,
@@ -103,28 +103,31 @@ pub struct Extension {
     pub ddi: Option<Ddi>,
     /// Every `extension-release.*` file the image holds, by the name after the prefix.
     pub releases: Vec<(String, ExtensionRelease)>,
+    /// It holds `usr/lib/os-release`: systemd-sysext refuses such an image.
+    pub has_os_release: bool,
 }
 
 impl Extension {
-    /// The extension-release systemd-sysext reads when the image is named `self.name`.
+    /// The extension-release systemd-sysext reads when the image is named `self.name`:
+    /// `extension-release.NAME`, or else the one whose suffix is the name up to its first `_`
+    /// or `+` (`foo_1.2.raw` reads `extension-release.foo`). systemd also takes a file marked
+    /// with the xattr `user.extension-release.strict=0`; xattrs are not read here.
     pub fn release(&self) -> Option<&ExtensionRelease> {
-        self.releases
-            .iter()
-            .find(|(name, _)| *name == self.name)
-            .map(|(_, release)| release)
+        let base = self.name.split(['_', '+']).next().unwrap_or_default();
+        [self.name.as_str(), base].into_iter().find_map(|wanted| {
+            self.releases
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, release)| release)
+        })
     }
 
-    /// Why systemd-sysext would not merge this image on `host`, if it would not: a DDI needs
-    /// a root partition for the host's architecture, and the image an extension-release for
-    /// its own name that the host's os-release satisfies.
+    /// Why systemd-sysext would not merge this image on `host`, if it would not.
     pub fn refusal(&self, host: &Host) -> Option<String> {
-        if let Some(ddi) = &self.ddi
-            && ddi.architecture != host.architecture
-        {
-            return Some(format!(
-                "its root partition is for {}, but the machine is {}",
-                ddi.architecture, host.architecture
-            ));
+        if self.has_os_release {
+            return Some(
+                "it holds usr/lib/os-release, which systemd-sysext refuses in an extension".into(),
+            );
         }
         match self.release() {
             Some(release) => release.refusal(host),
@@ -152,21 +155,25 @@ pub fn read(path: &Path) -> Result<Extension, SysextError> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let name = name.strip_suffix(".raw").unwrap_or(&name).to_string();
+    let name = [".sysext.raw", ".raw"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(&name)
+        .to_string();
     let (ddi, start, size) = match ddi(&file, len) {
         Some((ddi, start, size)) => (Some(ddi), start, size),
         None => (None, 0, len),
     };
     let window = Window::new(&file, start, size);
-    let (filesystem, releases) = match magic(&file, start) {
+    let (filesystem, contents) = match magic(&file, start) {
         Some(Magic::Squashfs) => {
             let mut fs = Squashfs::open(window, size).map_err(image)?;
             let compression = fs.superblock.compressor.name();
-            (Filesystem::Squashfs { compression }, releases(&mut fs))
+            (Filesystem::Squashfs { compression }, contents(&mut fs))
         }
         Some(Magic::Erofs) => (
             Filesystem::Erofs,
-            releases(&mut Erofs::open(window, size).map_err(image)?),
+            contents(&mut Erofs::open(window, size).map_err(image)?),
         ),
         None => {
             return Err(SysextError::NotAnImage {
@@ -174,7 +181,7 @@ pub fn read(path: &Path) -> Result<Extension, SysextError> {
             });
         }
     };
-    let releases = releases.map_err(|e| match e {
+    let (releases, has_os_release) = contents.map_err(|e| match e {
         Refusal::Image(source) => image(source),
         Refusal::Release { name, why } => SysextError::BadRelease {
             file: path.to_path_buf(),
@@ -195,6 +202,7 @@ pub fn read(path: &Path) -> Result<Extension, SysextError> {
         filesystem,
         ddi,
         releases,
+        has_os_release,
     })
 }
 
@@ -261,8 +269,14 @@ enum Refusal {
     Release { name: String, why: String },
 }
 
-/// Every extension-release file in the image, parsed.
-fn releases(fs: &mut dyn ReadOnlyImage) -> Result<Vec<(String, ExtensionRelease)>, Refusal> {
+/// Every extension-release file in the image, parsed, and whether it holds an os-release.
+fn contents(
+    fs: &mut dyn ReadOnlyImage,
+) -> Result<(Vec<(String, ExtensionRelease)>, bool), Refusal> {
+    let has_os_release = fs
+        .list(&RELEASE_DIR[..2])
+        .map_err(Refusal::Image)?
+        .is_some_and(|names| names.iter().any(|n| n == "os-release"));
     let names = fs
         .list(&RELEASE_DIR)
         .map_err(Refusal::Image)?
@@ -290,5 +304,5 @@ fn releases(fs: &mut dyn ReadOnlyImage) -> Result<Vec<(String, ExtensionRelease)
         let release = ExtensionRelease::parse(&text).map_err(refused)?;
         releases.push((file_name[RELEASE_PREFIX.len()..].to_string(), release));
     }
-    Ok(releases)
+    Ok((releases, has_os_release))
 }

@@ -1,11 +1,14 @@
 //! An extension's `extension-release` file and the rule `systemd-sysext` applies to it before
 //! it merges an image: the same `KEY=VALUE` format as os-release, compared with the host's
-//! os-release (systemd's `extension_release_validate`).
+//! os-release (systemd's `extension_release_validate`, as in 257.13 and 262).
 //!
-//! On Flatcar the host is `ID=flatcar`, `VERSION_ID=<the release>` and no `SYSEXT_LEVEL`, so
-//! an extension merges when its `ID` is `_any`, or when it is `flatcar` and its `VERSION_ID`
-//! is the release's; an `ARCHITECTURE` other than `_any` must be the board's, and a
-//! `SYSEXT_SCOPE` must include `system`.
+//! Flatcar's os-release says `ID=flatcar`, `ID_LIKE=coreos`, `VERSION_ID=<the release>` and
+//! `SYSEXT_LEVEL=1.0` (flatcar/scripts `build_library/set_lsb_release`). In systemd's order:
+//! a `SYSEXT_SCOPE` must include `system` (unset means `system portable`); an `ARCHITECTURE`
+//! other than `_any` must be the machine's; `ID` must be set, and `_any` merges anywhere;
+//! otherwise it must be the host's `ID` or a word of its `ID_LIKE`; then, when both sides
+//! set `SYSEXT_LEVEL`, the levels must be equal, and when the extension sets none, its
+//! `VERSION_ID` must be the host's.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +30,11 @@ pub struct Host<'a> {
     /// systemd's name for the board's architecture: `x86-64` or `arm64`.
     pub architecture: &'a str,
 }
+
+/// What every Flatcar release's os-release says besides its version.
+const HOST_ID: &str = "flatcar";
+const HOST_ID_LIKE: &[&str] = &["coreos"];
+const HOST_SYSEXT_LEVEL: &str = "1.0";
 
 impl ExtensionRelease {
     /// Parses os-release syntax: `KEY=VALUE` lines, `#` comments, values bare or quoted with
@@ -64,7 +72,12 @@ impl ExtensionRelease {
 
     /// Why systemd-sysext would not merge this extension on `host`, if it would not.
     pub fn refusal(&self, host: &Host) -> Option<String> {
-        let value = |key: &str| self.get(key).unwrap_or("(none)").to_string();
+        let scope = self.get("SYSEXT_SCOPE").unwrap_or("system portable");
+        if !scope.split_whitespace().any(|s| s == "system") {
+            return Some(format!(
+                "SYSEXT_SCOPE={scope}, without `system`: it is not for a booted machine"
+            ));
+        }
         if let Some(arch) = self.get("ARCHITECTURE")
             && arch != "_any"
             && arch != host.architecture
@@ -74,24 +87,26 @@ impl ExtensionRelease {
                 host.architecture
             ));
         }
-        if let Some(scope) = self.get("SYSEXT_SCOPE")
-            && !scope.split_whitespace().any(|s| s == "system")
-        {
+        let id = match self.get("ID") {
+            None => return Some("it sets no ID (systemd-sysext needs one)".into()),
+            Some("_any") => return None,
+            Some(id) => id,
+        };
+        if id != HOST_ID && !HOST_ID_LIKE.contains(&id) {
             return Some(format!(
-                "SYSEXT_SCOPE={scope}, without `system`: it is not for a booted machine"
+                "ID={id}, where Flatcar merges only ID=flatcar, ID=coreos (its ID_LIKE) or ID=_any"
             ));
         }
-        match self.get("ID") {
-            Some("_any") => None,
-            Some("flatcar") if self.get("VERSION_ID") == Some(host.version_id) => None,
-            Some("flatcar") => Some(format!(
-                "ID=flatcar with VERSION_ID={}, but the release is {} (Flatcar sets no SYSEXT_LEVEL, so systemd-sysext compares VERSION_ID)",
-                value("VERSION_ID"),
-                host.version_id
+        match self.get("SYSEXT_LEVEL") {
+            Some(level) if level == HOST_SYSEXT_LEVEL => None,
+            Some(level) => Some(format!(
+                "SYSEXT_LEVEL={level}, but Flatcar's is {HOST_SYSEXT_LEVEL}"
             )),
-            _ => Some(format!(
-                "ID={}, where Flatcar merges only ID=flatcar or ID=_any",
-                value("ID")
+            None if self.get("VERSION_ID") == Some(host.version_id) => None,
+            None => Some(format!(
+                "VERSION_ID={}, but the release is {} (without SYSEXT_LEVEL, systemd-sysext compares VERSION_ID)",
+                self.get("VERSION_ID").unwrap_or("(none)"),
+                host.version_id
             )),
         }
     }
@@ -159,6 +174,19 @@ mod tests {
     fn the_host_rule_is_systemd_sysexts() {
         assert_eq!(release("ID=_any\n").refusal(&HOST), None);
         assert_eq!(release("ID=_any\nARCHITECTURE=_any\n").refusal(&HOST), None);
+        // Flatcar's os-release has SYSEXT_LEVEL=1.0: a matching level merges on any release.
+        assert_eq!(
+            release("ID=flatcar\nSYSEXT_LEVEL=1.0\n").refusal(&HOST),
+            None
+        );
+        assert_eq!(
+            release("ID=coreos\nSYSEXT_LEVEL=1.0\nVERSION_ID=1\n").refusal(&HOST),
+            None
+        );
+        assert_eq!(
+            release("ID=_any\nSYSEXT_SCOPE=initrd system\n").refusal(&HOST),
+            None
+        );
         let refused = |text: &str, why: &str| {
             let reason = release(text).refusal(&HOST).expect(text);
             assert!(reason.contains(why), "{text}: {reason}");
@@ -167,12 +195,17 @@ mod tests {
             "ID=flatcar\nVERSION_ID=4593.2.4\n",
             "VERSION_ID=4593.2.4, but the release is 4593.2.5",
         );
-        refused("ID=flatcar\nSYSEXT_LEVEL=1.0\n", "VERSION_ID=(none)");
+        refused(
+            "ID=flatcar\nSYSEXT_LEVEL=2\nVERSION_ID=4593.2.5\n",
+            "SYSEXT_LEVEL=2, but Flatcar's is 1.0",
+        );
+        refused("ID=flatcar\n", "VERSION_ID=(none)");
         refused(
             "ID=debian\nVERSION_ID=4593.2.5\n",
             "ID=debian, where Flatcar merges only",
         );
-        refused("VERSION_ID=4593.2.5\n", "ID=(none)");
+        refused("VERSION_ID=4593.2.5\n", "it sets no ID");
+        // The architecture is checked before the ID, so _any does not escape it.
         refused(
             "ID=_any\nARCHITECTURE=arm64\n",
             "ARCHITECTURE=arm64, but the machine is x86-64",
@@ -180,10 +213,6 @@ mod tests {
         refused(
             "ID=_any\nSYSEXT_SCOPE=initrd portable\n",
             "without `system`",
-        );
-        assert_eq!(
-            release("ID=_any\nSYSEXT_SCOPE=initrd system\n").refusal(&HOST),
-            None
         );
     }
 

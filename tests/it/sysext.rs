@@ -239,7 +239,8 @@ fn erofs_images_and_a_gpt_image_holding_one_are_read_as_fsck_erofs_reads_them() 
         serde_json::json!(["verity", "root"])
     );
     assert_fields(&report, "hello", keys);
-    // systemd-sysext uses the root partition of the machine's own architecture only.
+    // What decides is the extension-release's ARCHITECTURE, not the partition's type (systemd
+    // mounts another architecture's root when it is the only one).
     let out = kato()
         .args(["inspect", "--release", "1.2.3"])
         .arg(&ddi)
@@ -248,7 +249,7 @@ fn erofs_images_and_a_gpt_image_holding_one_are_read_as_fsck_erofs_reads_them() 
     ok(&out);
     let error = one_line_error(&["--release", "1.2.3", "--board", "arm64-usr"], &ddi);
     assert!(
-        error.contains("its root partition is for x86-64, but the machine is arm64"),
+        error.contains("ARCHITECTURE=x86-64, but the machine is arm64"),
         "{error}"
     );
 }
@@ -298,7 +299,7 @@ fn the_merge_verdict_is_systemd_sysexts_rule() {
     );
     let error = one_line_error(&["--release", "4593.2.4"], &flatcar);
     assert!(
-        error.contains("flatcar-hello.raw: systemd-sysext would not merge it on Flatcar 4593.2.4 (amd64-usr): ID=flatcar with VERSION_ID=4593.2.5, but the release is 4593.2.4"),
+        error.contains("flatcar-hello.raw: systemd-sysext would not merge it on Flatcar 4593.2.4 (amd64-usr): VERSION_ID=4593.2.5, but the release is 4593.2.4"),
         "{error}"
     );
     let error = one_line_error(&["--release", "4593.2.5", "--board", "arm64-usr"], &flatcar);
@@ -315,9 +316,43 @@ fn the_merge_verdict_is_systemd_sysexts_rule() {
     let debian = image("debian", "ID=debian\nVERSION_ID=12\n");
     let error = one_line_error(&["--release", "4593.2.5"], &debian);
     assert!(
-        error.contains("ID=debian, where Flatcar merges only ID=flatcar or ID=_any"),
+        error.contains(
+            "ID=debian, where Flatcar merges only ID=flatcar, ID=coreos (its ID_LIKE) or ID=_any"
+        ),
         "{error}"
     );
+    // Flatcar's os-release has SYSEXT_LEVEL=1.0: an extension of that level merges on any
+    // release, one of another level on none.
+    let level = image("level", "ID=flatcar\nSYSEXT_LEVEL=1.0\n");
+    ok(&kato()
+        .args(["inspect", "--release", "9999.0.0"])
+        .arg(&level)
+        .output()
+        .unwrap());
+    let level2 = image(
+        "level2",
+        "ID=flatcar\nSYSEXT_LEVEL=2\nVERSION_ID=4593.2.5\n",
+    );
+    let error = one_line_error(&["--release", "4593.2.5"], &level2);
+    assert!(
+        error.contains("SYSEXT_LEVEL=2, but Flatcar's is 1.0"),
+        "{error}"
+    );
+    // An image named NAME_VERSION.raw reads extension-release.NAME, as systemd does.
+    let versioned = dir.path().join("flatcar-hello_4593.2.5.raw");
+    std::fs::copy(&flatcar, &versioned).unwrap();
+    ok(&kato()
+        .args(["inspect", "--release", "4593.2.5"])
+        .arg(&versioned)
+        .output()
+        .unwrap());
+    // An extension carrying an os-release is refused whatever it says.
+    let source = tree("withos", "ID=_any\n");
+    std::fs::write(source.path().join("usr/lib/os-release"), "ID=evil\n").unwrap();
+    let withos = dir.path().join("withos.raw");
+    mksquashfs(source.path(), &withos, &[]);
+    let error = one_line_error(&["--release", "4593.2.5"], &withos);
+    assert!(error.contains("it holds usr/lib/os-release"), "{error}");
     // Renamed, the image has no extension-release for its new name: systemd skips it.
     let renamed = dir.path().join("renamed.raw");
     std::fs::copy(&flatcar, &renamed).unwrap();
@@ -325,6 +360,12 @@ fn the_merge_verdict_is_systemd_sysexts_rule() {
     assert!(
         error.contains("it has no extension-release.renamed for that name"),
         "{error}"
+    );
+    let out = kato().arg("inspect").arg(&renamed).output().unwrap();
+    let text = String::from_utf8_lossy(&ok(&out).stdout).to_string();
+    assert!(
+        text.contains("named flatcar-hello.raw, it would be read"),
+        "{text}"
     );
     // --release means nothing for a disk.
     let disk = dir.path().join("disk.raw");
