@@ -91,6 +91,7 @@ impl Compressor {
             Compressor::Xz | Compressor::Lzma => {
                 let mut sink = crate::io::LimitedVec::new(limit);
                 let result = if self == Compressor::Xz {
+                    xz_footer_fits(data)?;
                     lzma_rs::xz_decompress(&mut &data[..], &mut sink)
                 } else {
                     lzma_rs::lzma_decompress(&mut &data[..], &mut sink)
@@ -114,6 +115,25 @@ impl Compressor {
         }
         Ok(out)
     }
+}
+
+/// An xz stream ends with a 12-byte footer whose backward size (+4, u32) gives its index's
+/// length in 4-byte units, minus one; lzma-rs adds that one without checking for overflow, so
+/// a footer that cannot fit the block is refused here first.
+fn xz_footer_fits(data: &[u8]) -> Result<(), String> {
+    let footer = data
+        .len()
+        .checked_sub(12)
+        .filter(|&at| at >= 12 && &data[data.len() - 2..] == b"YZ")
+        .ok_or("an xz stream ending with its footer")?;
+    let backward = u64::from(le32(data, footer + 4));
+    if (backward + 1) * 4 > footer as u64 {
+        return Err(format!(
+            "an xz index of {} bytes inside the block",
+            (backward + 1) * 4
+        ));
+    }
+    Ok(())
 }
 
 /// The superblock fields the reader uses, each checked against the image's length.
@@ -658,6 +678,30 @@ mod tests {
             vec![("a".into(), 7 << 16 | 32), ("usr".into(), 7 << 16 | 96)]
         );
         assert!(parse_listing(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// The sixth fuzz finding: an xz footer whose backward size is 0xFFFFFFFF made lzma-rs
+    /// overflow adding one to it.
+    #[test]
+    fn an_xz_footer_claiming_an_index_larger_than_its_block_is_refused() {
+        let mut stream = vec![0u8; 12];
+        stream.extend_from_slice(&[0, 0, 0, 0]);
+        stream.extend_from_slice(&u32::MAX.to_le_bytes());
+        stream.extend_from_slice(&[0, 4, b'Y', b'Z']);
+        let error = Compressor::Xz.decode(&stream, 4096).unwrap_err();
+        assert!(
+            error.contains("an xz index of 17179869184 bytes"),
+            "{error}"
+        );
+        assert!(Compressor::Xz.decode(&stream[..20], 4096).is_err());
+        // The fuzzer's own input, read whole.
+        let found = include_bytes!("../../fuzz/regressions/sysext_image-xz-footer");
+        if let Ok(mut fs) = Squashfs::open(std::io::Cursor::new(&found[..]), found.len() as u64) {
+            let _ = fs.read_file(
+                &["usr", "lib", "extension-release.d", "extension-release.x"],
+                1 << 16,
+            );
+        }
     }
 
     proptest! {

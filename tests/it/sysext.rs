@@ -122,8 +122,9 @@ fn squashfs_images_of_every_compressor_mksquashfs_offers_are_read_as_unsquashfs_
     let release = long_release(keys);
     let source = tree("hello", &release);
     let dir = tempfile::tempdir().unwrap();
-    let variants: [(&str, &[&str]); 8] = [
+    let variants: [(&str, &[&str]); 9] = [
         ("gzip", &["-comp", "gzip", "-b", "4096"]),
+        ("lzma", &["-comp", "lzma", "-b", "4096"]),
         ("lz4", &["-comp", "lz4", "-b", "4096"]),
         ("xz", &["-comp", "xz", "-b", "4096"]),
         (
