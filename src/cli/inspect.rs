@@ -34,8 +34,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    if sysext::is_extension(&args.image) {
-        return extension(&args);
+    if let Some(extension) = sysext::read(&args.image)? {
+        return report_extension(&args, &extension);
     }
     if args.release.is_some() {
         anyhow::bail!(
@@ -135,8 +135,7 @@ fn print_text(report: &DiskReport) {
     }
 }
 
-fn extension(args: &InspectArgs) -> anyhow::Result<()> {
-    let extension = sysext::read(&args.image)?;
+fn report_extension(args: &InspectArgs, extension: &Extension) -> anyhow::Result<()> {
     let board = Board::from(args.board);
     let verdict = args.release.as_deref().map(|version| {
         let host = Host {
@@ -152,11 +151,11 @@ fn extension(args: &InspectArgs) -> anyhow::Result<()> {
         let merges = verdict.as_ref().map(|(on, refusal)| {
             serde_json::json!({ "on": on, "merges": refusal.is_none(), "why_not": refusal })
         });
-        let mut report = serde_json::to_value(&extension)?;
+        let mut report = serde_json::to_value(extension)?;
         report["verdict"] = merges.unwrap_or_default();
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_extension(&extension);
+        print_extension(extension);
         if let Some((on, refusal)) = &verdict {
             match refusal {
                 None => say!("on {on}: merged"),

@@ -4,6 +4,8 @@
 //! - btrfs: superblock at 64 KiB; magic `_BHRfS_M` at +0x40, fsid at +0x20, label at +0x12B.
 //! - ext2/3/4: superblock at 1 KiB; magic 0xEF53 at +0x38, UUID at +0x68, label at +0x78,
 //!   compat features at +0x5C (journal 0x4), incompat at +0x60 (extents 0x40, 64bit 0x80).
+//! - squashfs: magic `hsqs` at 0 (no label or UUID);
+//! - EROFS: superblock at 1 KiB; magic 0xE0F5E1E2 at +0, UUID at +0x30, volume name at +0x40;
 //! - FAT: boot sector ending 0x55AA; FAT32 has "FAT32   " at 0x52, serial at 0x43, label at
 //!   0x47; FAT12/16 have "FAT1" at 0x36, serial at 0x27, label at 0x2B.
 
@@ -19,6 +21,8 @@ pub enum FsKind {
     Ext2,
     Ext3,
     Ext4,
+    Squashfs,
+    Erofs,
 }
 
 impl FsKind {
@@ -29,6 +33,8 @@ impl FsKind {
             FsKind::Ext2 => "ext2",
             FsKind::Ext3 => "ext3",
             FsKind::Ext4 => "ext4",
+            FsKind::Squashfs => "squashfs",
+            FsKind::Erofs => "erofs",
         }
     }
 }
@@ -85,6 +91,22 @@ fn uuid(b: &[u8]) -> String {
 /// The filesystem at the start of `partition`, if one is recognised.
 pub fn detect(partition: &mut (impl Read + Seek)) -> io::Result<Option<FsInfo>> {
     let mut block = vec![0u8; 4096];
+    // First the two whose magic is at a fixed place before the others': an EROFS
+    // superblock's UUID covers the bytes where ext looks for its magic.
+    if read_at(partition, 1024, &mut block[..128])? && block[..4] == 0xE0F5_E1E2u32.to_le_bytes() {
+        return Ok(Some(FsInfo {
+            kind: FsKind::Erofs,
+            label: text(&block[0x40..0x50]),
+            uuid: Some(uuid(&block[0x30..0x40])),
+        }));
+    }
+    if read_at(partition, 0, &mut block[..4])? && &block[..4] == b"hsqs" {
+        return Ok(Some(FsInfo {
+            kind: FsKind::Squashfs,
+            label: None,
+            uuid: None,
+        }));
+    }
     if read_at(partition, 0x10000, &mut block)? && &block[0x40..0x48] == b"_BHRfS_M" {
         return Ok(Some(FsInfo {
             kind: FsKind::Btrfs,

@@ -2,6 +2,7 @@
 //! kato-image needs from them.
 
 pub mod btrfs;
+pub(crate) mod codec;
 pub mod detect;
 pub mod erofs;
 pub(crate) mod fat;

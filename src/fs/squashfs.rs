@@ -18,6 +18,7 @@
 
 use std::io::{Read, Seek};
 
+use super::codec;
 use super::image::{self, ImageError, ReadOnlyImage, le16, le32, le64};
 
 const FORMAT: &str = "squashfs";
@@ -75,19 +76,10 @@ impl Compressor {
 
     /// Decodes one block into at most `limit` bytes.
     fn decode(self, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let bounded = |r: &mut dyn Read, out: &mut Vec<u8>| {
-            r.take(limit as u64 + 1)
-                .read_to_end(out)
-                .map_err(|e| e.to_string())
-        };
-        match self {
-            Compressor::Gzip => bounded(&mut flate2::read::ZlibDecoder::new(data), &mut out)?,
-            Compressor::Zstd => {
-                let mut decoder =
-                    ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| e.to_string())?;
-                bounded(&mut decoder, &mut out)?
-            }
+        // One byte over the limit tells a block that decodes to too much.
+        let out = match self {
+            Compressor::Gzip => codec::zlib(data, limit + 1)?,
+            Compressor::Zstd => codec::zstd(data, limit + 1)?,
             Compressor::Xz | Compressor::Lzma => {
                 let mut sink = crate::io::LimitedVec::new(limit);
                 let result = if self == Compressor::Xz {
@@ -97,18 +89,15 @@ impl Compressor {
                     lzma_rs::lzma_decompress(&mut &data[..], &mut sink)
                 };
                 result.map_err(|e| format!("{e:?}"))?;
-                out = sink.into_inner();
-                out.len()
+                sink.into_inner()
             }
             Compressor::Lzo => {
+                let mut out = Vec::new();
                 crate::fs::btrfs::lzo::decompress_lzo1x(data, &mut out, limit)
                     .map_err(|e| e.to_string())?;
-                out.len()
+                out
             }
-            Compressor::Lz4 => {
-                out = crate::fs::lz4::decode(data, limit + 1)?;
-                out.len()
-            }
+            Compressor::Lz4 => crate::fs::lz4::decode(data, limit + 1)?,
         };
         if out.len() > limit {
             return Err(format!("decodes to more than {limit} bytes"));

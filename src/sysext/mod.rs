@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::disk::gpt::PartitionTable;
+use crate::fs::FsKind;
 use crate::fs::erofs::Erofs;
 use crate::fs::image::{ImageError, ReadOnlyImage};
 use crate::fs::squashfs::Squashfs;
@@ -139,8 +140,16 @@ impl Extension {
     }
 }
 
-/// Reads the image at `path`.
-pub fn read(path: &Path) -> Result<Extension, SysextError> {
+/// Reads the image at `path`; `None` if it is no extension image (neither squashfs nor EROFS,
+/// nor a GPT image with a discoverable root partition), or cannot be opened: the caller's
+/// own reading of it says why.
+pub fn read(path: &Path) -> Result<Option<Extension>, SysextError> {
+    let Ok(file) = File::open(path) else {
+        return Ok(None);
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Ok(None);
+    };
     let io = |source| SysextError::Io {
         file: path.to_path_buf(),
         source,
@@ -149,91 +158,65 @@ pub fn read(path: &Path) -> Result<Extension, SysextError> {
         file: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let name = [".sysext.raw", ".raw"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(&name)
-        .to_string();
     let (ddi, start, size) = match ddi(&file, len) {
         Some((ddi, start, size)) => (Some(ddi), start, size),
         None => (None, 0, len),
     };
-    let window = Window::new(&file, start, size);
-    let (filesystem, contents) = match magic(&file, start) {
-        Some(Magic::Squashfs) => {
+    let mut window = Window::new(&file, start, size);
+    // What cannot be read is no extension image here; the disk reading says why.
+    let detected = crate::fs::detect(&mut window)
+        .ok()
+        .flatten()
+        .map(|f| f.kind);
+    let (filesystem, (releases, has_os_release)) = match detected {
+        Some(FsKind::Squashfs) => {
             let mut fs = Squashfs::open(window, size).map_err(image)?;
             let compression = fs.superblock.compressor.name();
-            (Filesystem::Squashfs { compression }, contents(&mut fs))
+            (
+                Filesystem::Squashfs { compression },
+                contents(&mut fs, path)?,
+            )
         }
-        Some(Magic::Erofs) => (
+        Some(FsKind::Erofs) => (
             Filesystem::Erofs,
-            contents(&mut Erofs::open(window, size).map_err(image)?),
+            contents(&mut Erofs::open(window, size).map_err(image)?, path)?,
         ),
-        None => {
+        _ if ddi.is_some() => {
             return Err(SysextError::NotAnImage {
                 file: path.to_path_buf(),
             });
         }
+        _ => return Ok(None),
     };
-    let (releases, has_os_release) = contents.map_err(|e| match e {
-        Refusal::Image(source) => image(source),
-        Refusal::Release { name, why } => SysextError::BadRelease {
-            file: path.to_path_buf(),
-            name,
-            why,
-        },
-    })?;
     let mut hasher = crate::io::Sha256Writer::new(std::io::sink());
     // The readers above moved the shared file position.
     (&file).seek(std::io::SeekFrom::Start(0)).map_err(io)?;
     std::io::copy(&mut (&file), &mut hasher).map_err(io)?;
     let (sha256, size) = hasher.finish();
-    Ok(Extension {
+    Ok(Some(Extension {
         file: path.to_path_buf(),
         size,
         sha256,
-        name,
+        name: image_name(path),
         filesystem,
         ddi,
         releases,
         has_os_release,
-    })
+    }))
 }
 
-/// Whether the file at `path` looks like a system extension image (by its magic numbers, or a
-/// GPT whose partitions include a discoverable root); unreadable files are not.
-pub fn is_extension(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    magic(&file, 0).is_some() || ddi(&file, len).is_some()
-}
-
-enum Magic {
-    Squashfs,
-    Erofs,
-}
-
-fn magic(file: &File, start: u64) -> Option<Magic> {
-    use std::os::unix::fs::FileExt;
-    let mut head = [0u8; 4];
-    let mut erofs = [0u8; 4];
-    if file.read_exact_at(&mut head, start).is_ok() && &head == b"hsqs" {
-        Some(Magic::Squashfs)
-    } else if file.read_exact_at(&mut erofs, start + 1024).is_ok()
-        && u32::from_le_bytes(erofs) == 0xE0F5_E1E2
-    {
-        Some(Magic::Erofs)
-    } else {
-        None
-    }
+/// The name systemd-sysext gives the image at `path`: its file name without `.sysext.raw`
+/// or `.raw`.
+fn image_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    [".sysext.raw", ".raw"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(&name)
+        .to_string()
 }
 
 /// A GPT image's root partition (offset and length) and what it says of the image as a DDI.
@@ -264,40 +247,39 @@ fn ddi(file: &File, len: u64) -> Option<(Ddi, u64, u64)> {
     ))
 }
 
-enum Refusal {
-    Image(ImageError),
-    Release { name: String, why: String },
-}
-
-/// Every extension-release file in the image, parsed, and whether it holds an os-release.
+/// Every extension-release file in the image at `path`, parsed, and whether it holds an
+/// os-release.
 fn contents(
     fs: &mut dyn ReadOnlyImage,
-) -> Result<(Vec<(String, ExtensionRelease)>, bool), Refusal> {
+    path: &Path,
+) -> Result<(Vec<(String, ExtensionRelease)>, bool), SysextError> {
+    let image = |source| SysextError::Image {
+        file: path.to_path_buf(),
+        source,
+    };
     let has_os_release = fs
         .list(&RELEASE_DIR[..2])
-        .map_err(Refusal::Image)?
+        .map_err(image)?
         .is_some_and(|names| names.iter().any(|n| n == "os-release"));
-    let names = fs
-        .list(&RELEASE_DIR)
-        .map_err(Refusal::Image)?
-        .unwrap_or_default();
+    let names = fs.list(&RELEASE_DIR).map_err(image)?.unwrap_or_default();
     let mut releases = Vec::new();
     for file_name in names
         .iter()
         .filter(|n| n.starts_with(RELEASE_PREFIX))
         .take(RELEASES_MAX)
     {
-        let refused = |why: String| Refusal::Release {
+        let refused = |why: String| SysextError::BadRelease {
+            file: path.to_path_buf(),
             name: file_name.clone(),
             why,
         };
-        let mut path = RELEASE_DIR.to_vec();
-        path.push(file_name);
+        let mut release_path = RELEASE_DIR.to_vec();
+        release_path.push(file_name);
         let bytes = fs
-            .read_file(&path, release::RELEASE_MAX)
+            .read_file(&release_path, release::RELEASE_MAX)
             .map_err(|e| match e {
                 ImageError::NotAFile { .. } | ImageError::TooLarge { .. } => refused(e.to_string()),
-                other => Refusal::Image(other),
+                other => image(other),
             })?
             .unwrap_or_default();
         let text = String::from_utf8(bytes).map_err(|_| refused("expected UTF-8 text".into()))?;

@@ -10,23 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::disk::{fixture, fixture_copy, sgdisk_table, sgdisk_verify};
+use common::inspect_json;
 use kato_image::disk::{self, DiskError, Guid, PartitionTable, WorkingCopy, layout};
-
-fn inspect_json(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = common::kato()
-        .arg("inspect")
-        .arg(path)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "inspect: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn inspect_error(path: &Path) -> String {
     let out = common::kato().arg("inspect").arg(path).output().unwrap();

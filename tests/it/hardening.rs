@@ -702,16 +702,7 @@ fn no_file_outside_the_profiles_folder_reaches_a_config() {
         "profiles/probe.yaml",
         "extends: base\nignition:\n  - butane: ok.bu\n",
     );
-    let out = scratch
-        .kato(&["render", "--role", "probe"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = scratch.rendered("probe");
     let links = config["storage"]["links"].as_array().unwrap();
     assert!(
         links

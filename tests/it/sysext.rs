@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{judge, kato};
+use crate::common::{inspect_json, judge, kato};
 
 const RELEASE_DIR: &str = "usr/lib/extension-release.d";
 
@@ -60,15 +60,6 @@ fn mkfs_erofs(tree: &Path, image: &Path, extra: &[&str]) {
     let mut args: Vec<&str> = extra.to_vec();
     args.extend([image.to_str().unwrap(), tree.to_str().unwrap()]);
     ok(&judge("mkfs.erofs", &args, None));
-}
-
-fn inspect_json(image: &Path) -> serde_json::Value {
-    let out = kato()
-        .args(["inspect", "--json"])
-        .arg(image)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&ok(&out).stdout).expect("inspect --json prints JSON")
 }
 
 fn one_line_error(args: &[&str], image: &Path) -> String {
@@ -155,7 +146,7 @@ fn squashfs_images_of_every_compressor_mksquashfs_offers_are_read_as_unsquashfs_
             release,
             "{label}"
         );
-        let report = inspect_json(&image);
+        let report = inspect_json(&image, &[]);
         assert_eq!(report["filesystem"], "squashfs", "{label}: {report}");
         let sha256 = judge("sha256sum", &[image.to_str().unwrap()], None);
         let sha256 = String::from_utf8_lossy(&ok(&sha256).stdout).to_string();
@@ -198,7 +189,7 @@ fn erofs_images_and_a_gpt_image_holding_one_are_read_as_fsck_erofs_reads_them() 
             std::fs::read_to_string(extracted.join(RELEASE_DIR).join("extension-release.hello"))
                 .unwrap();
         assert_eq!(judged, release, "{label}");
-        let report = inspect_json(&image);
+        let report = inspect_json(&image, &[]);
         assert_eq!(report["filesystem"], "erofs", "{label}: {report}");
         assert_fields(&report, "hello", keys);
     }
@@ -233,7 +224,7 @@ fn erofs_images_and_a_gpt_image_holding_one_are_read_as_fsck_erofs_reads_them() 
     let fs = std::fs::read(&image).unwrap();
     bytes[start as usize..start as usize + fs.len()].copy_from_slice(&fs);
     std::fs::write(&ddi, &bytes).unwrap();
-    let report = inspect_json(&ddi);
+    let report = inspect_json(&ddi, &[]);
     assert_eq!(report["ddi"]["architecture"], "x86-64", "{report}");
     assert_eq!(
         report["ddi"]["partitions"],

@@ -6,6 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::crc;
 use super::format::*;
+use crate::fs::codec;
 use crate::fs::tree::{Contents, Entry, FileTree, Kind, Meta};
 
 #[derive(Debug, thiserror::Error)]
@@ -743,29 +744,13 @@ struct InodeItems {
 
 /// Decodes one extent's data (`limit` is the decoded length).
 fn decompress(compression: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(limit);
     match compression {
-        COMPRESS_NONE => out.extend_from_slice(&data[..limit.min(data.len())]),
-        COMPRESS_ZLIB => {
-            flate2::read::ZlibDecoder::new(data)
-                .take(limit as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("zlib: {e}"))?;
-        }
-        COMPRESS_ZSTD => {
-            let mut decoder =
-                ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| format!("zstd: {e}"))?;
-            (&mut decoder)
-                .take(limit as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("zstd: {e}"))?;
-        }
-        COMPRESS_LZO => {
-            out = super::lzo::decompress_extent(data, limit).map_err(|e| e.to_string())?
-        }
-        other => return Err(format!("unknown compression {other}")),
+        COMPRESS_NONE => Ok(data[..limit.min(data.len())].to_vec()),
+        COMPRESS_ZLIB => codec::zlib(data, limit).map_err(|e| format!("zlib: {e}")),
+        COMPRESS_ZSTD => codec::zstd(data, limit).map_err(|e| format!("zstd: {e}")),
+        COMPRESS_LZO => super::lzo::decompress_extent(data, limit).map_err(|e| e.to_string()),
+        other => Err(format!("unknown compression {other}")),
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -73,6 +73,23 @@ impl Scratch {
     }
 }
 
+/// What `inspect PATH --json EXTRA` prints, failing the test with its stderr otherwise.
+pub fn inspect_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = kato()
+        .arg("inspect")
+        .arg(path)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A port free on 127.0.0.1 right now, for a server the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
